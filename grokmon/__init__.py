@@ -1,0 +1,89 @@
+"""grokmon: watch an MoE LLM turn memorization into generalization, live, from training data alone.
+
+Implements the pathway metrics of Li, Fan, Zhou, "Where to find Grokking in LLM Pretraining?
+Monitor Memorization-to-Generalization without Test" (arXiv 2506.21551) and streams them to
+Weights & Biases, TensorBoard or JSONL while training runs.
+
+Example:
+    >>> from grokmon import GrokkingMonitor, ProbeSet          # doctest: +SKIP
+    >>> probe = ProbeSet.from_token_ids(token_ids, groups=domains)  # doctest: +SKIP
+    >>> trainer = Trainer(..., callbacks=[GrokkingMonitor(probe, every=200).hf_callback()])  # doctest: +SKIP
+
+Public names are imported lazily, so ``import grokmon`` stays cheap and pulls in transformers,
+W&B or Lightning only when the part that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # errors
+    "GrokmonError": "grokmon.errors",
+    "RouterNotFoundError": "grokmon.errors",
+    "RoutingError": "grokmon.errors",
+    "ProbeError": "grokmon.errors",
+    "ConfigError": "grokmon.errors",
+    "SinkError": "grokmon.errors",
+    # data
+    "Pathways": "grokmon.pathways",
+    "PathwaySequences": "grokmon.pathways",
+    "pathway_sequences": "grokmon.pathways",
+    "ProbeSet": "grokmon.probe",
+    # routing
+    "find_routers": "grokmon.routing",
+    "register_router": "grokmon.routing",
+    "capture_pathways": "grokmon.routing",
+    "RouterOutput": "grokmon.routing",
+    "RouterSite": "grokmon.routing",
+    "CaptureResult": "grokmon.routing",
+    # metrics
+    "MetricConfig": "grokmon.metrics",
+    "compute_metrics": "grokmon.metrics",
+    "pathway_distance": "grokmon.metrics",
+    "pathway_consistency": "grokmon.metrics",
+    "routing_entropy": "grokmon.metrics",
+    "expert_load": "grokmon.metrics",
+    "pathway_drift": "grokmon.metrics",
+    # edit distance
+    "levenshtein": "grokmon.editdistance",
+    "edit_distance": "grokmon.editdistance",
+    "pairwise_edit_distance": "grokmon.editdistance",
+    # monitor, alerts, sinks
+    "GrokkingMonitor": "grokmon.monitor",
+    "PlateauRule": "grokmon.alerts",
+    "ThresholdRule": "grokmon.alerts",
+    "DivergenceRule": "grokmon.alerts",
+    "GroupStageTracker": "grokmon.alerts",
+    "AlertEvent": "grokmon.alerts",
+    "JsonlSink": "grokmon.sinks",
+    "WandbSink": "grokmon.sinks",
+    "TensorBoardSink": "grokmon.sinks",
+    "CallbackSink": "grokmon.sinks",
+    "AccelerateSink": "grokmon.sinks",
+    "GrokkingCallback": "grokmon.integrations.hf",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grokmon' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - static analysers see the real names
+    from .errors import ConfigError, GrokmonError, ProbeError, RouterNotFoundError, RoutingError, SinkError
+    from .pathways import Pathways, PathwaySequences, pathway_sequences
