@@ -1,0 +1,163 @@
+"""PNG plots of grokmon records: metric curves against step, per group, and expert-load heatmaps.
+
+Input is a list of ``(step, metrics)`` pairs, as in ``monitor.history`` or a JSONL record read back
+with :func:`grokmon.sinks.read_jsonl`. Needs matplotlib (``pip install grokmon[plot]``).
+
+Example:
+    >>> records = [(0, {"pathway_distance": 0.8}), (100, {"pathway_distance": 0.6})]
+    >>> paths = plot_metrics(records, "out_dir")          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+from .errors import ConfigError
+
+Record = tuple[int, Mapping[str, float]]
+
+_GROUP_KEY = re.compile(r"^(?:grokmon/)?group/(?P<group>[^/]+)/(?P<metric>.+)$")
+_LOAD_KEY = re.compile(r"^(?:grokmon/)?layer/(?P<layer>\d+)/expert/(?P<expert>\d+)/load$")
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError("plots need matplotlib: pip install 'grokmon[plot]'") from exc
+    return plt
+
+
+def _strip(key: str) -> str:
+    return key[len("grokmon/"):] if key.startswith("grokmon/") else key
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def split_series(records: Iterable[Record]) -> tuple[dict, dict]:
+    """Split records into ``{metric: [(step, v)]}`` and ``{metric: {group: [(step, v)]}}``."""
+    overall: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    grouped: dict[str, dict[str, list[tuple[int, float]]]] = defaultdict(lambda: defaultdict(list))
+    for step, metrics in records:
+        for key, value in metrics.items():
+            if not _finite(value):
+                continue
+            key = _strip(key)
+            match = _GROUP_KEY.match(key)
+            if match:
+                grouped[match["metric"]][match["group"]].append((step, float(value)))
+            elif "/" not in key:
+                overall[key].append((step, float(value)))
+    return dict(overall), {m: dict(g) for m, g in grouped.items()}
+
+
+def plot_metrics(
+    records: Sequence[Record],
+    out_dir: str | Path,
+    *,
+    metrics: Sequence[str] | None = None,
+    marks: Mapping[str, int] | None = None,
+    reference: Mapping[str, Sequence[tuple[int, float]]] | None = None,
+) -> list[Path]:
+    """Write one PNG per metric (``<metric>.png``, groups as separate lines) into ``out_dir``.
+
+    Args:
+        records: ``(step, metrics)`` pairs; keys with or without the ``grokmon/`` prefix.
+        out_dir: folder for the PNGs (created).
+        metrics: only these metric names (default: every scalar and per-group metric found).
+        marks: vertical lines to draw, e.g. ``{"memorized": 300, "generalized": 1200}``.
+        reference: extra curves drawn on a second axis of every plot, e.g. held-out accuracy.
+
+    Returns:
+        The paths written, sorted.
+    """
+    if not records:
+        raise ConfigError("no records to plot: the JSONL file is empty or has no metric lines")
+    plt = _pyplot()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    overall, grouped = split_series(records)
+    names = sorted(set(overall) | set(grouped)) if metrics is None else list(metrics)
+    written = []
+    for name in names:
+        if name not in overall and name not in grouped:
+            raise ConfigError(f"metric {name!r} is not in the records; found: {sorted(set(overall) | set(grouped))}")
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        if name in overall:
+            steps, values = zip(*overall[name])
+            ax.plot(steps, values, marker="o", markersize=3, label="all samples", color="black")
+        for group, series in sorted(grouped.get(name, {}).items()):
+            steps, values = zip(*series)
+            ax.plot(steps, values, marker=".", markersize=3, label=group, alpha=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.set_title(f"grokmon/{name}")
+        for label, step in (marks or {}).items():
+            ax.axvline(step, linestyle="--", color="grey")
+            ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
+                        rotation=90, va="top", ha="right")
+        if reference:
+            twin = ax.twinx()
+            for ref_name, series in reference.items():
+                if series:
+                    steps, values = zip(*series)
+                    twin.plot(steps, values, linestyle=":", label=ref_name, color="tab:red")
+            twin.set_ylabel(", ".join(reference))
+            twin.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out / f"{name.replace('/', '_')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return sorted(written)
+
+
+def plot_expert_load(records: Sequence[Record], out_dir: str | Path) -> Path | None:
+    """Heatmap of the last record's per-layer expert load (``layer/<i>/expert/<e>/load`` keys).
+
+    Returns the PNG path, or None when the records carry no per-expert keys (enable them with
+    ``MetricConfig(per_expert=True)``).
+    """
+    for step, metrics in reversed(list(records)):
+        cells = {}
+        for key, value in metrics.items():
+            match = _LOAD_KEY.match(key)
+            if match and _finite(value):
+                cells[int(match["layer"]), int(match["expert"])] = float(value)
+        if cells:
+            break
+    else:
+        return None
+    plt = _pyplot()
+    import numpy as np
+
+    layers = sorted({l for l, _ in cells})
+    experts = max(e for _, e in cells) + 1
+    grid = np.full((len(layers), experts), np.nan)
+    for (layer, expert), value in cells.items():
+        grid[layers.index(layer), expert] = value
+    fig, ax = plt.subplots(figsize=(min(14, 2 + experts * 0.15), 1.5 + len(layers) * 0.3))
+    image = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_yticks(range(len(layers)), [str(l) for l in layers])
+    ax.set_xlabel("expert")
+    ax.set_ylabel("layer")
+    ax.set_title(f"expert load (fraction of tokens), step {step}")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "expert_load.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
