@@ -1,0 +1,146 @@
+"""JsonlSink: one JSON object per line, the embedded default sink.
+
+Line format (one per :meth:`JsonlSink.log` / alert)::
+
+    {"step": 200, "time": 1732400000.1, "metrics": {"grokmon/pathway_distance": 3.5, "grokmon/x": null}}
+    {"step": 200, "time": 1732400000.2, "alert": {"title": "...", "text": "...", "level": "WARN", ...}}
+
+Metrics are nested under ``"metrics"`` so that keys never collide with ``step`` / ``time``.
+Non-finite values (NaN, ±inf) are written as ``null``, so every line is strict JSON. Each line is
+flushed as it is written.
+
+Resume: opening an existing file appends to it, and metric lines only ever move forward.
+``resume_step`` (the step of the checkpoint the run resumed from) first drops every line with a
+larger step – those came from the lost part of the previous run. After that, :meth:`log` drops
+(with one warning) any step that is not above the last metric step in the file. Together these
+keep the file free of duplicate or backwards steps across restarts. A half-written last line
+(a crash mid-write) is removed on open.
+
+Example:
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "grokmon.jsonl")
+    >>> with JsonlSink(path) as sink:
+    ...     sink.log({"grokmon/pathway_distance": 3.5, "grokmon/nan": float("nan")}, step=200)
+    >>> [(r["step"], r["metrics"]) for r in read_jsonl(path)]
+    [(200, {'grokmon/pathway_distance': 3.5, 'grokmon/nan': None})]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import SinkError
+from .base import AlertInfo, Sink, _jsonable, to_float
+
+__all__ = ["JsonlSink", "read_jsonl"]
+
+
+def _parse(path: Path) -> tuple[list[dict], bool]:
+    """Records of ``path`` and whether its end is damaged (an unterminated or unparsable last line)."""
+    raw = path.read_bytes()
+    if not raw:
+        return [], False
+    lines = raw.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    records, damaged = [], False
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:
+            if i == len(lines) - 1 and not tail:
+                damaged = True  # last line half-written, then a newline was never reached
+                break
+            raise SinkError(f"line {i + 1} of {path} is not JSON ({e}): the file is corrupted; move it away") from e
+    if tail.strip():
+        try:
+            records.append(json.loads(tail))
+        except ValueError:
+            pass
+        damaged = True  # no trailing newline: the next append would glue onto this line
+    return records, damaged
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All records of a grokmon JSONL file, in order (a half-written last line is skipped).
+
+    Metric records have ``"metrics"``, alert records ``"alert"``; ``null`` metric values are
+    non-finite numbers.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SinkError(f"no JSONL file at {path}")
+    return _parse(path)[0]
+
+
+class JsonlSink(Sink):
+    """Append probe metrics and alerts to a JSON-lines file (see module doc for format and resume)."""
+
+    name = "jsonl"
+
+    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dropped = 0
+        records: list[dict] = []
+        if self.path.exists():
+            records, damaged = _parse(self.path)
+            kept = records
+            if resume_step is not None:
+                kept = [r for r in records if r.get("step") is None or r["step"] <= resume_step]
+            if damaged or len(kept) != len(records):
+                self._rewrite(kept)
+            records = kept
+        steps = [r["step"] for r in records if "metrics" in r and r.get("step") is not None]
+        self.last_step: int | None = max(steps) if steps else None
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def _rewrite(self, records: list[dict]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, allow_nan=False) + "\n")
+        os.replace(tmp, self.path)
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self._fh.closed:
+            raise SinkError(f"JsonlSink({self.path}) is closed: create a new sink to log again")
+        self._fh.write(json.dumps(record, allow_nan=False) + "\n")
+        self._fh.flush()
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        step = int(step)
+        if self.last_step is not None and step <= self.last_step:
+            self.dropped += 1
+            if self.dropped == 1:
+                warnings.warn(
+                    f"JsonlSink({self.path}): step {step} is not after step {self.last_step} already in the file; "
+                    "dropped (JSONL steps only move forward). Pass resume_step= when resuming from a checkpoint",
+                    RuntimeWarning, stacklevel=2,
+                )
+            return
+        values = {}
+        for k, v in metrics.items():
+            f = to_float(v, k)
+            values[str(k)] = f if math.isfinite(f) else None
+        self._write({"step": step, "time": time.time(), "metrics": values})
+        self.last_step = step
+
+    def _alert(self, alert: AlertInfo) -> None:
+        step = alert.step if alert.step is not None else self.last_step
+        self._write({"step": step, "time": time.time(), "alert": _jsonable(alert.to_dict())})
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+
+    def __repr__(self) -> str:
+        return f"JsonlSink({str(self.path)!r}, last_step={self.last_step})"

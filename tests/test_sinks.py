@@ -1,0 +1,296 @@
+"""Sinks against their real backends: JSONL files, offline W&B runs, TensorBoard event files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+
+import pytest
+
+from grokmon.errors import SinkError
+from grokmon.sinks import (
+    AccelerateSink, AlertInfo, CallbackSink, JsonlSink, Sink, SinkLike, TensorBoardSink, WandbSink, as_alert,
+    read_jsonl,
+)
+
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _strict_lines(path):
+    """Every line parsed by a JSON parser that rejects NaN / Infinity."""
+    def reject(c):
+        raise ValueError(f"non-standard JSON constant {c}")
+    return [json.loads(line, parse_constant=reject) for line in open(path, encoding="utf-8")]
+
+
+# ---------------------------------------------------------------------------- alerts
+
+
+@dataclass
+class _Event:  # shaped like grokmon.alerts.AlertEvent (duck-typed)
+    title: str
+    message: str
+    level: str
+    step: int
+    rule: str = "plateau"
+
+
+def test_as_alert_accepts_strings_events_and_mappings():
+    a = as_alert("grokmon: plateau", "flat", "warning", 300)
+    assert a == AlertInfo("grokmon: plateau", "flat", "WARN", 300.0, None)
+    e = as_alert(_Event("t", "m", "error", 40))
+    assert (e.title, e.text, e.level, e.step, e.extra) == ("t", "m", "ERROR", 40, {"rule": "plateau"})
+    m = as_alert({"title": "t", "text": "x", "level": "INFO", "wait_duration": 2})
+    assert (m.text, m.level, m.wait_duration) == ("x", "INFO", 2.0)
+    with pytest.raises(SinkError, match="alert level"):
+        as_alert("t", "x", "loud")
+    with pytest.raises(SinkError, match="title"):
+        as_alert(object())
+
+
+# ---------------------------------------------------------------------------- JSONL
+
+
+def test_jsonl_round_trip_nan_inf_and_alerts(tmp_path):
+    path = tmp_path / "out" / "grokmon.jsonl"
+    sink = JsonlSink(path)
+    assert isinstance(sink, SinkLike) and sink.name == "jsonl"
+    sink.log({"grokmon/a": 1.5, "grokmon/nan": float("nan"), "grokmon/inf": float("-inf")}, step=10)
+    sink.alert(_Event("grokmon: plateau", "flat", "WARN", 10))
+    sink.log({"grokmon/a": 2}, step=20)
+    # each line is flushed as written: readable before close
+    assert [r["step"] for r in read_jsonl(path)] == [10, 10, 20]
+    sink.close()
+    lines = _strict_lines(path)
+    assert lines[0]["metrics"] == {"grokmon/a": 1.5, "grokmon/nan": None, "grokmon/inf": None}
+    assert lines[1]["alert"]["title"] == "grokmon: plateau" and lines[1]["alert"]["text"] == "flat"
+    assert lines[1]["alert"]["rule"] == "plateau" and "metrics" not in lines[1]
+    assert lines[2]["metrics"] == {"grokmon/a": 2.0}
+    assert all(isinstance(r["time"], float) for r in lines)
+    with pytest.raises(SinkError, match="closed"):
+        sink.log({"x": 1}, step=30)
+
+
+def test_jsonl_reopen_never_goes_backwards(tmp_path):
+    path = tmp_path / "g.jsonl"
+    with JsonlSink(path) as s:
+        for step in (100, 200, 300):
+            s.log({"m": step / 100}, step=step)
+    s2 = JsonlSink(path)  # plain reopen: appends, last step 300
+    assert s2.last_step == 300
+    with pytest.warns(RuntimeWarning, match="not after step 300"):
+        s2.log({"m": 9.0}, step=300)
+    s2.log({"m": 9.0}, step=200)  # warned once, still dropped
+    s2.log({"m": 4.0}, step=400)
+    s2.close()
+    assert s2.dropped == 2
+    steps = [r["step"] for r in read_jsonl(path)]
+    assert steps == [100, 200, 300, 400]
+
+
+def test_jsonl_resume_step_truncates_lost_timeline(tmp_path):
+    path = tmp_path / "g.jsonl"
+    with JsonlSink(path) as s:
+        for step in (100, 200, 300, 400):
+            s.log({"m": float(step)}, step=step)
+        s.alert("late alert", "from the lost part", step=400)
+    # the run crashed after step 400 and resumes from the checkpoint at step 200
+    with JsonlSink(path, resume_step=200) as s:
+        assert s.last_step == 200
+        with pytest.warns(RuntimeWarning):
+            s.log({"m": -1.0}, step=200)  # re-probe of the checkpoint step: already in the file
+        s.log({"m": 300.5}, step=300)
+        s.log({"m": 400.5}, step=400)
+    recs = read_jsonl(path)
+    steps = [r["step"] for r in recs]
+    assert steps == [100, 200, 300, 400]
+    assert steps == sorted(set(steps))  # no duplicate, no backwards step
+    assert [r["metrics"]["m"] for r in recs] == [100.0, 200.0, 300.5, 400.5]
+    assert not any("alert" in r for r in recs)
+
+
+def test_jsonl_half_written_last_line_is_repaired(tmp_path):
+    path = tmp_path / "g.jsonl"
+    with JsonlSink(path) as s:
+        s.log({"m": 1.0}, step=1)
+    with open(path, "a") as f:
+        f.write('{"step": 2, "time": 0, "metr')  # crash mid-write
+    assert [r["step"] for r in read_jsonl(path)] == [1]
+    with JsonlSink(path) as s:
+        s.log({"m": 3.0}, step=3)
+    assert [r["step"] for r in _strict_lines(path)] == [1, 3]
+
+
+def test_jsonl_corrupt_middle_line_raises(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text('{"step": 1, "metrics": {}}\nnot json\n{"step": 2, "metrics": {}}\n')
+    with pytest.raises(SinkError, match="line 2"):
+        JsonlSink(path)
+
+
+def test_jsonl_rejects_non_scalar(tmp_path):
+    with JsonlSink(tmp_path / "g.jsonl") as s, pytest.raises(SinkError, match="not a scalar"):
+        s.log({"m": [1, 2]}, step=1)
+
+
+# ---------------------------------------------------------------------------- W&B
+
+
+@pytest.fixture
+def wandb_run(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="grokmon-sinks")
+    yield run, tmp_path
+    if wandb.run is not None:
+        wandb.finish()
+
+
+def test_wandb_sink_logs_against_step_key_without_drops(wandb_run):
+    from grokmon.wandb_records import read_wandb_run
+
+    run, tmp_path = wandb_run
+    sink = WandbSink()  # picks up wandb.run
+    # the host (Trainer) has logged 6 rows: W&B's own _step is now ahead of the training step
+    for gs in range(1, 7):
+        run.log({"train/loss": 1.0 / gs, "train/global_step": gs})
+    sink.log({"grokmon/pathway_distance": 3.5, "grokmon/nan": float("nan")}, step=2)
+    sink.log({"grokmon/pathway_distance": 2.5, "grokmon/nan": 1.0}, step=4)
+    sink.alert("grokmon: pathway distance plateau " + "x" * 80, "flat for 5 probes", "WARN", 120)
+    sink.close()
+    run.finish()
+
+    rec = read_wandb_run(tmp_path / "wandb", wait=10)
+    rows = [r for r in rec.history if "grokmon/pathway_distance" in r]
+    assert [r["train/global_step"] for r in rows] == [2, 4]  # nothing dropped despite _step being ahead
+    assert [r["grokmon/pathway_distance"] for r in rows] == [3.5, 2.5]
+    assert math.isnan(rows[0]["grokmon/nan"]) and rows[1]["grokmon/nan"] == 1
+    assert [r["_step"] for r in rows] == [6, 7]
+    defined = [(m["name"], m["glob_name"], m["step_metric"]) for m in rec.metrics]
+    assert ("train/global_step", None, None) in defined
+    assert (None, "grokmon/*", "train/global_step") in defined
+    assert len(rec.alerts) == 1
+    alert = rec.alerts[0]
+    assert len(alert["title"]) == 64 and alert["title"].startswith("grokmon: pathway distance plateau")
+    assert (alert["text"], alert["level"], alert["wait_duration"]) == ("flat for 5 probes", "WARN", 120.0)
+
+
+def test_wandb_sink_own_steps_never_below_run_step(wandb_run):
+    from grokmon.wandb_records import read_wandb_run
+
+    run, tmp_path = wandb_run
+    sink = WandbSink(run, step_key=None)
+    sink.log({"grokmon/a": 1.0}, step=5)
+    sink.log({"grokmon/b": 2.0}, step=5)  # same step: merges into one row (Accelerate semantics)
+    sink.log({"grokmon/a": 3.0}, step=10)
+    with pytest.warns(RuntimeWarning, match="below the run's current step 10"):
+        sink.log({"grokmon/a": 9.0}, step=7)
+    assert sink.dropped == 1
+    run.finish()
+    rec = read_wandb_run(tmp_path / "wandb", wait=10)
+    rows = [r for r in rec.history if "grokmon/a" in r or "grokmon/b" in r]
+    assert [(r["_step"], r.get("grokmon/a"), r.get("grokmon/b")) for r in rows] == [(5, 1, 2), (10, 3, None)]
+    assert rec.metrics == []  # step_key=None defines no metrics
+
+
+def test_wandb_sink_without_run_raises():
+    wandb = pytest.importorskip("wandb")
+    assert wandb.run is None
+    with pytest.raises(SinkError, match=r"no active W&B run: call wandb.init\(\) first or pass run="):
+        WandbSink().log({"grokmon/a": 1.0}, step=1)
+    with pytest.raises(SinkError, match="suffix glob"):
+        WandbSink(metric_glob="*/grokmon")
+
+
+# ---------------------------------------------------------------------------- TensorBoard
+
+
+def test_tensorboard_sink_read_back(tmp_path):
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    sink = TensorBoardSink(tmp_path / "tb")
+    sink.log({"grokmon/pathway_distance": 3.5, "grokmon/entropy": 0.25}, step=200)
+    sink.log({"grokmon/pathway_distance": 2.75, "grokmon/entropy": 0.5}, step=400)
+    sink.alert("grokmon: plateau", "flat", "WARN", step=400)
+    sink.close()
+    acc = ea_mod.EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert set(acc.Tags()["scalars"]) == {"grokmon/pathway_distance", "grokmon/entropy"}
+    dist = [(e.step, e.value) for e in acc.Scalars("grokmon/pathway_distance")]
+    assert dist == [(200, 3.5), (400, 2.75)]
+    assert [(e.step, e.value) for e in acc.Scalars("grokmon/entropy")] == [(200, 0.25), (400, 0.5)]
+    texts = acc.Tensors("grokmon/alerts/text_summary")
+    assert texts[0].step == 400
+    assert b"grokmon: plateau" in texts[0].tensor_proto.string_val[0]
+
+
+def test_tensorboard_sink_borrowed_writer_is_not_closed(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    sink = TensorBoardSink(writer=writer)
+    sink.log({"a": 1.0}, step=1)
+    sink.close()
+    writer.add_scalar("b", 2.0, 2)  # still usable: the sink did not close it
+    writer.close()
+    with pytest.raises(SinkError, match="exactly one"):
+        TensorBoardSink()
+
+
+# ---------------------------------------------------------------------------- callback
+
+
+def test_callback_sink():
+    seen, alerts = [], []
+    sink = CallbackSink(lambda m, s: seen.append((s, m)), alert_fn=alerts.append, name="mine")
+    metrics = {"grokmon/a": 1.0}
+    sink.log(metrics, step=3)
+    seen[0][1]["grokmon/a"] = 99.0  # the callback gets its own dict
+    assert metrics == {"grokmon/a": 1.0} and seen[0][0] == 3 and sink.name == "mine"
+    sink.alert("t", "x", "INFO")
+    assert alerts == [AlertInfo("t", "x", "INFO")]
+
+    def boom(m, s):
+        raise KeyError("user bug")
+
+    with pytest.raises(KeyError):  # sinks do not swallow: the monitor decides
+        CallbackSink(boom).log({"a": 1.0}, step=1)
+    with pytest.raises(SinkError):
+        CallbackSink(42)
+
+
+def test_base_sink_alert_is_noop_and_log_required():
+    class Minimal(Sink):
+        name = "min"
+
+    Minimal().alert("t", "x")  # no alert channel: nothing happens
+    with pytest.raises(NotImplementedError):
+        Minimal().log({"a": 1.0}, step=1)
+
+
+# ---------------------------------------------------------------------------- Accelerate
+
+
+def test_accelerate_sink_with_real_wandb_tracker(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    accelerate = pytest.importorskip("accelerate")
+    from grokmon.wandb_records import read_wandb_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    acc = accelerate.Accelerator(log_with="wandb", project_dir=str(tmp_path))
+    acc.init_trackers("grokmon-acc", init_kwargs={"wandb": {"mode": "offline", "dir": str(tmp_path)}})
+    sink = AccelerateSink(acc)
+    acc.log({"train/loss": 2.0}, step=10)
+    sink.log({"grokmon/a": 1.0}, step=10)  # same step as the user's log: one row
+    sink.log({"grokmon/a": 2.0}, step=20)
+    with pytest.warns(RuntimeWarning, match="below the last logged step 20"):
+        sink.log({"grokmon/a": 3.0}, step=15)
+    sink.alert("grokmon: plateau", "flat", "WARN", 60)
+    acc.end_training()
+    rec = read_wandb_run(tmp_path / "wandb", wait=10)
+    rows = [(r["_step"], r.get("train/loss"), r.get("grokmon/a")) for r in rec.history]
+    assert rows == [(10, 2, 1), (20, None, 2)]
+    assert rec.alerts == [{"title": "grokmon: plateau", "text": "flat", "level": "WARN", "wait_duration": 60.0}]
