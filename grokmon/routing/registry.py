@@ -1,0 +1,86 @@
+"""Custom router classes: tell grokmon about an MoE router transformers does not describe.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> class MyRouter(nn.Module):
+    ...     def __init__(self, hidden=8, experts=4, k=2):
+    ...         super().__init__()
+    ...         self.proj, self.top_k = nn.Linear(hidden, experts, bias=False), k
+    ...     def forward(self, x):
+    ...         return self.proj(x)               # logits only: top-k comes from self.top_k
+    >>> register_router(MyRouter)
+    >>> out = registered(MyRouter())[0](MyRouter(), (), torch.randn(5, 4))
+    >>> tuple(out.expert_ids.shape)
+    (5, 2)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from ..errors import ConfigError
+from .extract import standard_extractor
+from .types import Extractor, RouterKind
+
+_REGISTRY: dict[type, tuple[Extractor, RouterKind]] = {}
+
+
+def register_router(
+    module_class: type[nn.Module], extractor: Extractor | None = None, *, kind: RouterKind = "mlp"
+) -> None:
+    """Register ``module_class`` as an MoE router, read by ``extractor``.
+
+    Every instance of the class (or a subclass) in a model becomes a router site for
+    :func:`grokmon.routing.find_routers` and :func:`grokmon.routing.capture_pathways`.
+
+    The extractor API: ``extractor(module, args, output) -> RouterOutput``, called from a forward
+    hook with the router module, its positional forward arguments and its forward output. It must
+    return a :class:`grokmon.routing.RouterOutput` with ``expert_ids [T, k]`` (int64, the experts
+    the block really dispatches to, best first), ``weights [T, k]`` (float, rows summing to 1),
+    ``logits [T, E]`` or ``None``, and ``num_experts``; ``T`` rows in ``batch * seq`` row-major
+    order. ``grokmon.routing.extract.finish(ids, weights, logits, E)`` sorts and normalises for you.
+    Do no host syncs (``.item()``, ``.cpu()``) in it: it runs once per router per batch.
+
+    The default extractor reads a router returning ``(logits, weights, idx)`` (in any order: ids
+    are the integer tensor) or logits only (then it takes ``topk(logits, module.top_k or module.k)``
+    with softmax weights).
+
+    Args:
+        module_class: the router's ``nn.Module`` subclass.
+        extractor: reads one forward output; ``None`` for the default.
+        kind: ``"mlp"`` (expert FFNs) or ``"attention"`` (mixture-of-attention heads).
+
+    Example (a router returning ``(probs, ids)``)::
+
+        from grokmon.routing import register_router
+        from grokmon.routing.extract import finish
+
+        def read(module, args, out):
+            probs, ids = out                                  # [T, E] float, [T, k] int
+            return finish(ids, probs.gather(-1, ids), None, probs.shape[-1])
+
+        register_router(MyRouter, read)
+    """
+    if not (isinstance(module_class, type) and issubclass(module_class, nn.Module)):
+        raise ConfigError(f"register_router needs an nn.Module subclass, got {module_class!r}")
+    if kind not in ("mlp", "attention"):
+        raise ConfigError(f"kind must be 'mlp' or 'attention', got {kind!r}")
+    if extractor is not None and not callable(extractor):
+        raise ConfigError("extractor must be callable as extractor(module, args, output) -> RouterOutput")
+    _REGISTRY[module_class] = (extractor or standard_extractor, kind)
+
+
+def unregister_router(module_class: type[nn.Module]) -> None:
+    """Forget a class registered with :func:`register_router` (no error if it was not)."""
+    _REGISTRY.pop(module_class, None)
+
+
+def registered(module: nn.Module) -> tuple[Callable, RouterKind] | None:
+    """``(extractor, kind)`` registered for the module's class (the most specific match), or None."""
+    for cls in type(module).__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return None
