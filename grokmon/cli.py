@@ -1,0 +1,242 @@
+"""``grokmon`` command line: scan saved checkpoints, plot a run, build a probe file.
+
+    grokmon scan ckpts/checkpoint-* --probe probe.pt --out scan/   # metrics per checkpoint
+    grokmon report scan/grokmon.jsonl --out plots/                 # PNG curves + load heatmap
+    grokmon probe corpus.jsonl --tokenizer tok/ --n 512 --seq-len 256 --out probe.pt
+
+Example:
+    >>> main(["report", "run/grokmon.jsonl", "--out", "plots"])   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import GrokmonError
+
+_STEP_IN_NAME = re.compile(r"(?:checkpoint|step|ckpt|iter)[-_]?(\d+)", re.IGNORECASE)
+
+
+def checkpoint_step(path: Path) -> int:
+    """The training step of a saved checkpoint: ``trainer_state.json``, else digits in its name."""
+    state = path / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text())["global_step"])
+    match = _STEP_IN_NAME.search(path.name) or re.search(r"(\d+)$", path.name)
+    if match is None:
+        raise GrokmonError(
+            f"cannot tell the step of checkpoint {path}: name it like 'checkpoint-1200' or 'step1200', "
+            "or keep the Trainer's trainer_state.json in it"
+        )
+    return int(match.group(1))
+
+
+def _load_model(path: Path, device: str):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if not path.is_dir():
+        raise GrokmonError(f"checkpoint {path} is not a directory: pass saved Hugging Face checkpoint folders")
+    if not (path / "config.json").is_file():
+        raise GrokmonError(f"{path} has no config.json: it is not a saved Hugging Face model (save_pretrained)")
+    config = AutoConfig.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, config=config)
+    return model.to(device)
+
+
+def scan(
+    checkpoints: Sequence[str | Path],
+    probe_path: str | Path,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 16,
+    device: str | None = None,
+    per_group: bool = True,
+    per_layer: bool = False,
+    per_expert: bool = True,
+    progress: bool = True,
+) -> list[tuple[int, dict]]:
+    """Compute every metric for each checkpoint (sorted by step); resumable; writes JSONL and CSV.
+
+    Checkpoints already recorded in ``out_dir/grokmon.jsonl`` are skipped, so an interrupted scan
+    picks up where it stopped. Returns the ``(step, metrics)`` records of the whole scan.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from .metrics import MetricConfig, compute_metrics
+    from .probe import ProbeSet
+    from .routing import capture_pathways
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    probe = ProbeSet.load(probe_path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    paths = [Path(c) for c in checkpoints]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise GrokmonError(f"checkpoint(s) not found: {', '.join(missing)}")
+    ordered = sorted(paths, key=checkpoint_step)
+    jsonl = out / "grokmon.jsonl"
+    done: dict[str, tuple[int, dict]] = {}
+    if jsonl.exists():
+        for line in jsonl.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["checkpoint"]] = (row["step"], row["metrics"])
+    config = MetricConfig(per_group=per_group, per_layer=per_layer, per_expert=per_expert)
+    previous = None
+    records = []
+    with jsonl.open("a") as sink:
+        for path in tqdm(ordered, desc="grokmon scan", unit="ckpt", disable=not progress):
+            key = str(path.resolve())
+            if key in done:
+                records.append(done[key])
+                previous = None  # drift needs the pathways, which are not stored: skip it once
+                continue
+            model = _load_model(path, device)
+            probe.validate(model.config.get_text_config().vocab_size)
+            result = capture_pathways(
+                model, probe.input_ids.to(device),
+                None if probe.attention_mask is None else probe.attention_mask.to(device),
+                batch_size=batch_size, groups=probe.groups, group_names=probe.group_names,
+            )
+            metrics = compute_metrics(result.pathways, previous, config)
+            if result.loss_per_sample is not None:
+                metrics["probe_loss"] = float(result.loss_per_sample.float().mean())
+            metrics["probe_seconds"] = result.seconds
+            step = checkpoint_step(path)
+            sink.write(json.dumps({"step": step, "checkpoint": key, "metrics": _json_floats(metrics)}) + "\n")
+            sink.flush()
+            records.append((step, metrics))
+            previous = result.pathways
+            del model
+    _write_csv(records, out / "grokmon.csv")
+    return records
+
+
+def _json_floats(metrics: dict) -> dict:
+    return {k: (None if v != v else v) for k, v in metrics.items()}  # NaN -> null
+
+
+def _write_csv(records: Sequence[tuple[int, dict]], path: Path) -> None:
+    keys = sorted({k for _, m in records for k in m})
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", *keys])
+        for step, metrics in records:
+            writer.writerow([step, *("" if metrics.get(k) is None else metrics[k] for k in keys)])
+
+
+def read_records(path: str | Path) -> list[tuple[int, dict]]:
+    """``(step, metrics)`` pairs of a grokmon JSONL file (a live run's or a scan's); alerts skipped."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if "metrics" in row:
+            metrics = {k: (float("nan") if v is None else v) for k, v in row["metrics"].items()}
+            records.append((int(row["step"]), metrics))
+    return records
+
+
+def report(jsonl: str | Path, out_dir: str | Path) -> list[Path]:
+    """PNG plots of every metric in ``jsonl`` (per group when present) plus an expert-load heatmap."""
+    from .plots import plot_expert_load, plot_metrics
+
+    path = Path(jsonl)
+    if not path.is_file():
+        raise GrokmonError(f"{path} does not exist: pass the grokmon.jsonl a run or a scan wrote")
+    records = read_records(path)
+    written = plot_metrics(records, out_dir)
+    heatmap = plot_expert_load(records, out_dir)
+    return written + ([heatmap] if heatmap else [])
+
+
+def build_probe(
+    corpus: str | Path, tokenizer: str, out: str | Path, *, n: int, seq_len: int, seed: int = 0,
+    text_key: str = "text", group_key: str | None = None,
+) -> Path:
+    """Build a probe file from a JSONL (one object per line) or plain-text (one sample per line) corpus."""
+    from transformers import AutoTokenizer
+
+    from .probe import ProbeSet
+
+    path = Path(corpus)
+    if not path.is_file():
+        raise GrokmonError(f"corpus {path} does not exist")
+    texts, groups = [], []
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        if path.suffix in (".jsonl", ".json"):
+            row = json.loads(line)
+            texts.append(row[text_key])
+            if group_key:
+                groups.append(str(row[group_key]))
+        else:
+            texts.append(line)
+    if n > len(texts):
+        raise GrokmonError(f"the corpus has {len(texts)} samples, fewer than --n {n}: lower --n")
+    import torch
+
+    picked = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
+    tok = AutoTokenizer.from_pretrained(tokenizer)
+    probe = ProbeSet.from_texts([texts[i] for i in picked], tok, seq_len=seq_len,
+                                groups=[groups[i] for i in picked] if groups else None)
+    probe.save(out)
+    return Path(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="grokmon", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_scan = sub.add_parser("scan", help="compute metrics for saved checkpoints")
+    p_scan.add_argument("checkpoints", nargs="+")
+    p_scan.add_argument("--probe", required=True, help="probe file (ProbeSet.save / grokmon probe)")
+    p_scan.add_argument("--out", required=True)
+    p_scan.add_argument("--batch-size", type=int, default=16)
+    p_scan.add_argument("--device", default=None)
+    p_scan.add_argument("--per-layer", action="store_true")
+
+    p_report = sub.add_parser("report", help="plot a grokmon JSONL record")
+    p_report.add_argument("jsonl")
+    p_report.add_argument("--out", required=True)
+
+    p_probe = sub.add_parser("probe", help="build a probe file from a corpus")
+    p_probe.add_argument("corpus", help=".jsonl (objects with a text field) or text, one sample a line")
+    p_probe.add_argument("--tokenizer", required=True, help="a local tokenizer folder")
+    p_probe.add_argument("--out", required=True)
+    p_probe.add_argument("--n", type=int, default=512)
+    p_probe.add_argument("--seq-len", type=int, default=256)
+    p_probe.add_argument("--seed", type=int, default=0)
+    p_probe.add_argument("--text-key", default="text")
+    p_probe.add_argument("--group-key", default=None)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "scan":
+            records = scan(args.checkpoints, args.probe, args.out, batch_size=args.batch_size,
+                           device=args.device, per_layer=args.per_layer)
+            print(f"{len(records)} checkpoints -> {Path(args.out) / 'grokmon.jsonl'}, grokmon.csv")
+        elif args.command == "report":
+            for path in report(args.jsonl, args.out):
+                print(path)
+        else:
+            print(build_probe(args.corpus, args.tokenizer, args.out, n=args.n, seq_len=args.seq_len,
+                              seed=args.seed, text_key=args.text_key, group_key=args.group_key))
+    except GrokmonError as error:
+        print(f"grokmon: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

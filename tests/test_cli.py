@@ -1,0 +1,94 @@
+"""grokmon scan / report / probe on real saved checkpoints, a real tokenizer and the JSONL they write."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers as tf
+from moe_models import tiny_model
+
+from grokmon.cli import checkpoint_step, main, read_records
+from grokmon.metrics import MetricConfig, compute_metrics
+from grokmon.probe import ProbeSet
+from grokmon.routing import capture_pathways
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    for step, seed in ((20, 1), (10, 0)):
+        tiny_model("olmoe", seed=seed).save_pretrained(tmp_path / "ckpts" / f"checkpoint-{step}")
+    ids = torch.randint(2, 128, (6, 12), generator=torch.Generator().manual_seed(0))
+    ProbeSet.from_token_ids(ids, groups=["a", "a", "a", "b", "b", "b"]).save(tmp_path / "probe.pt")
+    return tmp_path
+
+
+def test_scan_writes_metrics_per_checkpoint_and_resumes(run_dir, capsys) -> None:
+    ckpts = [str(run_dir / "ckpts" / f"checkpoint-{s}") for s in (20, 10)]
+    out = run_dir / "scan"
+    assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out)]) == 0
+    records = read_records(out / "grokmon.jsonl")
+    assert [step for step, _ in records] == [10, 20]
+    # values equal a direct capture + compute on the same checkpoint
+    probe = ProbeSet.load(run_dir / "probe.pt")
+    model = tf.AutoModelForCausalLM.from_pretrained(ckpts[1])
+    direct = compute_metrics(
+        capture_pathways(model, probe.input_ids, probe.attention_mask, groups=probe.groups,
+                         group_names=probe.group_names).pathways,
+        config=MetricConfig(per_group=True, per_expert=True),
+    )
+    assert records[0][1]["pathway_distance"] == pytest.approx(direct["pathway_distance"])
+    assert records[0][1]["group/a/pathway_distance"] == pytest.approx(direct["group/a/pathway_distance"])
+    assert "pathway_drift" in records[1][1]
+    header = (out / "grokmon.csv").read_text().splitlines()[0].split(",")
+    assert header[0] == "step" and "pathway_distance" in header
+    # a second scan skips what is done: no new lines
+    lines = (out / "grokmon.jsonl").read_text().count("\n")
+    assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out)]) == 0
+    assert (out / "grokmon.jsonl").read_text().count("\n") == lines
+
+    assert main(["report", str(out / "grokmon.jsonl"), "--out", str(run_dir / "plots")]) == 0
+    names = {p.name for p in (run_dir / "plots").iterdir()}
+    assert {"pathway_distance.png", "expert_load.png"} <= names
+
+
+def test_scan_errors_are_clear(run_dir, capsys) -> None:
+    probe = str(run_dir / "probe.pt")
+    assert main(["scan", str(run_dir / "nope"), "--probe", probe, "--out", str(run_dir / "o")]) == 2
+    assert "not found" in capsys.readouterr().err
+    llama = tf.LlamaForCausalLM(tf.LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
+                                               num_hidden_layers=1, num_attention_heads=4,
+                                               num_key_value_heads=2))
+    llama.save_pretrained(run_dir / "dense" / "checkpoint-5")
+    assert main(["scan", str(run_dir / "dense" / "checkpoint-5"), "--probe", probe, "--out", str(run_dir / "o")]) == 2
+    assert "no MoE router" in capsys.readouterr().err
+    tiny_model("olmoe", vocab_size=64).save_pretrained(run_dir / "small" / "step-7")
+    assert main(["scan", str(run_dir / "small" / "step-7"), "--probe", probe, "--out", str(run_dir / "o")]) == 2
+    assert "tokenizer/vocab mismatch" in capsys.readouterr().err
+
+
+def test_checkpoint_step_from_name_or_trainer_state(tmp_path) -> None:
+    (tmp_path / "checkpoint-300").mkdir()
+    assert checkpoint_step(tmp_path / "checkpoint-300") == 300
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "trainer_state.json").write_text(json.dumps({"global_step": 900}))
+    assert checkpoint_step(tmp_path / "final") == 900
+
+
+def test_probe_command_builds_a_probe_from_a_jsonl_corpus(tmp_path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = [f"w{i}" for i in range(40)]
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
+    tok.save_pretrained(tmp_path / "tok")
+    rows = [{"text": " ".join(words[i:i + 10]), "domain": "x" if i % 2 else "y"} for i in range(20)]
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "probe.pt"
+    assert main(["probe", str(tmp_path / "corpus.jsonl"), "--tokenizer", str(tmp_path / "tok"), "--out", str(out),
+                 "--n", "8", "--seq-len", "10", "--group-key", "domain"]) == 0
+    probe = ProbeSet.load(out)
+    assert len(probe) == 8 and probe.input_ids.shape[1] == 10 and set(probe.group_names) <= {"x", "y"}
