@@ -1,67 +1,65 @@
-"""A hand-written PyTorch MoE, registered with register_router, is captured exactly."""
+"""A hand-written PyTorch MoE model, registered with register_router, captured correctly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from grokmon.routing import RouterOutput, capture_pathways, find_routers, register_router, unregister_router
+from grokmon.errors import RouterNotFoundError
+from grokmon.routing import capture_pathways, find_routers, finish, register_router, unregister_router
+
+V, H, E, K = 50, 16, 6, 2
 
 
-class LogitsRouter(nn.Module):
-    """Returns logits only; the block picks top-k itself."""
+class TinyGate(nn.Module):
+    """Returns logits only; the block takes their top-k (k from ``self.top_k``)."""
 
-    def __init__(self, hidden: int, experts: int, top_k: int):
+    def __init__(self):
         super().__init__()
-        self.proj = nn.Linear(hidden, experts, bias=False)
-        self.top_k = top_k
+        self.proj = nn.Linear(H, E, bias=False)
+        self.top_k = K
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x.reshape(-1, x.shape[-1]))
+    def forward(self, x):
+        return self.proj(x.reshape(-1, H))
 
 
-class TupleRouter(LogitsRouter):
-    """Returns (ids, probs) in an order grokmon cannot guess: needs an extractor."""
+class ProbGate(TinyGate):
+    """Returns ``(probs [T, E], ids [T, k])``: needs a custom extractor."""
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.softmax(self.proj(x.reshape(-1, x.shape[-1])), -1)
-        top, chosen = torch.topk(probs, self.top_k, -1)
-        return chosen, top
+    def forward(self, x):
+        probs = torch.softmax(self.proj(x.reshape(-1, H)), dim=-1)
+        return probs, torch.topk(probs, K, dim=-1).indices
 
 
 class Block(nn.Module):
-    def __init__(self, router: nn.Module, hidden: int, experts: int):
+    def __init__(self, gate_cls):
         super().__init__()
-        self.router = router
-        self.experts = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(experts))
-        self.dispatched: list[torch.Tensor] = []
+        self.gate = gate_cls()
+        self.experts = nn.ModuleList(nn.Linear(H, H) for _ in range(E))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.router(x)
-        if isinstance(out, tuple):
-            chosen, weights = out
-        else:
-            weights, chosen = torch.topk(torch.softmax(out, -1), self.router.top_k, -1)
-        self.dispatched.append(chosen)
-        flat = x.reshape(-1, x.shape[-1])
-        mixed = torch.zeros_like(flat)
-        for slot in range(chosen.shape[1]):
-            for e, expert in enumerate(self.experts):
-                rows = chosen[:, slot] == e
-                mixed[rows] += weights[rows, slot, None] * expert(flat[rows])
-        return x + mixed.view_as(x)
+    def forward(self, x):
+        out = self.gate(x)
+        logits = out if isinstance(out, torch.Tensor) else out[0].log()
+        w, idx = torch.topk(torch.softmax(logits, -1), K, dim=-1)
+        flat = x.reshape(-1, H)
+        y = torch.zeros_like(flat)
+        for e, expert in enumerate(self.experts):
+            sel = (idx == e).any(-1)
+            y[sel] += (w * (idx == e)).sum(-1)[sel, None] * expert(flat[sel])
+        return x + y.view_as(x)
 
 
 class TinyMoE(nn.Module):
-    def __init__(self, router_cls: type, vocab: int = 50, hidden: int = 16, experts: int = 6, top_k: int = 2):
+    def __init__(self, gate_cls=TinyGate):
         super().__init__()
         torch.manual_seed(0)
-        self.embed = nn.Embedding(vocab, hidden)
-        self.layers = nn.ModuleList(Block(router_cls(hidden, experts, top_k), hidden, experts) for _ in range(2))
-        self.head = nn.Linear(hidden, vocab)
+        self.embed = nn.Embedding(V, H)
+        self.layers = nn.ModuleList(Block(gate_cls) for _ in range(2))
+        self.head = nn.Linear(H, V, bias=False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids):
         x = self.embed(input_ids)
         for layer in self.layers:
             x = layer(x)
@@ -70,46 +68,71 @@ class TinyMoE(nn.Module):
 
 @pytest.fixture
 def registry():
-    yield register_router
-    unregister_router(LogitsRouter)
-    unregister_router(TupleRouter)
+    yield
+    unregister_router(TinyGate)
+    unregister_router(ProbGate)
 
 
-def test_logits_router_with_default_extractor(registry) -> None:
-    registry(LogitsRouter)
-    model = TinyMoE(LogitsRouter)
-    sites = find_routers(model)
-    assert [(s.name, s.layer) for s in sites] == [("layers.0.router", 0), ("layers.1.router", 1)]
-    x = torch.randint(0, 50, (3, 5))
-    result = capture_pathways(model, x, keep_token_ids=True, compute_loss=False)
-    for i, block in enumerate(model.layers):
-        truth = block.dispatched[-1].sort(-1).values
-        captured = result.pathways.token_ids[:, :, i].reshape(-1, 2).long().sort(-1).values
-        assert torch.equal(captured, truth)
+def _gate_inputs(model):
+    seen = {}
+    handles = [layer.gate.register_forward_pre_hook(lambda m, a, i=i: seen.setdefault(i, a[0]))
+               for i, layer in enumerate(model.layers)]
+    return seen, handles
 
 
-def test_tuple_router_with_custom_extractor(registry) -> None:
-    def extract(module: nn.Module, args: tuple, out: tuple) -> RouterOutput:
-        chosen, probs = out
-        return RouterOutput(chosen, probs / probs.sum(-1, keepdim=True), None, num_experts=6)
-
-    registry(TupleRouter, extract)
-    model = TinyMoE(TupleRouter)
-    x = torch.randint(0, 50, (2, 4))
-    result = capture_pathways(model, x, keep_token_ids=True, compute_loss=False)
-    truth = model.layers[1].dispatched[-1]
-    assert torch.equal(result.pathways.token_ids[:, :, 1].reshape(-1, 2).long(), truth)
-    assert result.pathways.router_weights.shape == (2, 6, 16)
-
-
-def test_unregistered_router_found_by_name_heuristic() -> None:
-    # a module called '...router' with a top_k attribute is taken for a router even unregistered
-    assert [s.name for s in find_routers(TinyMoE(LogitsRouter))] == ["layers.0.router", "layers.1.router"]
-
-
-def test_model_without_anything_router_like_is_refused() -> None:
-    from grokmon.errors import RouterNotFoundError
-
-    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 10))
+def test_unregistered_router_found_by_heuristic_or_not_at_all():
+    # a module named ``gate`` with a ``top_k`` attribute is found without registration
+    assert [s.name for s in find_routers(TinyMoE())] == ["layers.0.gate", "layers.1.gate"]
+    dense = nn.Sequential(nn.Embedding(V, H), nn.Linear(H, V))
     with pytest.raises(RouterNotFoundError, match="Sequential.*register_router"):
-        find_routers(model)
+        capture_pathways(dense, torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_registered_logits_router_is_captured(registry):
+    register_router(TinyGate)
+    model = TinyMoE().train()
+    sites = find_routers(model)
+    assert [(s.name, s.layer, s.kind) for s in sites] == [("layers.0.gate", 0, "mlp"), ("layers.1.gate", 1, "mlp")]
+    assert torch.equal(sites[1].router_weight(), model.layers[1].gate.proj.weight)
+
+    ids = torch.randint(0, V, (3, 7), generator=torch.Generator().manual_seed(0))
+    seen, handles = _gate_inputs(model)
+    res = capture_pathways(model, ids, keep_token_ids=True)
+    for h in handles:
+        h.remove()
+    assert model.training
+    for l in range(2):
+        x = seen[l].reshape(-1, H)
+        probs = torch.softmax(x @ model.layers[l].gate.proj.weight.T, -1)
+        w, idx = torch.topk(probs, K, dim=-1)            # sorted, largest first
+        got = res.pathways.token_ids[:, :, l].reshape(-1, K).long()
+        assert torch.equal(got, idx)
+        dense = torch.zeros(21, E).scatter_(1, idx, w / w.sum(-1, keepdim=True))
+        torch.testing.assert_close(res.pathways.mean_weights[:, l], dense.view(3, 7, E).mean(1))
+    # the loss comes from the model's full logits (no logits_to_keep / decoder on a plain module)
+    with torch.no_grad():
+        logits = model(ids)
+    ce = F.cross_entropy(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1), reduction="none").view(3, -1)
+    torch.testing.assert_close(res.loss_per_sample, ce.mean(1))
+
+
+def test_custom_extractor_and_kind(registry):
+    calls = []
+
+    def read(module, args, out):
+        probs, ids = out
+        calls.append(module)
+        return finish(ids, probs.gather(-1, ids), None, probs.shape[-1])
+
+    register_router(ProbGate, read, kind="attention")
+    model = TinyMoE(ProbGate)
+    ids = torch.randint(0, V, (2, 5), generator=torch.Generator().manual_seed(1))
+    seen, handles = _gate_inputs(model)
+    p = capture_pathways(model, ids, keep_token_ids=True, compute_loss=False).pathways
+    for h in handles:
+        h.remove()
+    assert p.meta["router_kinds"] == ["attention", "attention"]
+    assert calls == [model.layers[0].gate, model.layers[1].gate]
+    for l in range(2):
+        probs = torch.softmax(seen[l].reshape(-1, H) @ model.layers[l].gate.proj.weight.T, -1)
+        assert torch.equal(p.token_ids[:, :, l].reshape(-1, K).long(), torch.topk(probs, K, -1).indices)

@@ -1,11 +1,19 @@
-"""Find, hook and normalise the routers of MoE models, and capture pathways from a probe forward."""
+"""Find, hook and normalise the MoE routers of a model, and capture a probe's Pathways.
 
-from .capture import CaptureResult, capture_pathways, probe_mode, unwrap_compiled
-from .discover import canonical_name, find_routers, register_router, unregister_router
-from .normalise import default_extractor
-from .types import RouterOutput, RouterSite
+Example:
+    >>> from grokmon.routing import capture_pathways, find_routers   # doctest: +SKIP
+    >>> [s.name for s in find_routers(model)][:1]                     # doctest: +SKIP
+    ['model.layers.0.mlp.gate']
+    >>> capture_pathways(model, probe.input_ids, probe.attention_mask).pathways  # doctest: +SKIP
+"""
+
+from .capture import CaptureResult, capture_pathways
+from .discovery import find_routers
+from .extract import finish, standard_extractor
+from .registry import register_router, unregister_router
+from .types import RouterOutput, RouterSite, canonical_name, parse_layer
 
 __all__ = [
-    "CaptureResult", "RouterOutput", "RouterSite", "canonical_name", "capture_pathways", "default_extractor",
-    "find_routers", "probe_mode", "register_router", "unregister_router", "unwrap_compiled",
+    "CaptureResult", "RouterOutput", "RouterSite", "canonical_name", "capture_pathways", "find_routers",
+    "finish", "parse_layer", "register_router", "standard_extractor", "unregister_router",
 ]

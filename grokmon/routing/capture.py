@@ -1,14 +1,17 @@
-"""Run a probe forward with hooks on the routers and keep only the pathways.
+"""One probe forward with hooks on the routers: the :class:`Pathways` of a set of token ids.
 
-The forward runs in eval mode under ``torch.no_grad()`` (not inference_mode, which breaks FSDP
-and ZeRO-3 training afterwards), with ``use_cache=False`` and ``logits_to_keep=1``; hooks live
-only for the probe and every module's train/eval flag is restored even when the forward fails.
-Statistics accumulate on the model's device with a single host sync at the end.
+The probe runs in eval mode under ``torch.no_grad()`` with ``use_cache=False`` and
+``logits_to_keep=1``; router hooks exist only while it runs, and every module's train/eval mode is
+put back afterwards, even when the forward raises. Everything is accumulated on the model's device
+without a host sync per batch (one sync at the end, to check for NaN and count tokens).
 
 Example:
-    >>> result = capture_pathways(model, probe.input_ids, probe.attention_mask)   # doctest: +SKIP
-    >>> result.pathways.mean_weights.shape                                        # doctest: +SKIP
-    torch.Size([512, 16, 64])
+    >>> import sys; sys.path.insert(0, "tests")
+    >>> from moe_models import tiny_model                        # doctest: +SKIP
+    >>> ids = torch.randint(2, 128, (4, 16))
+    >>> res = capture_pathways(tiny_model("olmoe"), ids)          # doctest: +SKIP
+    >>> res.pathways.mean_weights.shape                           # doctest: +SKIP
+    torch.Size([4, 2, 8])
 """
 
 from __future__ import annotations
@@ -17,21 +20,25 @@ import contextlib
 import inspect
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ProbeError, RoutingError
+from ..errors import ConfigError, ProbeError, RoutingError
 from ..pathways import Pathways
-from .discover import find_routers
-from .types import RouterSite
+from .discovery import find_routers
+from .types import RouterOutput, RouterSite
+
+# Elements of one [B, chunk, V] logits block in the chunked probe loss (128 MiB in float32).
+_LOSS_CHUNK_ELEMENTS = 1 << 25
 
 
 @dataclass
 class CaptureResult:
-    """What a probe forward yields: the pathways, each sample's next-token loss, the cost."""
+    """What a probe returns: the pathways, each sample's mean next-token loss (``None`` when not
+    computed or not computable), the number of non-padding tokens, and the wall time."""
 
     pathways: Pathways
     loss_per_sample: torch.Tensor | None
@@ -39,142 +46,165 @@ class CaptureResult:
     seconds: float
 
 
-@contextlib.contextmanager
-def probe_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and no_grad for the duration; every module's training flag restored afterwards."""
-    flags = [(module, module.training) for module in model.modules()]
-    stance = contextlib.nullcontext()
+def _unwrap_compiled(model: nn.Module) -> nn.Module:
+    while isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    return model
+
+
+def _force_eager() -> contextlib.AbstractContextManager:
+    # Hooks registered after torch.compile do not fire in compiled code (regional compilation
+    # included); force_eager runs the same modules eagerly and leaves compiled graphs intact.
     set_stance = getattr(getattr(torch, "compiler", None), "set_stance", None)
-    if set_stance is not None:
-        stance = set_stance("force_eager")  # hooks do not fire inside a compiled graph
-    try:
-        model.eval()
-        with torch.no_grad(), stance:
-            yield model
-    finally:
-        for module, flag in flags:
-            module.training = flag
+    return set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
 
 
-def unwrap_compiled(model: nn.Module) -> nn.Module:
-    """The eager module behind ``torch.compile(model)`` (hooks on it fire; the graph stays cached)."""
-    return getattr(model, "_orig_mod", model)
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
 
 
 def _vocab_size(model: nn.Module) -> int | None:
     config = getattr(model, "config", None)
-    if config is None:
-        return None
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return getattr(text, "vocab_size", None)
-
-
-def _check_inputs(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        raise ProbeError("input_ids must be a 2-D tensor [samples, tokens]: build the probe with grokmon.ProbeSet")
-    if input_ids.numel() == 0:
-        raise ProbeError("the probe is empty: it needs at least 2 samples of at least 2 tokens")
-    if input_ids.is_floating_point():
-        raise ProbeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
-    if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ProbeError(
-            f"attention_mask {tuple(attention_mask.shape)} does not match input_ids {tuple(input_ids.shape)}"
-        )
-    vocab = _vocab_size(model)
-    top = int(input_ids.max())
-    if vocab is not None and top >= vocab:
-        raise ProbeError(
-            f"tokenizer/vocab mismatch: the probe has token id {top} but the model's vocabulary has {vocab} "
-            "ids; build the probe with the model's own tokenizer"
-        )
-    if int(input_ids.min()) < 0:
-        raise ProbeError("the probe has negative token ids: pad with the tokenizer's pad_token_id and a mask")
-
-
-def _forward_kwargs(model: nn.Module) -> dict:
-    params = inspect.signature(model.forward).parameters
-    kwargs = {}
-    if "use_cache" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs["use_cache"] = False
-    if "logits_to_keep" in params:
-        kwargs["logits_to_keep"] = 1
-    return kwargs
-
-
-def _final_hidden_module(model: nn.Module) -> nn.Module | None:
-    for candidate in (getattr(model, "base_model", None), getattr(model, "model", None), getattr(model, "transformer", None)):
-        if isinstance(candidate, nn.Module) and candidate is not model:
-            return candidate
+    if config is not None:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        v = getattr(text, "vocab_size", None)
+        if isinstance(v, int):
+            return v
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            return m.num_embeddings
     return None
 
 
-def _per_sample_loss(model: nn.Module, hidden: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor,
-                     chunk_tokens: int = 2048) -> torch.Tensor:
-    """Mean next-token cross-entropy of each sample, with the lm_head run on chunks of positions."""
-    head = model.get_output_embeddings()
-    scale = getattr(getattr(model, "config", None), "logits_scaling", None)
-    b, s, h = hidden.shape
-    valid = (mask[:, 1:] & mask[:, :-1]).reshape(-1)
-    states = hidden[:, :-1].reshape(-1, h)
-    targets = input_ids[:, 1:].reshape(-1)
-    owner = torch.arange(b, device=hidden.device).repeat_interleave(s - 1)
-    total = torch.zeros(b, dtype=torch.float32, device=hidden.device)
-    for start in range(0, states.shape[0], chunk_tokens):
-        piece = slice(start, start + chunk_tokens)
-        logits = head(states[piece]).float()
-        if scale:
+def _check_inputs(input_ids: Any, attention_mask: Any, vocab: int | None) -> None:
+    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
+        raise ProbeError(f"input_ids must be a 2-D [samples, seq] integer tensor, got {shape}")
+    if input_ids.numel() == 0:
+        raise ProbeError(f"input_ids is empty (shape {tuple(input_ids.shape)}): build a non-empty ProbeSet")
+    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+        raise ProbeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
+    if attention_mask is not None and attention_mask.shape != input_ids.shape:
+        raise ProbeError(
+            f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}"
+        )
+    lo, hi = int(input_ids.min()), int(input_ids.max())
+    if lo < 0:
+        raise ProbeError(f"input_ids contains a negative id ({lo}): replace padding ids by a real token id "
+                         "and mark them with attention_mask=0")
+    if vocab is not None and hi >= vocab:
+        raise ProbeError(
+            f"tokenizer/vocab mismatch: the probe has token id {hi} but the model's vocab size is {vocab}; "
+            "build the ProbeSet with this model's tokenizer"
+        )
+    if attention_mask is not None:
+        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ProbeError(f"probe samples {empty[:10]} have no non-padding token: drop them from the ProbeSet")
+
+
+class _Collector:
+    """Forward hooks on the router sites; per batch, keep each router's (ids, weights)."""
+
+    def __init__(self, sites: Sequence[RouterSite]):
+        self.sites = sites
+        self.outputs: list[list[RouterOutput]] = [[] for _ in sites]
+        self.bad = None  # device bool: some router produced NaN/inf
+
+    def hook(self, i: int):
+        site = self.sites[i]
+
+        def fn(module: nn.Module, args: tuple, output: Any) -> None:
+            out = site.extractor(module, args, output)
+            self.outputs[i].append(out)
+            # weights only: NaN/inf logits reach the weights in every family (softmax/sigmoid of NaN)
+            self.bad[i] |= ~torch.isfinite(out.weights).all()
+
+        return fn
+
+    def reset(self) -> None:
+        for o in self.outputs:
+            o.clear()
+
+
+def _call_model(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None, kwargs: dict) -> Any:
+    if mask is not None and "attention_mask" in kwargs:
+        kwargs = {**kwargs, "attention_mask": mask}
+    return model(ids, **kwargs)
+
+
+def _forward_kwargs(model: nn.Module, has_mask: bool) -> dict:
+    """The probe keyword arguments the model's forward accepts."""
+    wanted = {"use_cache": False, "logits_to_keep": 1}
+    if has_mask:
+        wanted["attention_mask"] = None
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {k: v for k, v in wanted.items() if k == "attention_mask"}
+    return {k: v for k, v in wanted.items() if k in params}
+
+
+def _decoder(model: nn.Module) -> nn.Module | None:
+    """The module whose output holds the final hidden states (the base model of a ``*ForCausalLM``)."""
+    prefix = getattr(model, "base_model_prefix", None)
+    candidates = [getattr(model, prefix, None) if isinstance(prefix, str) and prefix else None,
+                  getattr(model, "model", None), getattr(model, "transformer", None)]
+    get = getattr(model, "get_decoder", None)
+    if callable(get):
+        candidates.append(get())
+    for c in candidates:
+        if isinstance(c, nn.Module) and c is not model:
+            return c
+    return None
+
+
+def _last_hidden(output: Any) -> torch.Tensor | None:
+    h = getattr(output, "last_hidden_state", None)
+    if h is None and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        h = output[0]
+    if h is None and isinstance(output, torch.Tensor):
+        h = output
+    return h if isinstance(h, torch.Tensor) and h.dim() == 3 else None
+
+
+def _logit_transform(model: nn.Module):
+    """What the model's forward applies to ``lm_head`` output (Granite divides by logits_scaling)."""
+    config = getattr(model, "config", None)
+    scale = getattr(config, "logits_scaling", None)
+    cap = getattr(config, "final_logit_softcapping", None)
+
+    def apply(logits: torch.Tensor) -> torch.Tensor:
+        if isinstance(scale, (int, float)) and scale != 1:
             logits = logits / scale
-        ce = F.cross_entropy(logits, targets[piece], reduction="none") * valid[piece]
-        total.index_add_(0, owner[piece], ce)
-    count = valid.view(b, s - 1).sum(1).clamp(min=1)
-    return total / count
+        if isinstance(cap, (int, float)) and cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    return apply
 
 
-class _Recorder:
-    """Accumulates one router's statistics over the probe batches (all on the model's device)."""
+def _loss_from_hidden(hidden: torch.Tensor, head: nn.Module, transform, ids: torch.Tensor,
+                      valid: torch.Tensor) -> torch.Tensor:
+    """Per-sample mean next-token CE, the lm_head applied to a few positions at a time."""
+    b, s, _ = hidden.shape
+    vocab = getattr(head, "out_features", None) or head.weight.shape[0]
+    chunk = max(1, _LOSS_CHUNK_ELEMENTS // max(1, b * vocab))
+    total = torch.zeros(b, device=hidden.device, dtype=torch.float32)
+    for c in range(0, s - 1, chunk):
+        e = min(c + chunk, s - 1)
+        logits = transform(head(hidden[:, c:e])).float()
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, c + 1:e + 1].reshape(-1), reduction="none")
+        total += (ce.view(b, e - c) * valid[:, c:e]).sum(dim=1)
+    return total
 
-    def __init__(self, site: RouterSite, n: int, seq: int, keep_token_ids: bool, device: torch.device):
-        self.site = site
-        self.n, self.seq, self.keep = n, seq, keep_token_ids
-        self.device = device
-        self.calls = 0
-        self.weight_sum: torch.Tensor | None = None  # [N, E]
-        self.counts: torch.Tensor | None = None      # [E]
-        self.token_ids: torch.Tensor | None = None   # [N, T, k]
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
-        self.offset = 0
-        self.mask: torch.Tensor | None = None        # [B, S] bool of the current batch
 
-    def hook(self, module: nn.Module, args: tuple, out: object) -> None:
-        self.calls += 1
-        routed = self.site.extractor(module, args, out)
-        b, s = self.mask.shape
-        ids, w = routed.expert_ids, routed.weights
-        if ids.shape[0] != b * s:
-            raise RoutingError(
-                f"router {self.site.name} saw {ids.shape[0]} tokens for a batch of {b}x{s}: grokmon expects one "
-                "row per token (token dropping / capacity routing is not supported)"
-            )
-        e, k = routed.num_experts, ids.shape[1]
-        if self.weight_sum is None:
-            self.weight_sum = torch.zeros(self.n, e, dtype=torch.float32, device=self.device)
-            self.counts = torch.zeros(e, dtype=torch.long, device=self.device)
-            if self.keep:
-                self.token_ids = torch.full((self.n, self.seq, k), -1, dtype=torch.int16, device=self.device)
-        elif self.weight_sum.shape[1] != e:
-            raise RoutingError(f"router {self.site.name} changed its expert count from {self.weight_sum.shape[1]} to {e}")
-        self.nonfinite |= ~torch.isfinite(w).all()
-        if routed.logits is not None:
-            self.nonfinite |= ~torch.isfinite(routed.logits).all()
-        keep = self.mask.reshape(-1)
-        dense = torch.zeros(b * s, e, dtype=torch.float32, device=ids.device)
-        dense.scatter_add_(1, ids, w * keep[:, None])
-        self.weight_sum[self.offset:self.offset + b] += dense.view(b, s, e).sum(1).to(self.device)
-        chosen = ids[keep].reshape(-1)
-        self.counts.scatter_add_(0, chosen.to(self.device), torch.ones_like(chosen, device=self.device))
-        if self.keep:
-            token_ids = torch.where(keep[:, None], ids, torch.full_like(ids, -1)).to(torch.int16)
-            self.token_ids[self.offset:self.offset + b, :s] = token_ids.view(b, s, k).to(self.device)
+def _loss_from_logits(logits: torch.Tensor, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    b = ids.shape[0]
+    ce = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+    return (ce.view(b, -1) * valid).sum(dim=1)
 
 
 def capture_pathways(
@@ -186,126 +216,193 @@ def capture_pathways(
     keep_token_ids: bool = False,
     keep_router_weights: bool = True,
     compute_loss: bool = True,
-    groups: torch.Tensor | None = None,
+    groups: torch.Tensor | Sequence[int] | None = None,
     group_names: Sequence[str] = (),
-    routers: list[RouterSite] | None = None,
     progress: bool = False,
 ) -> CaptureResult:
-    """Probe ``model`` with ``input_ids`` and return each sample's routing as :class:`Pathways`.
+    """Run ``input_ids`` through ``model`` in eval mode and record every router's choices.
 
     Args:
-        model: a transformers MoE ``*ForCausalLM`` (possibly ``torch.compile``d) or a model with
-            routers registered through :func:`grokmon.register_router`.
-        input_ids: ``[N, T]`` token ids; ``attention_mask`` ``[N, T]`` marks real tokens (pads dropped).
+        model: an MoE model (transformers ``*ForCausalLM``, compiled or not, or a custom model whose
+            router class was registered with :func:`grokmon.routing.register_router`).
+        input_ids: ``[N, T]`` token ids.
+        attention_mask: ``[N, T]``, 0 at padding (padding positions are dropped everywhere).
         batch_size: samples per forward.
-        keep_token_ids: also keep every token's experts (``[N, T, L, k]`` int16) for the per-token form.
-        keep_router_weights: keep the ``[L, E, H]`` router rows that pathway consistency needs.
-        compute_loss: each sample's mean next-token loss (the memorization signal).
-        groups, group_names: per-sample group index and names, carried into the Pathways.
-        routers: routers to hook (default: :func:`find_routers`).
+        keep_token_ids: also keep every token's experts (``Pathways.token_ids [N, T, L, k]`` int16).
+        keep_router_weights: keep the routers' ``[L, E, H]`` weight rows (for pathway consistency).
+        compute_loss: compute each sample's mean next-token cross-entropy (chunked over positions,
+            never the full ``[B, T, V]`` logits at once).
+        groups / group_names: per-sample group ids and their names, stored in the Pathways.
+        progress: show a tqdm bar over batches.
+
+    Returns:
+        :class:`CaptureResult`. ``Pathways.mean_weights[n, l]`` sums to 1 over experts; routers with
+        fewer experts than the widest are zero-padded.
 
     Raises:
-        ProbeError: malformed probe or token ids outside the model's vocabulary.
+        ProbeError: input_ids not 2-D, empty, or with ids outside the model's vocabulary.
         RouterNotFoundError: no router in the model.
-        RoutingError: a router produced NaN/inf, nothing, or unreadable output.
+        RoutingError: a router did not run, or produced NaN/inf logits or weights.
     """
-    start = time.perf_counter()
-    model = unwrap_compiled(model)
-    _check_inputs(model, input_ids, attention_mask)
-    sites = routers if routers is not None else find_routers(model)
+    start_time = time.perf_counter()
     if batch_size < 1:
-        raise ProbeError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    target = _unwrap_compiled(model)
+    _check_inputs(input_ids, attention_mask, _vocab_size(target))
+    sites = find_routers(target)
+    device = _model_device(target)
+    ids_all = input_ids.to(device=device, dtype=torch.long)
+    n, seq = ids_all.shape
+    mask_all = None if attention_mask is None else attention_mask.to(device=device).bool()
+
+    num_routers = len(sites)
+    collector = _Collector(sites)
+    collector.bad = torch.zeros(num_routers, dtype=torch.bool, device=device)
+    sums: list[torch.Tensor | None] = [None] * num_routers  # [N, E_l] weight sums per sample
+    counts: list[torch.Tensor | None] = [None] * num_routers
+    token_ids: list[torch.Tensor | None] = [None] * num_routers
+    loss = torch.full((n,), float("nan"), device=device) if compute_loss else None
+    loss_ok = compute_loss
+    tokens_per_sample = (mask_all.sum(dim=1) if mask_all is not None
+                         else torch.full((n,), seq, device=device)).float()
+
+    k_seen: set[int] = set()
+    modes = [(m, m.training) for m in target.modules()]
+    handles = []
+    hidden_box: list[torch.Tensor] = []
     try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    n, seq = input_ids.shape
-    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-    recorders = [_Recorder(site, n, seq, keep_token_ids, device) for site in sites]
-    kwargs = _forward_kwargs(model)
-    final_module = _final_hidden_module(model) if compute_loss else None
-    captured_hidden: list[torch.Tensor] = []
-
-    def grab_hidden(module: nn.Module, args: tuple, out: object) -> None:
-        hidden = getattr(out, "last_hidden_state", None)
-        captured_hidden.append(hidden if hidden is not None else out[0])
-
-    losses = torch.zeros(n, dtype=torch.float32, device=device) if final_module is not None else None
-    handles = [r.site.module.register_forward_hook(r.hook) for r in recorders]
-    if final_module is not None:
-        handles.append(final_module.register_forward_hook(grab_hidden))
-    batches = range(0, n, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="grokmon probe", unit="batch")
-    try:
-        with probe_mode(model):
-            for offset in batches:
-                ids = input_ids[offset:offset + batch_size].to(device)
-                batch_mask = mask[offset:offset + batch_size].to(device)
-                for r in recorders:
-                    r.offset, r.mask = offset, batch_mask
-                captured_hidden.clear()
-                model(input_ids=ids, attention_mask=batch_mask.long(), **kwargs)
-                if losses is not None and captured_hidden:
-                    losses[offset:offset + ids.shape[0]] = _per_sample_loss(model, captured_hidden[-1], ids, batch_mask)
+        target.eval()
+        handles = [s.module.register_forward_hook(collector.hook(i)) for i, s in enumerate(sites)]
+        decoder = _decoder(target) if compute_loss else None
+        head = target.get_output_embeddings() if compute_loss and hasattr(target, "get_output_embeddings") else None
+        if decoder is not None and isinstance(head, nn.Module):
+            handles.append(decoder.register_forward_hook(
+                lambda _m, _a, out: hidden_box.append(_last_hidden(out))))
+        kwargs = _forward_kwargs(target, mask_all is not None)
+        transform = _logit_transform(target)
+        starts = range(0, n, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc="grokmon probe", unit="batch")
+        with torch.no_grad(), _force_eager():
+            for b0 in starts:
+                b1 = min(b0 + batch_size, n)
+                ids = ids_all[b0:b1]
+                mask = mask_all[b0:b1] if mask_all is not None else None
+                collector.reset()
+                hidden_box.clear()
+                out = _call_model(target, ids, mask, kwargs)
+                _accumulate(collector, sites, ids.shape, mask, b0, n, sums, counts,
+                            token_ids if keep_token_ids else None, device, k_seen)
+                if loss_ok:
+                    valid = torch.ones(ids.shape[0], seq - 1, dtype=torch.float32, device=device)
+                    if mask is not None:
+                        valid = (mask[:, :-1] & mask[:, 1:]).float()
+                    hidden = hidden_box[-1] if hidden_box else None
+                    logits = getattr(out, "logits", out if isinstance(out, torch.Tensor) else None)
+                    if hidden is not None and hidden.shape[:2] == ids.shape:
+                        total = _loss_from_hidden(hidden, head, transform, ids, valid)
+                    elif isinstance(logits, torch.Tensor) and logits.dim() == 3 and logits.shape[1] == seq:
+                        total = _loss_from_logits(logits, ids, valid)
+                    else:
+                        loss_ok = False
+                        continue
+                    loss[b0:b1] = total / valid.sum(dim=1)
     finally:
-        for handle in handles:
-            handle.remove()
-    silent = [r.site.name for r in recorders if r.calls == 0]
-    if silent:
-        raise RoutingError(
-            f"router(s) {', '.join(silent)} never ran during the probe forward (a fused kernel may replace the "
-            "MoE block, e.g. use_kernels=True): load the model without kernels for probing"
-        )
-    bad = [r.site.name for r in recorders if bool(r.nonfinite)]
-    if bad:
-        raise RoutingError(
-            f"router(s) {', '.join(bad)} produced NaN or inf routing values: the model has diverged or "
-            "its router weights are corrupt; this probe is skipped"
-        )
-    return CaptureResult(
-        pathways=_assemble(recorders, mask.to(device), keep_token_ids, keep_router_weights, model, groups, group_names),
-        loss_per_sample=losses,
-        num_tokens=int(mask.sum()),
-        seconds=time.perf_counter() - start,
-    )
+        for h in handles:
+            h.remove()
+        for m, mode in modes:
+            m.training = mode
+        collector.reset()
 
-
-def _assemble(recorders: list[_Recorder], mask: torch.Tensor, keep_token_ids: bool, keep_router_weights: bool,
-              model: nn.Module, groups: torch.Tensor | None, group_names: Sequence[str]) -> Pathways:
-    e_max = max(r.weight_sum.shape[1] for r in recorders)
-    tokens = mask.sum(1).clamp(min=1).float()[:, None]
-
-    def pad(t: torch.Tensor, value: float = 0) -> torch.Tensor:
-        return F.pad(t, (0, e_max - t.shape[-1]), value=value)
-
-    mean_weights = torch.stack([pad(r.weight_sum / tokens) for r in recorders], dim=1)
-    counts = torch.stack([pad(r.counts) for r in recorders])
-    token_ids = torch.stack([r.token_ids for r in recorders], dim=2) if keep_token_ids else None
-    router_weights = None
+    bad = collector.bad.tolist()  # the one host sync of the probe
+    for i, flag in enumerate(bad):
+        if flag:
+            s = sites[i]
+            raise RoutingError(
+                f"router {s.name} (layer {s.layer}) produced NaN/inf logits or weights during the probe: "
+                "the model's weights have diverged (check the loss and learning rate)"
+            )
+    e_max = max(t.shape[1] for t in sums)
+    mean = torch.stack([F.pad(t, (0, e_max - t.shape[1])) for t in sums], dim=1) / tokens_per_sample[:, None, None]
+    expert_counts = torch.stack([F.pad(c, (0, e_max - c.shape[0])) for c in counts])
+    tok = None
+    if keep_token_ids:
+        k_max = max(t.shape[-1] for t in token_ids)
+        tok = torch.stack([F.pad(t, (0, k_max - t.shape[-1]), value=-1) for t in token_ids], dim=2)
+    rw = None
     if keep_router_weights:
-        rows = [r.site.router_weight() for r in recorders]
-        if all(w is not None for w in rows) and len({tuple(w.shape) for w in rows}) == 1:
-            router_weights = torch.stack([w.detach().float() for w in rows]).to(mask.device)
-    ks = {r.token_ids.shape[-1] if r.token_ids is not None else None for r in recorders}
-    top_k = next((getattr(r.site.module, "top_k", None) for r in recorders if getattr(r.site.module, "top_k", None)), None)
-    return Pathways(
-        mean_weights=mean_weights,
-        layers=tuple(r.site.layer for r in recorders),
-        router_names=tuple(r.site.name for r in recorders),
+        ws = [s.router_weight() for s in sites]
+        if all(w is not None for w in ws) and len({tuple(w.shape) for w in ws}) == 1 and ws[0].shape[0] == e_max:
+            rw = torch.stack([w.float() for w in ws]).to(device)
+    ks = sorted(k_seen)
+    group_tensor = None if groups is None else torch.as_tensor(groups, dtype=torch.long)
+    pathways = Pathways(
+        mean_weights=mean.float(),
+        layers=tuple(s.layer for s in sites),
+        router_names=tuple(s.name for s in sites),
         num_experts=e_max,
-        expert_counts=counts,
-        token_ids=token_ids,
-        token_mask=mask if keep_token_ids else None,
-        router_weights=router_weights,
-        groups=None if groups is None else torch.as_tensor(groups, dtype=torch.long).to(mask.device),
+        expert_counts=expert_counts,
+        token_ids=tok,
+        token_mask=(mask_all if mask_all is not None else torch.ones(n, seq, dtype=torch.bool, device=device))
+        if keep_token_ids else None,
+        router_weights=rw,
+        groups=group_tensor,
         group_names=tuple(group_names),
-        sample_index=torch.arange(mask.shape[0], device=mask.device),
         meta={
-            "top_k": int(top_k) if isinstance(top_k, int) else (ks.pop() if len(ks) == 1 and None not in ks else 2),
-            "model_class": type(model).__name__,
-            "router_kinds": [r.site.kind for r in recorders],
+            "top_k": ks[-1] if ks else None,
+            "model_class": type(target).__name__,
+            "router_kinds": [s.kind for s in sites],
         },
     )
+    num_tokens = int(tokens_per_sample.sum().item())
+    return CaptureResult(pathways=pathways, loss_per_sample=loss if loss_ok else None,
+                         num_tokens=num_tokens, seconds=time.perf_counter() - start_time)
+
+
+def _accumulate(collector: _Collector, sites, shape, mask, b0, n, sums, counts, token_ids, device, k_seen) -> None:
+    """Fold one batch's router outputs into the per-sample sums, expert counts and token ids."""
+    b, seq = shape
+    rows = b * seq
+    flat_mask = mask.reshape(rows) if mask is not None else None
+    for i, site in enumerate(sites):
+        outs = collector.outputs[i]
+        if len(outs) != 1:
+            what = "did not run" if not outs else f"ran {len(outs)} times"
+            raise RoutingError(
+                f"router {site.name} (layer {site.layer}) {what} during one probe forward: a fused kernel "
+                "may have replaced the MoE block (load the model with use_kernels=False for the probe)"
+                if not outs else
+                f"router {site.name} (layer {site.layer}) {what} during one probe forward; grokmon expects "
+                "one call per forward: register a custom extractor for this model"
+            )
+        out = outs[0]
+        ids, w = out.expert_ids, out.weights
+        if ids.shape[0] != rows:
+            raise RoutingError(
+                f"router {site.name} (layer {site.layer}) gave {ids.shape[0]} token rows for a batch of "
+                f"{b}x{seq}={rows} tokens: its extractor must return one row per token"
+            )
+        e = max(out.num_experts, site.num_experts or 0)
+        k = ids.shape[1]
+        k_seen.add(k)
+        if mask is not None:
+            w = w * flat_mask[:, None]
+        # scatter straight into [B, E]: slot (token's sample) * E + expert
+        slot = (torch.arange(rows, device=device) // seq)[:, None] * e + ids
+        per_sample = torch.zeros(b * e, device=device, dtype=torch.float32).scatter_add_(
+            0, slot.reshape(-1), w.reshape(-1)).view(b, e)
+        if sums[i] is None or sums[i].shape[1] != e:
+            sums[i] = torch.zeros(n, e, device=device) if sums[i] is None else F.pad(sums[i], (0, e - sums[i].shape[1]))
+            counts[i] = torch.zeros(e, dtype=torch.long, device=device) if counts[i] is None else F.pad(counts[i], (0, e - counts[i].shape[0]))
+        sums[i][b0:b0 + b] = per_sample
+        ones = (flat_mask[:, None].expand(rows, k) if mask is not None
+                else torch.ones(rows, k, dtype=torch.bool, device=device)).long()
+        counts[i].scatter_add_(0, ids.reshape(-1), ones.reshape(-1))
+        if token_ids is not None:
+            tid = ids.view(b, seq, k)
+            if mask is not None:
+                tid = torch.where(mask[:, :, None], tid, torch.full_like(tid, -1))
+            if token_ids[i] is None:
+                token_ids[i] = torch.full((n, seq, k), -1, dtype=torch.int16, device=device)
+            token_ids[i][b0:b0 + b] = tid.to(torch.int16)
