@@ -1,0 +1,474 @@
+"""GrokkingMonitor: probe an MoE model every N steps and stream pathway metrics, without stalling training.
+
+On a probe step every rank runs one eval-mode, no-grad forward of its shard of the probe, the
+pathways are gathered, and the metric computation goes to a background thread; the call returns
+at once. Results reach the sinks (JSONL by default, W&B, TensorBoard, ...) from the training
+thread at later calls, logged against the step they belong to. A monitor failure warns, counts
+itself in ``grokmon/errors`` and lets training go on (``on_error="raise"`` for tests).
+
+Example:
+    >>> monitor = GrokkingMonitor(probe, every=200)                     # doctest: +SKIP
+    >>> for step, batch in enumerate(loader, start=1):                  # doctest: +SKIP
+    ...     loss = model(**batch).loss; loss.backward(); opt.step(); opt.zero_grad()
+    ...     monitor.step(model, step)
+    >>> monitor.close()                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .alerts import AlertEvent, GroupStageTracker, Rule, RuleSet
+from .errors import ConfigError, GrokmonError, ProbeError
+from .metrics import MetricConfig, compute_metrics
+from .pathways import Pathways
+from .probe import ProbeSet
+from .worker import MetricWorker
+
+log = logging.getLogger("grokmon")
+MAX_SINK_FAILURES = 3
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _unwrap(model: nn.Module, accelerator: Any = None) -> nn.Module:
+    """The module to probe: DDP's inner module (skips its collectives); FSDP roots stay wrapped."""
+    if accelerator is not None:
+        state = getattr(accelerator, "state", None)
+        sharded = getattr(state, "fsdp_plugin", None) is not None or getattr(state, "deepspeed_plugin", None) is not None
+        if not sharded:
+            model = accelerator.unwrap_model(model, keep_torch_compile=False)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+class GrokkingMonitor:
+    """Probe ``probe`` through the model every ``every`` optimizer steps and log grokmon's metrics.
+
+    Args:
+        probe: the fixed probe set (save it with the run; the same one must be used after resume).
+        every: probe cadence in optimizer steps (steps where ``step % every == 0``).
+        metrics: what to compute (``MetricConfig``); per-group keys appear when the probe has groups.
+        sinks: extra sinks (W&B, TensorBoard, a function); the JSONL record is on by default.
+        jsonl: True for ``output_dir/grokmon.jsonl``, a path, or False.
+        alerts: alert rules (``PlateauRule`` ...) evaluated on every probe's metrics.
+        stages: track the per-group grokking stage (memorizing / grokking / saturated).
+        batch_size: probe samples per forward (the probe's memory budget).
+        keep_token_ids: keep per-token expert ids (needed for ``MetricConfig(form="token")``).
+        baseline: integrations probe once before the first training step.
+        async_metrics: compute metrics on a background thread (False: inline, for tests).
+        on_error: ``"warn"`` (count, warn, go on) or ``"raise"``.
+        accelerator: an ``accelerate.Accelerator``: logs through ``accelerator.log`` and unwraps the model.
+        on_alert: called with each :class:`AlertEvent`.
+    """
+
+    def __init__(
+        self,
+        probe: ProbeSet,
+        every: int = 200,
+        *,
+        metrics: MetricConfig | None = None,
+        sinks: Sequence[Any] = (),
+        jsonl: str | Path | bool = True,
+        output_dir: str | Path = "grokmon_out",
+        alerts: Sequence[Rule] = (),
+        stages: bool = True,
+        batch_size: int = 32,
+        keep_token_ids: bool = False,
+        compute_loss: bool = True,
+        baseline: bool = True,
+        async_metrics: bool = True,
+        on_error: Literal["warn", "raise"] = "warn",
+        accelerator: Any = None,
+        prefix: str = "grokmon/",
+        on_alert: Callable[[AlertEvent], None] | None = None,
+    ) -> None:
+        if not isinstance(probe, ProbeSet):
+            raise ConfigError(f"probe must be a grokmon.ProbeSet, got {type(probe).__name__}: build one with ProbeSet.from_*")
+        if len(probe) < 2:
+            raise ProbeError("the probe needs at least 2 samples: pathway distance compares pairs")
+        if not isinstance(every, int) or every < 1:
+            raise ConfigError(f"every must be a positive number of optimizer steps, got {every!r}")
+        if on_error not in ("warn", "raise"):
+            raise ConfigError(f"on_error must be 'warn' or 'raise', got {on_error!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.probe_set = probe
+        self.every = every
+        self.metric_config = metrics or MetricConfig()
+        self.batch_size = batch_size
+        self.keep_token_ids = keep_token_ids or self.metric_config.form == "token"
+        self.compute_loss = compute_loss
+        self.baseline = baseline
+        self.on_error = on_error
+        self.accelerator = accelerator
+        self.prefix = prefix
+        self.on_alert = on_alert
+        self.rules = RuleSet(alerts)
+        self.stage_tracker = GroupStageTracker() if stages else None
+        self.rank, self.world_size = _dist()
+        self.output_dir = Path(output_dir)
+        self.sinks: list[Any] = []
+        self._sink_failures: dict[int, int] = {}
+        if self.rank == 0:
+            if jsonl:
+                from .sinks import JsonlSink
+
+                path = self.output_dir / "grokmon.jsonl" if jsonl is True else Path(jsonl)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.jsonl_path: Path | None = path
+                self.sinks.append(JsonlSink(path))
+            else:
+                self.jsonl_path = None
+            if accelerator is not None:
+                from .sinks import AccelerateSink
+
+                self.sinks.append(AccelerateSink(accelerator))
+            self.sinks.extend(sinks)
+        self.errors = 0
+        self.should_stop = False
+        self._stop_pending_step: int | None = None
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self.last_metrics: dict[str, float] = {}
+        self.last_probe_step: int | None = None
+        self._probe_count = 0
+        self._previous: Pathways | None = None
+        self._warned: set[str] = set()
+        self._fingerprint = probe.fingerprint()
+        self._shard = probe.shard(self.rank, self.world_size) if self.world_size > 1 else probe
+        self._worker: MetricWorker | None = None
+        self._async = async_metrics
+        self._inline: list[tuple[int, Any, BaseException | None]] = []
+        self._closed = False
+
+    # ------------------------------------------------------------------ schedule
+    def should_probe(self, step: int) -> bool:
+        """True on steps that are multiples of ``every`` and not probed yet."""
+        return step % self.every == 0 and (self.last_probe_step is None or step > self.last_probe_step)
+
+    def step(self, model: nn.Module, step: int, *, optimizer: Any = None) -> dict[str, float]:
+        """Call after each optimizer step on every rank. Probes on schedule, returns finished metrics."""
+        if self.should_probe(step):
+            self.probe_now(model, step, optimizer=optimizer)
+        return self._merged(self.poll())
+
+    def probe_now(self, model: nn.Module, step: int, *, optimizer: Any = None) -> None:
+        """Probe now, whatever the schedule (all ranks must call it at the same step)."""
+        if self.world_size > 1 and self._stop_pending_step is not None:
+            self.flush()  # decisions of the previous probe take effect here, on every rank alike
+        self.last_probe_step = step
+        try:
+            pathways, loss, seconds, tokens = self._capture(model, optimizer)
+        except Exception as error:  # noqa: BLE001 - a monitor problem must not stop training
+            self._fail("probe", error)
+            return
+        self._probe_count += 1
+        previous, self._previous = self._previous, pathways
+        job = self._job(step, pathways, previous, loss, seconds, tokens)
+        if self._async:
+            if self._worker is None:
+                self._worker = MetricWorker()
+            self._worker.submit(step, job)
+        else:
+            try:
+                self._inline.append((step, job(), None))
+            except Exception as error:  # noqa: BLE001
+                self._inline.append((step, None, error))
+
+    probe = probe_now  # the name in docs/architecture.md
+
+    # ------------------------------------------------------------------ capture
+    def _capture(self, model: nn.Module, optimizer: Any) -> tuple[Pathways, torch.Tensor | None, float, int]:
+        from .routing import capture_pathways
+
+        start = time.perf_counter()
+        target = _unwrap(model, self.accelerator)
+        vocab = getattr(getattr(target, "config", None), "vocab_size", None)
+        if vocab is not None:
+            self.probe_set.validate(vocab)
+        shard = self._shard
+        real = shard.is_padding.logical_not() if self.world_size > 1 else None
+        ids, mask = shard.input_ids, shard.attention_mask
+        groups = shard.groups
+        if real is not None:
+            ids, groups = ids[real], None if groups is None else groups[real]
+            mask = None if mask is None else mask[real]
+        has_eval = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
+        if has_eval:
+            optimizer.eval()
+        ok, result, error = True, None, None
+        try:
+            with torch.random.fork_rng(devices=[]):  # the probe never moves the training RNG
+                result = capture_pathways(
+                    target, ids, mask, batch_size=self.batch_size, keep_token_ids=self.keep_token_ids,
+                    compute_loss=self.compute_loss, groups=groups, group_names=self.probe_set.group_names,
+                )
+                if self.world_size > 1:
+                    self._pad_forwards(target, ids.shape[0])
+        except Exception as caught:  # noqa: BLE001
+            ok, error = False, caught
+        finally:
+            if has_eval:
+                optimizer.train()
+        if self.world_size > 1:
+            flag = torch.tensor([1 if ok else 0])
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+            if not bool(flag.item()):
+                raise error or GrokmonError("another rank failed its probe: this probe is skipped on every rank")
+            pathways, loss = self._gather(result.pathways, result.loss_per_sample, shard)
+        else:
+            if error is not None:
+                raise error
+            pathways, loss = result.pathways, result.loss_per_sample
+        tokens = int(self.probe_set.num_tokens)
+        return pathways, loss, time.perf_counter() - start, tokens
+
+    def _pad_forwards(self, model: nn.Module, real_count: int) -> None:
+        """Extra no-hook forwards so every rank runs the same number (forwards are collectives under FSDP)."""
+        per_rank = math.ceil(len(self.probe_set) / self.world_size)
+        needed = math.ceil(per_rank / self.batch_size)
+        done = math.ceil(real_count / self.batch_size) if real_count else 0
+        if needed > done:
+            sample = self.probe_set.input_ids[:1].to(next(model.parameters()).device)
+            flags = [(m, m.training) for m in model.modules()]
+            model.eval()
+            try:
+                with torch.no_grad():
+                    for _ in range(needed - done):
+                        model(input_ids=sample, use_cache=False)
+            finally:
+                for m, flag in flags:
+                    m.training = flag
+
+    def _gather(self, p: Pathways, loss: torch.Tensor | None, shard: ProbeSet) -> tuple[Pathways, torch.Tensor | None]:
+        """Every rank gets the whole probe's pathways, in probe order (padding duplicates dropped)."""
+        dist = torch.distributed
+        width = math.ceil(len(self.probe_set) / self.world_size)
+        index = shard.sample_index[shard.is_padding.logical_not()]
+        n = index.shape[0]
+
+        def pad(t: torch.Tensor, value: float = 0) -> torch.Tensor:
+            out = torch.full((width, *t.shape[1:]), value, dtype=t.dtype)
+            out[:n] = t.detach().cpu()
+            return out
+
+        pieces = {"index": pad(index, -1), "weights": pad(p.mean_weights)}
+        if loss is not None:
+            pieces["loss"] = pad(loss)
+        gathered = {}
+        for key, tensor in pieces.items():
+            bucket = [torch.empty_like(tensor) for _ in range(self.world_size)]
+            dist.all_gather(bucket, tensor)
+            gathered[key] = torch.cat(bucket)
+        counts = p.expert_counts.detach().cpu().clone()
+        dist.all_reduce(counts)
+        keep = gathered["index"] >= 0
+        order = torch.argsort(gathered["index"][keep])
+        full = Pathways(
+            mean_weights=gathered["weights"][keep][order],
+            layers=p.layers, router_names=p.router_names, num_experts=p.num_experts, expert_counts=counts,
+            router_weights=None if p.router_weights is None else p.router_weights.detach().cpu(),
+            groups=self.probe_set.groups, group_names=self.probe_set.group_names,
+            sample_index=torch.arange(len(self.probe_set)), meta=p.meta,
+        )
+        return full, (gathered["loss"][keep][order] if loss is not None else None)
+
+    # ------------------------------------------------------------------ metrics (worker thread)
+    def _job(self, step: int, pathways: Pathways, previous: Pathways | None, loss: torch.Tensor | None,
+             seconds: float, tokens: int) -> Callable[[], dict[str, float]]:
+        config = self.metric_config
+        group_names = self.probe_set.group_names
+        groups = self.probe_set.groups
+
+        def run() -> dict[str, float]:
+            start = time.perf_counter()
+            metrics = compute_metrics(pathways, previous, config)
+            if loss is not None:
+                cpu_loss = loss.detach().float().cpu()
+                metrics["probe_loss"] = float(cpu_loss.mean())
+                if groups is not None:
+                    for g, name in enumerate(group_names):
+                        members = cpu_loss[groups.cpu() == g]
+                        metrics[f"group/{name}/probe_loss"] = float(members.mean()) if len(members) else math.nan
+            metrics["probe_seconds"] = seconds
+            metrics["probe_tokens"] = float(tokens)
+            metrics["metric_seconds"] = time.perf_counter() - start
+            return metrics
+
+        return run
+
+    # ------------------------------------------------------------------ results (training thread)
+    def poll(self) -> list[tuple[int, dict[str, float]]]:
+        """Send finished results to the sinks; returns ``(step, prefixed metrics)`` pairs in step order."""
+        finished = list(self._inline)
+        self._inline.clear()
+        if self._worker is not None:
+            finished += self._worker.drain()
+        return self._deliver(finished)
+
+    def flush(self, timeout: float | None = 300.0) -> list[tuple[int, dict[str, float]]]:
+        """Wait for pending metric computation and deliver everything."""
+        finished = list(self._inline)
+        self._inline.clear()
+        if self._worker is not None:
+            finished += self._worker.drain(wait=True, timeout=timeout)
+        return self._deliver(finished)
+
+    def _deliver(self, finished: list) -> list[tuple[int, dict[str, float]]]:
+        out = []
+        for step, metrics, error in sorted(finished, key=lambda item: item[0]):
+            if error is not None:
+                self._fail("metrics", error)
+                continue
+            events = self.rules.update(step, metrics) if len(self.rules) else []
+            metrics.update(self.rules.active_metrics() if len(self.rules) else {})
+            if self.stage_tracker is not None:
+                events += self.stage_tracker.update(step, metrics)
+                metrics.update(self.stage_tracker.stage_metrics())
+            metrics["errors"] = float(self.errors)
+            prefixed = {self.prefix + k: v for k, v in metrics.items()}
+            self._log(prefixed, step)
+            for event in events:
+                self._alert(event)
+            if self.rules.stop_requested and not self.should_stop:
+                if self.world_size > 1:
+                    self._stop_pending_step = step
+                self.should_stop = True
+            self.history.append((step, prefixed))
+            self.last_metrics = prefixed
+            out.append((step, prefixed))
+        return out
+
+    @staticmethod
+    def _merged(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for _, metrics in results:
+            merged.update(metrics)
+        return merged
+
+    def _log(self, metrics: Mapping[str, float], step: int) -> None:
+        for sink in list(self.sinks):
+            try:
+                sink.log(metrics, step)
+                self._sink_failures[id(sink)] = 0
+            except Exception as error:  # noqa: BLE001
+                self._sink_error(sink, error)
+
+    def _alert(self, event: AlertEvent) -> None:
+        log.warning("grokmon alert at step %s: %s — %s", event.step, event.title, event.text)
+        for sink in list(self.sinks):
+            try:
+                sink.alert(event)
+            except Exception as error:  # noqa: BLE001
+                self._sink_error(sink, error)
+        if self.on_alert is not None:
+            try:
+                self.on_alert(event)
+            except Exception as error:  # noqa: BLE001
+                self._fail("on_alert", error)
+
+    def _sink_error(self, sink: Any, error: Exception) -> None:
+        name = getattr(sink, "name", type(sink).__name__)
+        failures = self._sink_failures.get(id(sink), 0) + 1
+        self._sink_failures[id(sink)] = failures
+        if failures >= MAX_SINK_FAILURES and sink in self.sinks and len(self.sinks) > 1:
+            self.sinks.remove(sink)
+            warnings.warn(f"grokmon: sink {name} failed {failures} times in a row and is dropped: {error!r}",
+                          RuntimeWarning, stacklevel=3)
+        self._fail(f"sink {name}", error)
+
+    def _fail(self, where: str, error: BaseException) -> None:
+        self.errors += 1
+        if self.on_error == "raise":
+            raise error
+        if where not in self._warned:
+            self._warned.add(where)
+            warnings.warn(f"grokmon: {where} failed, training goes on (counted in grokmon/errors): {error!r}",
+                          RuntimeWarning, stacklevel=3)
+
+    # ------------------------------------------------------------------ lifecycle and state
+    def add_sink(self, sink: Any) -> None:
+        """Add a sink (only world rank 0 writes)."""
+        if self.rank == 0 and sink not in self.sinks:
+            self.sinks.append(sink)
+
+    def close(self) -> None:
+        """Flush pending metrics, close the sinks and stop the worker."""
+        if self._closed:
+            return
+        self._closed = True
+        self.flush()
+        if self._worker is not None:
+            self._worker.close()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as error:  # noqa: BLE001
+                self._fail("sink close", error)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state: schedule, probe fingerprint, alert and stage state, error count."""
+        return {
+            "every": self.every,
+            "last_probe_step": self.last_probe_step,
+            "probe_fingerprint": self._fingerprint,
+            "probe_count": self._probe_count,
+            "errors": self.errors,
+            "should_stop": self.should_stop,
+            "alerts": self.rules.state_dict(),
+            "stages": self.stage_tracker.state_dict() if self.stage_tracker is not None else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; refuses a different probe."""
+        if state.get("probe_fingerprint") not in (None, self._fingerprint):
+            raise GrokmonError(
+                "probe changed since the checkpoint: load the saved probe with ProbeSet.load so the same samples "
+                "are probed before and after the restart"
+            )
+        self.last_probe_step = state.get("last_probe_step")
+        self._probe_count = state.get("probe_count", 0)
+        self.errors = state.get("errors", 0)
+        self.should_stop = bool(state.get("should_stop", False))
+        if state.get("alerts"):
+            self.rules.load_state_dict(state["alerts"])
+        if state.get("stages") and self.stage_tracker is not None:
+            self.stage_tracker.load_state_dict(state["stages"])
+        if self.jsonl_path is not None and self.last_probe_step is not None:
+            from .sinks import JsonlSink
+
+            for i, sink in enumerate(self.sinks):
+                if isinstance(sink, JsonlSink):
+                    sink.close()
+                    self.sinks[i] = JsonlSink(self.jsonl_path, resume_step=self.last_probe_step)
+
+    def hf_callback(self, trainer: Any = None) -> Any:
+        """A ``transformers.TrainerCallback`` driving this monitor."""
+        from .integrations.hf import GrokkingCallback
+
+        return GrokkingCallback(self, trainer=trainer)
+
+    def lightning_callback(self) -> Any:
+        """A Lightning ``Callback`` driving this monitor."""
+        from .integrations.lightning import GrokmonLightningCallback
+
+        return GrokmonLightningCallback(self)
+
+    def __enter__(self) -> "GrokkingMonitor":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
