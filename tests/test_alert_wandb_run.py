@@ -1,0 +1,44 @@
+"""A real short training run in which an alert rule fires: the W&B offline file holds the alert."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from moe_models import tiny_model
+
+from grokmon import GrokkingMonitor, PlateauRule, ProbeSet, ThresholdRule
+from grokmon.sinks import WandbSink
+from grokmon.wandb_records import read_wandb_run
+
+
+def test_rule_fires_once_and_reaches_wandb(tmp_path) -> None:
+    wandb = pytest.importorskip("wandb")
+    run = wandb.init(mode="offline", dir=str(tmp_path), project="grokmon-test")
+    probe = ProbeSet.from_token_ids(torch.randint(2, 128, (6, 12), generator=torch.Generator().manual_seed(0)))
+    fired = []
+    monitor = GrokkingMonitor(
+        probe, every=1, output_dir=tmp_path, async_metrics=False, sinks=[WandbSink(run, step_key="step")],
+        alerts=[ThresholdRule("probe_loss", above=0.0, name="loss_seen", level="INFO", wait_duration=300),
+                PlateauRule("pathway_distance", mode="min", patience=100, name="never")],
+        on_alert=fired.append,
+    )
+    model = tiny_model("olmoe")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    x = torch.randint(2, 128, (4, 12))
+    for step in range(1, 4):
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        monitor.step(model, step)
+    monitor.close()
+    run.finish()
+    records = read_wandb_run(run.dir.rsplit("/files", 1)[0], wait=10)
+    assert [e.rule for e in fired] == ["loss_seen"]  # crosses once, stays crossed: fires once
+    assert len(records.alerts) == 1
+    alert = records.alerts[0]
+    assert "loss_seen" in alert["title"] and alert["level"] == "INFO" and alert["wait_duration"] == 300
+    rows = [r for r in records.history if "grokmon/alert/loss_seen" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert [r["grokmon/alert/loss_seen"] for r in rows] == [1.0, 1.0, 1.0]
+    assert [r["grokmon/alert/never"] for r in rows] == [0.0, 0.0, 0.0]
