@@ -66,6 +66,9 @@ _EXPORTS: dict[str, str] = {
     "CallbackSink": "grokmon.sinks",
     "AccelerateSink": "grokmon.sinks",
     "GrokkingCallback": "grokmon.integrations.hf",
+    "GrokmonLightningCallback": "grokmon.integrations.lightning",
+    "read_wandb_run": "grokmon.wandb_records",
+    "read_jsonl": "grokmon.sinks",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

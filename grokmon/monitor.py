@@ -123,16 +123,15 @@ class GrokkingMonitor:
         self.output_dir = Path(output_dir)
         self.sinks: list[Any] = []
         self._sink_failures: dict[int, int] = {}
+        self.jsonl_path: Path | None = None
         if self.rank == 0:
             if jsonl:
                 from .sinks import JsonlSink
 
                 path = self.output_dir / "grokmon.jsonl" if jsonl is True else Path(jsonl)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                self.jsonl_path: Path | None = path
+                self.jsonl_path = path
                 self.sinks.append(JsonlSink(path))
-            else:
-                self.jsonl_path = None
             if accelerator is not None:
                 from .sinks import AccelerateSink
 

@@ -1,0 +1,325 @@
+"""GrokkingCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside a Hugging Face ``Trainer``.
+
+What it does, per Trainer event:
+
+* ``on_train_begin``: when ``"wandb"`` is in ``args.report_to`` and a W&B run exists (the
+  ``WandbCallback`` created it just before us), world rank 0 adds a
+  ``WandbSink(step_key="train/global_step")``: grokmon values land in the Trainer's own run as
+  ``grokmon/...`` keys on the ``train/global_step`` axis, logged without ``step=`` (W&B drops a
+  ``step=`` behind its own counter). Then a baseline probe at the current step (``monitor.baseline``),
+  unless the monitor's state was restored from a checkpoint.
+* ``on_step_end`` (once per optimizer update, so gradient accumulation is respected by
+  construction): ``monitor.step(model, state.global_step, optimizer=...)`` on **every rank** (the
+  probe forward is a collective under FSDP / ZeRO-3). ``model`` is passed as the Trainer gives it
+  (under FSDP the wrapped root); the monitor decides how to call it. When the monitor's
+  ``should_stop`` is set (an alert rule with ``stop_training=True`` fired), training stops
+  (``control.should_training_stop``).
+* ``on_save``: the monitor's JSON state is written to ``<checkpoint>/grokmon_state.json``.
+* ``on_train_end``: the monitor is flushed (remaining results logged) and closed.
+
+Where the values go besides the monitor's own sinks (JSONL, W&B, ...): every result is also
+appended to ``trainer.state.log_history`` as ``{**metrics, "step": probe_step}``, so they are in
+``trainer_state.json`` whatever ``report_to`` is. Appending by hand reaches no logger, and that is
+deliberate when W&B is on: ``trainer.log`` would send a second, renamed copy
+(``train/grokmon/...``) through ``WandbCallback``. When ``report_to`` names integrations but not W&B
+(TensorBoard, MLflow, ...) and the callback was given the ``trainer``, results go through
+``trainer.log`` instead, which reaches those integrations and fills ``log_history``; the Trainer's
+``global_step`` is set to the probe step for the duration of that call, because asynchronous
+metrics can finish a step or more after their probe and ``trainer.log`` stamps the current step.
+
+Resume. The monitor's state (schedule, probe fingerprint, alert state) is saved twice:
+in ``trainer_state.json`` through :class:`transformers.ExportableState` – restored by the Trainer
+only with ``TrainingArguments(restore_callback_states_from_checkpoint=True)`` – and in
+``grokmon_state.json`` next to it, which this callback restores itself on resume (``state.global_step
+> 0``), from ``args.resume_from_checkpoint`` or ``<output_dir>/checkpoint-<global_step>``. Either
+way the probe fingerprint is checked by the monitor, the baseline probe is not repeated, and the
+monitor's sinks keep steps strictly increasing.
+
+Example:
+    >>> from grokmon import GrokkingMonitor, ProbeSet                    # doctest: +SKIP
+    >>> monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), every=200)  # doctest: +SKIP
+    >>> trainer = Trainer(model=model, args=TrainingArguments("out", report_to="wandb"),
+    ...                   train_dataset=ds, callbacks=[GrokkingCallback(monitor)])   # doctest: +SKIP
+    >>> trainer.train()                                                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.trainer_callback import ExportableState
+
+from ..errors import ConfigError
+from ..sinks.base import Sink, to_float
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..monitor import GrokkingMonitor
+
+__all__ = ["GrokkingCallback", "STATE_FILE", "read_callback_state"]
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "grokmon_state.json"
+_FORMAT = "grokmon.callback_state"
+_VERSION = 1
+
+
+class _PendingSink(Sink):
+    """A sink that keeps what the monitor logs until the host framework forwards it.
+
+    The monitor writes sinks from the main thread only (at ``step`` / ``poll`` / ``flush``), so the
+    callback can drain this right after each of those calls and hand the values to the framework's
+    own logging with their probe step.
+    """
+
+    name = "host"
+
+    def __init__(self) -> None:
+        self.items: list[tuple[int, dict[str, float]]] = []
+
+    def log(self, metrics: Mapping[str, float], step: int) -> None:
+        self.items.append((int(step), {str(k): to_float(v, k) for k, v in metrics.items()}))
+
+    def drain(self) -> list[tuple[int, dict[str, float]]]:
+        items, self.items = self.items, []
+        return items
+
+
+# Live callbacks, newest last: the Trainer restores an ExportableState by building a new instance
+# from JSON args, and a monitor is not JSON. The new instance takes over a live one's monitor.
+_LIVE: list[weakref.ref] = []
+
+
+def _fingerprint(monitor: Any) -> str | None:
+    """The fingerprint of the monitor's probe (what a saved state must match)."""
+    probe = getattr(monitor, "probe_set", None)
+    if probe is not None and callable(getattr(probe, "fingerprint", None)):
+        return probe.fingerprint()
+    return monitor.state_dict().get("probe_fingerprint")
+
+
+def _adopt(fingerprint: str | None) -> GrokkingCallback:
+    live = [cb for cb in (ref() for ref in _LIVE) if cb is not None]
+    _LIVE[:] = [weakref.ref(cb) for cb in live]
+    same = [cb for cb in live if fingerprint is not None and cb._fingerprint == fingerprint]
+    if same:
+        return same[-1]
+    monitors = {id(cb.monitor) for cb in live}
+    if len(monitors) == 1:
+        return live[-1]  # the monitor checks the fingerprint when the state is loaded
+    raise ConfigError(
+        "GrokkingCallback needs a GrokkingMonitor: pass GrokkingCallback(monitor) or use monitor.hf_callback()"
+        + ("" if not live else f" ({len(monitors)} monitors are live and none has the probe this state was "
+                                "saved with, so the Trainer's restored callback state cannot be matched)")
+    )
+
+
+def _report_to(args: TrainingArguments) -> list[str]:
+    r = getattr(args, "report_to", None)
+    if r is None or r == "none":
+        return []
+    names = [r] if isinstance(r, str) else list(r)
+    if "all" in names:
+        from transformers.integrations import get_available_reporting_integrations
+
+        names = list(get_available_reporting_integrations())
+    return [n for n in names if n != "none"]
+
+
+def read_callback_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The grokmon state a :class:`GrokkingCallback` saved in a Trainer checkpoint, or ``None``.
+
+    Returns ``{"format", "version", "global_step", "monitor_state"}``.
+
+    Example:
+        >>> read_callback_state("out/checkpoint-600")["global_step"]     # doctest: +SKIP
+        600
+    """
+    path = os.path.join(os.fspath(checkpoint_dir), STATE_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}): delete it to resume without the grokmon state") from e
+    if not isinstance(data, dict) or data.get("format") != _FORMAT or "monitor_state" not in data:
+        raise ConfigError(f"{path} is not a grokmon callback state file: delete it to resume without it")
+    if data.get("version", 0) > _VERSION:
+        raise ConfigError(f"{path} was written by a newer grokmon (version {data['version']}): upgrade grokmon")
+    return data
+
+
+class GrokkingCallback(TrainerCallback, ExportableState):
+    """Probe a MoE model every ``monitor.every`` optimizer steps of a ``transformers.Trainer``.
+
+    Args:
+        monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive (``monitor.hf_callback()``
+            builds this callback for you).
+        trainer: optional; with it, results reach non-W&B ``report_to`` integrations through
+            ``trainer.log`` (see the module doc). Pass it after building the Trainer, e.g.
+            ``trainer.add_callback(monitor.hf_callback(trainer))``.
+        probe_fingerprint: used only by the Trainer when it rebuilds this callback from a
+            checkpoint (``restore_callback_states_from_checkpoint=True``): the new instance takes
+            over the live callback whose monitor probes the same samples.
+        close_on_train_end: close the monitor (its files, its worker) when training ends.
+
+    Example:
+        >>> cb = GrokkingCallback(monitor)                               # doctest: +SKIP
+        >>> Trainer(model, args, train_dataset=ds, callbacks=[cb]).train()  # doctest: +SKIP
+    """
+
+    def __init__(self, monitor: GrokkingMonitor | None = None, trainer: Any = None, *,
+                 probe_fingerprint: str | None = None, close_on_train_end: bool = True) -> None:
+        if monitor is None:
+            source = _adopt(probe_fingerprint)
+            self.__dict__.update(source.__dict__)
+            self._restored = None
+            if trainer is not None:
+                self.trainer = trainer
+        else:
+            self.monitor = monitor
+            self.trainer = trainer
+            self.close_on_train_end = close_on_train_end
+            self._fingerprint = _fingerprint(monitor)
+            self._pending = _PendingSink()
+            self._wandb_sink: Any = None
+            self._restored: str | None = None  # where the monitor state came from on resume
+            monitor.add_sink(self._pending)
+        _LIVE.append(weakref.ref(self))
+
+    # ---------------------------------------------------------------- state (ExportableState)
+
+    def state(self) -> dict:
+        """JSON state saved in ``trainer_state.json`` (``stateful_callbacks``)."""
+        return {
+            "args": {"probe_fingerprint": self._fingerprint},
+            "attributes": {"monitor_state": self.monitor.state_dict()},
+        }
+
+    @property
+    def monitor_state(self) -> dict:
+        """The monitor's JSON state; setting it (the Trainer does, on restore) loads it into the monitor."""
+        return self.monitor.state_dict()
+
+    @monitor_state.setter
+    def monitor_state(self, value: Mapping[str, Any]) -> None:
+        self._load(value, "trainer_state.json (restore_callback_states_from_checkpoint)")
+
+    def _load(self, monitor_state: Mapping[str, Any], source: str) -> None:
+        self.monitor.load_state_dict(dict(monitor_state))
+        self._restored = source
+        logger.info("grokmon: monitor state restored from %s", source)
+
+    def _restore_from_checkpoint(self, args: TrainingArguments, state: TrainerState) -> None:
+        candidates = []
+        if isinstance(getattr(args, "resume_from_checkpoint", None), str):
+            candidates.append(args.resume_from_checkpoint)
+        candidates.append(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+        for folder in candidates:
+            data = read_callback_state(folder)
+            if data is None:
+                continue
+            if data.get("global_step") != state.global_step:
+                logger.warning("grokmon: %s is from step %s, not the resumed step %s; ignored",
+                               os.path.join(folder, STATE_FILE), data.get("global_step"), state.global_step)
+                continue
+            self._load(data["monitor_state"], os.path.join(folder, STATE_FILE))
+            return
+        logger.warning("grokmon: resuming at step %d but no %s was found in %s; the monitor starts fresh",
+                       state.global_step, STATE_FILE, " or ".join(candidates))
+
+    # ---------------------------------------------------------------- events
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self._attach_wandb(args)
+        if state.global_step > 0 and self._restored is None:
+            self._restore_from_checkpoint(args, state)
+        if getattr(self.monitor, "baseline", True) and self._restored is None:
+            self.monitor.probe(model, state.global_step, optimizer=optimizer)
+        self._forward(args, state)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
+        self.monitor.step(model, state.global_step, optimizer=optimizer)
+        stop = bool(self.monitor.should_stop)
+        # Results must be in before a checkpoint records the monitor state, and before the last
+        # step ends (integrations close their writers in on_train_end). Same decision on all ranks.
+        if control.should_save or control.should_training_stop or stop or state.global_step >= state.max_steps:
+            self.monitor.flush()
+        self._forward(args, state)
+        if stop or self.monitor.should_stop:
+            control.should_training_stop = True
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if not os.path.isdir(folder):
+            logger.warning("grokmon: checkpoint folder %s not found; monitor state not saved next to it", folder)
+            return
+        data = {"format": _FORMAT, "version": _VERSION, "global_step": state.global_step,
+                "monitor_state": self.monitor.state_dict()}
+        path = os.path.join(folder, STATE_FILE)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        self.monitor.flush()
+        self._forward(args, state)
+        if self.close_on_train_end:
+            self.monitor.close()
+
+    # ---------------------------------------------------------------- logging
+
+    def _attach_wandb(self, args: TrainingArguments) -> None:
+        if "wandb" not in _report_to(args):
+            return
+        import wandb
+
+        from ..sinks.wandb import WandbSink
+
+        run = wandb.run
+        if run is None:
+            return
+        if self._wandb_sink is not None and self._wandb_sink._run is run:
+            return
+        if any(isinstance(s, WandbSink) and s is not self._wandb_sink for s in getattr(self.monitor, "sinks", ())):
+            return  # the user gave the monitor a W&B sink of their own
+        self._wandb_sink = WandbSink(run, step_key="train/global_step")
+        self.monitor.add_sink(self._wandb_sink)
+
+    def _forward(self, args: TrainingArguments, state: TrainerState) -> None:
+        items = self._pending.drain()
+        if not items:
+            return
+        report = _report_to(args)
+        through_trainer = self.trainer is not None and bool(report) and "wandb" not in report
+        for step, metrics in items:
+            if not through_trainer:
+                state.log_history.append({**metrics, "step": step})
+                continue
+            # trainer.log and the integrations stamp rows with state.global_step; with asynchronous
+            # metrics a result can arrive a step or more after its probe, so show them the probe step
+            host = self.trainer.state
+            now = host.global_step
+            host.global_step = step
+            try:
+                self.trainer.log(dict(metrics))
+            finally:
+                host.global_step = now
+
+    def __repr__(self) -> str:
+        return f"GrokkingCallback(monitor={self.monitor!r})"

@@ -1,0 +1,191 @@
+"""GrokmonLightningCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside Lightning.
+
+* ``on_train_start``: a baseline probe at ``trainer.global_step`` (``monitor.baseline``), unless
+  the monitor's state came back from a checkpoint.
+* ``on_train_batch_end``: fires once per micro-batch; the callback acts only when
+  ``trainer.global_step`` (optimizer updates) has changed since its last call, so
+  ``accumulate_grad_batches`` is respected. ``monitor.step`` runs on every rank.
+* Results are written through ``trainer.loggers`` with ``logger.log_metrics(metrics,
+  step=probe_step)`` on global rank 0 – not ``pl_module.log``, whose step-level values reach the
+  loggers only every ``log_every_n_steps`` and would silently drop probes. ``WandbLogger`` puts
+  them on its ``trainer/global_step`` axis; ``CSVLogger`` in its ``step`` column.
+* ``monitor.should_stop`` (an alert rule with ``stop_training=True``) sets ``trainer.should_stop``.
+* ``state_dict`` / ``load_state_dict`` carry the monitor state in Lightning checkpoints.
+* ``on_train_end`` / ``on_exception``: flush (log what is left) and close the monitor.
+
+The probe forward needs the Hugging Face model, not the ``LightningModule`` (whose ``forward``
+takes whatever its author chose): by default the callback probes the shallowest
+``transformers.PreTrainedModel`` inside the module, else the module itself. Pass ``model="net"``
+(an attribute name) or ``model=lambda m: m.net`` to choose.
+
+Lightning is optional: ``pip install grokmon[lightning]`` (``lightning`` or ``pytorch_lightning``).
+The class is built on first use against whichever of the two is in use.
+
+Example:
+    >>> import lightning.pytorch as pl                                   # doctest: +SKIP
+    >>> trainer = pl.Trainer(max_steps=1000, callbacks=[GrokmonLightningCallback(monitor)])  # doctest: +SKIP
+    >>> trainer.fit(lit_module, train_loader)                            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..errors import GrokmonError
+
+__all__ = ["GrokmonLightningCallback", "lightning_module"]
+
+logger = logging.getLogger(__name__)
+
+
+def lightning_module() -> Any:
+    """The Lightning package in use: ``lightning.pytorch`` (preferred) or ``pytorch_lightning``."""
+    if "pytorch_lightning" in sys.modules and "lightning.pytorch" not in sys.modules:
+        import pytorch_lightning as pl
+
+        return pl
+    try:
+        import lightning.pytorch as pl
+    except ImportError:
+        try:
+            import pytorch_lightning as pl
+        except ImportError:
+            raise GrokmonError(
+                "GrokmonLightningCallback needs Lightning: pip install grokmon[lightning] "
+                "(or pip install lightning)"
+            ) from None
+    return pl
+
+
+def _find_hf_model(module: Any) -> Any:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        return module
+    best, depth = None, None
+    for name, sub in module.named_modules():
+        if isinstance(sub, PreTrainedModel):
+            d = 0 if not name else name.count(".") + 1
+            if depth is None or d < depth:
+                best, depth = sub, d
+    return module if best is None else best
+
+
+@functools.cache
+def _build_class() -> type:
+    pl = lightning_module()
+
+    class GrokmonLightningCallback(pl.Callback):
+        """Probe a MoE model every ``monitor.every`` optimizer updates of a Lightning ``Trainer``.
+
+        Args:
+            monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive.
+            model: what to probe: ``None`` (the shallowest Hugging Face model inside the
+                LightningModule, else the module), an attribute name, or a function of the module.
+            close_on_train_end: close the monitor when training ends.
+
+        Example:
+            >>> cb = GrokmonLightningCallback(monitor)                       # doctest: +SKIP
+            >>> pl.Trainer(max_steps=100, callbacks=[cb]).fit(module, loader)  # doctest: +SKIP
+        """
+
+        def __init__(self, monitor: Any, *, model: str | Callable[[Any], Any] | None = None,
+                     close_on_train_end: bool = True) -> None:
+            from .hf import _PendingSink
+
+            super().__init__()
+            self.monitor = monitor
+            self.model = model
+            self.close_on_train_end = close_on_train_end
+            self._pending = _PendingSink()
+            self._last_step: int | None = None
+            self._restored = False
+            monitor.add_sink(self._pending)
+
+        # ------------------------------------------------------------ helpers
+        def probe_model(self, pl_module: Any) -> Any:
+            """The module the probe forward runs on (see ``model``)."""
+            if self.model is None:
+                return _find_hf_model(pl_module)
+            if isinstance(self.model, str):
+                if not hasattr(pl_module, self.model):
+                    raise GrokmonError(
+                        f"{type(pl_module).__name__} has no attribute {self.model!r}: pass model= the attribute "
+                        "that holds the Hugging Face model, or a function of the LightningModule"
+                    )
+                return getattr(pl_module, self.model)
+            return self.model(pl_module)
+
+        @staticmethod
+        def _optimizer(trainer: Any) -> Any:
+            opts = getattr(trainer, "optimizers", None) or []
+            return opts[0] if opts else None
+
+        def _forward(self, trainer: Any) -> None:
+            items = self._pending.drain()
+            if not items or not trainer.is_global_zero:
+                return
+            for step, metrics in items:
+                for lg in trainer.loggers:
+                    lg.log_metrics(dict(metrics), step=step)
+
+        # ------------------------------------------------------------ hooks
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            step = int(trainer.global_step)
+            if getattr(self.monitor, "baseline", True) and not self._restored:
+                self.monitor.probe(self.probe_model(pl_module), step, optimizer=self._optimizer(trainer))
+            self._last_step = step
+            self._forward(trainer)
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                               batch_idx: int) -> None:
+            step = int(trainer.global_step)
+            if step == self._last_step:
+                return  # a micro-batch that did not step the optimizer
+            self._last_step = step
+            self.monitor.step(self.probe_model(pl_module), step, optimizer=self._optimizer(trainer))
+            self._forward(trainer)
+            if self.monitor.should_stop:
+                trainer.should_stop = True
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            self.monitor.flush()
+            self._forward(trainer)
+            if self.close_on_train_end:
+                self.monitor.close()
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            try:  # keep what was measured; never mask the training error
+                self.monitor.flush()
+                self._forward(trainer)
+                self.monitor.close()
+            except Exception as e:  # pragma: no cover - best effort
+                logger.warning("grokmon: could not flush the monitor after %r: %r", exception, e)
+
+        # ------------------------------------------------------------ checkpoint state
+        def state_dict(self) -> dict[str, Any]:
+            # results still in flight would otherwise be missing from the saved alert state
+            self.monitor.flush()
+            return {"monitor_state": self.monitor.state_dict(), "last_step": self._last_step}
+
+        def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+            self.monitor.load_state_dict(dict(state_dict["monitor_state"]))
+            self._last_step = state_dict.get("last_step")
+            self._restored = True
+
+        def __repr__(self) -> str:
+            return f"GrokmonLightningCallback(monitor={self.monitor!r})"
+
+    GrokmonLightningCallback.__module__ = __name__
+    GrokmonLightningCallback.__qualname__ = "GrokmonLightningCallback"
+    return GrokmonLightningCallback
+
+
+def __getattr__(name: str) -> Any:
+    if name == "GrokmonLightningCallback":
+        return _build_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
