@@ -166,8 +166,12 @@ class GrokkingMonitor:
 
     def probe_now(self, model: nn.Module, step: int, *, optimizer: Any = None) -> None:
         """Probe now, whatever the schedule (all ranks must call it at the same step)."""
-        if self.world_size > 1 and self._stop_pending_step is not None:
-            self.flush()  # decisions of the previous probe take effect here, on every rank alike
+        if self.world_size > 1 and self._async:
+            # Background results reach each rank at different times; a stop asked for by probe p
+            # takes effect here, at the next probe, after every rank has all of p's results.
+            self.flush()
+            if self._stop_pending_step is not None:
+                self.should_stop = True
         self.last_probe_step = step
         try:
             pathways, loss, seconds, tokens = self._capture(model, optimizer)
@@ -343,9 +347,10 @@ class GrokkingMonitor:
             for event in events:
                 self._alert(event)
             if self.rules.stop_requested and not self.should_stop:
-                if self.world_size > 1:
+                if self.world_size > 1 and self._async:
                     self._stop_pending_step = step
-                self.should_stop = True
+                else:
+                    self.should_stop = True
             self.history.append((step, prefixed))
             self.last_metrics = prefixed
             out.append((step, prefixed))
@@ -427,6 +432,7 @@ class GrokkingMonitor:
             "probe_count": self._probe_count,
             "errors": self.errors,
             "should_stop": self.should_stop,
+            "stop_pending_step": self._stop_pending_step,
             "alerts": self.rules.state_dict(),
             "stages": self.stage_tracker.state_dict() if self.stage_tracker is not None else None,
         }
@@ -442,6 +448,7 @@ class GrokkingMonitor:
         self._probe_count = state.get("probe_count", 0)
         self.errors = state.get("errors", 0)
         self.should_stop = bool(state.get("should_stop", False))
+        self._stop_pending_step = state.get("stop_pending_step")
         if state.get("alerts"):
             self.rules.load_state_dict(state["alerts"])
         if state.get("stages") and self.stage_tracker is not None:

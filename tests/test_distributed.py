@@ -44,5 +44,8 @@ def test_sharded_probe_equals_single_process(tmp_path, world: int) -> None:
         assert values.keys() == single.keys()
         for key, expected in single.items():
             assert values[key] == pytest.approx(expected, abs=1e-6), (rank, key)
+    # a stop asked for by background metrics takes effect at the same step on every rank
+    stops = {r["stop"] for r in ranks}
+    assert len(stops) == 1 and stops.pop() == 2  # fired at probe 1, applied at probe 2
     # only world rank 0 writes: it alone holds the JSONL sink
     assert [r["sinks"] for r in ranks] == [1] + [0] * (world - 1)
