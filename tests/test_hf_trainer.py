@@ -6,6 +6,8 @@ JSONL file, against each other and against a direct capture + compute on the sam
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import copy
 import math
 import os
@@ -142,6 +144,8 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
     try:
         trainer.train()
         final = reference(trainer.model, make_probe())
+        # the run's own folder: W&B keeps the first WANDB_DIR of the process for later runs
+        run_dir = Path(wandb.run.dir).parent
     finally:
         wandb.finish()
     # W&B's console output is captured only when this is the first run of the process; the
@@ -151,7 +155,7 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
     # gradient accumulation: probe steps count optimizer updates, not micro-batches
     assert (counter.micro, counter.updates, trainer.state.global_step) == (12, 6, 6)
 
-    run = read_wandb_run(tmp_path / "wandb", wait=10)
+    run = read_wandb_run(run_dir, wait=10)
     rows = [r for r in run.history if KEY in r]
     assert [r["train/global_step"] for r in rows] == [0, 2, 4, 6]
     assert all("_step" in r for r in rows)
