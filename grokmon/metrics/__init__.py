@@ -1,12 +1,26 @@
-"""Pathway metrics as pure functions on tensors (CPU or GPU); no distributed, W&B or transformers imports."""
+"""Pathway metrics as pure functions on tensors (CPU or GPU), and :func:`compute_metrics`.
+
+No torch.distributed, W&B or transformers imports here. docs/metrics.md defines every metric.
+
+Example:
+    >>> import torch
+    >>> from grokmon.metrics import routing_entropy
+    >>> routing_entropy(torch.full((2, 3, 4), 0.25)).tolist()
+    [1.0, 1.0, 1.0]
+"""
 
 from .compute import MetricConfig, compute_metrics
-from .consistency import ConsistencyResult, layer_cosines, pathway_consistency, routing_cosine
-from .distance import DistanceResult, cross_group_distance, pathway_distance, sample_pairs
+from .consistency import (
+    ConsistencyResult, consistency_from_cosines, kept_experts_mask, layer_cosines, pathway_consistency,
+    routing_cosine,
+)
+from .distance import DistanceResult, cross_group_distance, pathway_distance
+from .pairs import sample_cross_pairs, sample_pairs
 from .routing import DriftResult, LoadResult, expert_load, pathway_drift, routing_entropy
 
 __all__ = [
     "ConsistencyResult", "DistanceResult", "DriftResult", "LoadResult", "MetricConfig", "compute_metrics",
-    "cross_group_distance", "expert_load", "layer_cosines", "pathway_consistency", "pathway_distance",
-    "pathway_drift", "routing_cosine", "routing_entropy", "sample_pairs",
+    "consistency_from_cosines", "cross_group_distance", "expert_load", "kept_experts_mask", "layer_cosines",
+    "pathway_consistency", "pathway_distance", "pathway_drift", "routing_cosine", "routing_entropy",
+    "sample_cross_pairs", "sample_pairs",
 ]

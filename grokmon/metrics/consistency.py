@@ -1,9 +1,12 @@
-"""Pathway consistency (paper metric 2): how smoothly a sample's routing moves from layer to layer.
+"""Pathway consistency (paper metric 2): how smoothly one sample's routing moves from layer to layer.
 
-The sample's embedding at router l is the routing-weighted sum of that router's weight rows,
-e_l = sum_k g_l(k) W_l[k]; consistency compares consecutive layers by cosine. The paper's score is
-C = 1 - mean_l cos_l / (max_l cos_l + 1e-8). Its direction is NOT fixed (the paper contradicts
-itself and small runs differed by architecture): report it, never assume up is good.
+Expert ``k`` of router ``l`` is embedded by its router weight row ``v_k^l = W_l[k]``; the sample's
+embedding at router ``l`` is the routing-weighted sum ``e_l = sum_k g_l(k) v_k^l``, and consecutive
+routers are compared by cosine ``cos_l = cos(e_l, e_{l+1})``. The paper's score is
+``C = 1 - mean_l cos_l / (max_l cos_l + 1e-8)``.
+
+Its direction is NOT fixed: the paper contradicts itself and small runs rose on one architecture
+and fell on another. Report it, watch for plateaus, never assume that up (or down) is good.
 
 Example:
     >>> import torch
@@ -24,11 +27,19 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from .distance import group_name
+
+PAPER_EPS = 1e-8  # the paper's constant in C = 1 - mean cos / (max cos + eps)
 
 
 @dataclass
 class ConsistencyResult:
-    """``score``: mean paper C over samples; ``mean_cosine``: mean consecutive-layer cosine."""
+    """Pathway consistency of ``N`` samples over ``L`` routers.
+
+    ``score``: mean over samples of the paper's C; ``mean_cosine``: mean over samples and layer pairs
+    of ``cos_l``; ``per_sample_score`` ``[N]``; ``per_sample_cosine`` ``[N]`` (mean over layer
+    pairs); ``per_layer_cosine`` ``[L-1]`` (mean over samples); ``per_group`` by group name.
+    """
 
     score: float
     mean_cosine: float
@@ -38,33 +49,79 @@ class ConsistencyResult:
     per_group: dict[str, "ConsistencyResult"] = field(default_factory=dict)
 
 
-def layer_cosines(mean_weights: torch.Tensor, router_weights: torch.Tensor, *, kept_mask: torch.Tensor | None = None,
-                  chunk: int = 256) -> torch.Tensor:
-    """``[N, L-1]`` cosine between the sample embeddings of consecutive routers, in sample chunks."""
+def _check(mean_weights: torch.Tensor, router_weights: torch.Tensor, kept_mask: torch.Tensor | None) -> None:
     if mean_weights.dim() != 3 or router_weights.dim() != 3:
-        raise ConfigError("pathway_consistency needs mean_weights [N, L, E] and router_weights [L, E, H]")
-    n, l, e = mean_weights.shape
+        raise ConfigError(
+            "pathway_consistency needs mean_weights [N, L, E] and router_weights [L, E, H], got shapes "
+            f"{tuple(mean_weights.shape)} and {tuple(router_weights.shape)}"
+        )
+    _, l, e = mean_weights.shape
     if l < 2:
-        raise ConfigError("pathway consistency compares consecutive MoE layers: the model needs at least 2 routers")
-    if router_weights.shape[:2] != (l, e):
-        raise ConfigError(f"router_weights {tuple(router_weights.shape)} do not match mean_weights {tuple(mean_weights.shape)}")
-    rows = router_weights.float().to(mean_weights.device)
-    out = []
+        raise ConfigError(
+            "pathway consistency compares consecutive MoE layers: the model needs at least 2 routers "
+            "(turn it off with MetricConfig(consistency=False))"
+        )
+    if tuple(router_weights.shape[:2]) != (l, e):
+        raise ConfigError(
+            f"router_weights {tuple(router_weights.shape)} do not match mean_weights "
+            f"{tuple(mean_weights.shape)}: need one row per expert of every router, [L, E, H]"
+        )
+    if kept_mask is not None and kept_mask.shape != mean_weights.shape:
+        raise ConfigError(f"kept_mask must have mean_weights' shape {tuple(mean_weights.shape)}, "
+                          f"got {tuple(kept_mask.shape)}")
+
+
+def layer_cosines(
+    mean_weights: torch.Tensor,
+    router_weights: torch.Tensor,
+    *,
+    kept_mask: torch.Tensor | None = None,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """``[N, L-1]``: ``cos(e_{i,l}, e_{i,l+1})`` for every sample and pair of consecutive routers.
+
+    Embeddings ``[chunk, L, H]`` are built ``chunk`` samples at a time (float32), so memory stays
+    bounded whatever ``N`` (N=4096, L=16, H=2048: 32 MiB per chunk of 256, not 512 MiB).
+    With ``kept_mask`` the weights outside the mask are dropped and the rest renormalised to sum 1.
+    A zero embedding (all weight masked away) has cosine 0 with anything.
+
+    Example:
+        >>> import torch
+        >>> w = torch.tensor([[[0.5, 0.5], [1.0, 0.0]]])
+        >>> rows = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]] * 2)
+        >>> round(layer_cosines(w, rows).item(), 4)   # (0.5, 0.5) against (1, 0)
+        0.7071
+    """
+    _check(mean_weights, router_weights, kept_mask)
+    if chunk < 1:
+        raise ConfigError(f"chunk must be a positive number of samples, got {chunk}")
+    n = mean_weights.shape[0]
+    rows = router_weights.to(device=mean_weights.device, dtype=torch.float32)
+    out = [torch.zeros(0, mean_weights.shape[1] - 1, device=mean_weights.device)]
     for start in range(0, n, chunk):
         g = mean_weights[start:start + chunk].float()
         if kept_mask is not None:
-            g = g * kept_mask[start:start + chunk]
+            g = g * kept_mask[start:start + chunk].to(g.device, g.dtype)
             g = g / g.sum(-1, keepdim=True).clamp(min=1e-12)
         emb = torch.einsum("nle,leh->nlh", g, rows)
         out.append(F.cosine_similarity(emb[:, :-1], emb[:, 1:], dim=-1))
     return torch.cat(out)
 
 
-def _result(cos: torch.Tensor) -> ConsistencyResult:
+def consistency_from_cosines(cos: torch.Tensor) -> ConsistencyResult:
+    """Summarise ``[N, L-1]`` consecutive-layer cosines into the paper's score and the mean cosine.
+
+    Example:
+        >>> import torch
+        >>> r = consistency_from_cosines(torch.tensor([[1.0, 0.5]]))
+        >>> round(r.score, 4)   # 1 - mean(1, 0.5) / 1
+        0.25
+    """
+    cos = cos.float()
     if cos.shape[0] == 0:
-        empty = torch.zeros(0)
+        empty = torch.zeros(0, device=cos.device)
         return ConsistencyResult(math.nan, math.nan, empty, empty, torch.full((cos.shape[1],), math.nan))
-    score = 1.0 - cos.mean(1) / (cos.max(1).values + 1e-8)
+    score = 1.0 - cos.mean(1) / (cos.max(1).values + PAPER_EPS)
     return ConsistencyResult(float(score.mean()), float(cos.mean()), score, cos.mean(1), cos.mean(0))
 
 
@@ -75,23 +132,82 @@ def pathway_consistency(
     *,
     group_names: Sequence[str] = (),
     kept_mask: torch.Tensor | None = None,
+    chunk: int = 256,
 ) -> ConsistencyResult:
-    """Paper score C and mean consecutive-layer cosine, overall and per group (see module doc)."""
-    cos = layer_cosines(mean_weights, router_weights, kept_mask=kept_mask)
-    result = _result(cos)
+    """The paper's consistency score C and the mean consecutive-layer cosine, overall and per group.
+
+    Args:
+        mean_weights: ``[N, L, E]`` each sample's routing weights ``g_l(i, k)`` (rows sum to 1).
+        router_weights: ``[L, E, H]`` the router weight rows, the expert embeddings ``v_k^l``.
+        groups: ``[N]`` group labels; adds ``per_group`` results (means over the group's samples).
+        group_names: names of the labels.
+        kept_mask: ``[N, L, E]`` bool, e.g. :func:`kept_experts_mask`: use only these experts'
+            weights (renormalised), i.e. the experts of the sample's pathway.
+        chunk: samples per embedding chunk (memory bound; the result does not depend on it).
+
+    Returns:
+        :class:`ConsistencyResult`. No direction is implied: see the module docstring.
+
+    Raises:
+        ConfigError: fewer than 2 routers, or shapes that do not match.
+
+    Example:
+        >>> import torch
+        >>> w = torch.full((3, 2, 2), 0.5)
+        >>> rows = torch.randn(2, 2, 4, generator=torch.Generator().manual_seed(0))
+        >>> r = pathway_consistency(w, rows, torch.tensor([0, 0, 1]), group_names=("a", "b"))
+        >>> sorted(r.per_group), tuple(r.per_sample_score.shape), tuple(r.per_layer_cosine.shape)
+        (['a', 'b'], (3,), (1,))
+    """
+    cos = layer_cosines(mean_weights, router_weights, kept_mask=kept_mask, chunk=chunk)
+    result = consistency_from_cosines(cos)
     if groups is not None:
-        labels = groups.to(cos.device)
+        if groups.shape != (mean_weights.shape[0],):
+            raise ConfigError(f"groups must be [N]={mean_weights.shape[0]}, got {tuple(groups.shape)}")
+        labels = groups.detach().to(cos.device).long()
         for g in torch.unique(labels).tolist():
-            name = group_names[g] if g < len(group_names) else str(g)
-            result.per_group[name] = _result(cos[labels == g])
+            result.per_group[group_name(g, group_names)] = consistency_from_cosines(cos[labels == g])
     return result
 
 
-def routing_cosine(mean_weights: torch.Tensor) -> torch.Tensor:
-    """``[N, L-1]`` cosine of raw routing vectors of consecutive routers, expert index against expert index.
+def kept_experts_mask(mean_weights: torch.Tensor, threshold: float = 0.7) -> torch.Tensor:
+    """``[N, L, E]`` bool: the experts of the paper's threshold pathway at every sample and router.
 
-    Experts of different layers are unrelated, yet small runs found this index-aligned variant moved
-    with generalization on some runs, so grokmon reports it beside the paper's form.
+    Experts ranked by weight (ties: lower id first) are kept until their cumulative weight passes
+    ``threshold`` (the one that passes it is kept; zero weights never), as in
+    :func:`grokmon.pathways.pathway_sequences` with ``form="threshold"``.
+
+    Example:
+        >>> import torch
+        >>> kept_experts_mask(torch.tensor([[[0.5, 0.3, 0.2, 0.0]]]), 0.7).tolist()
+        [[[True, True, False, False]]]
     """
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"threshold must be in (0, 1], got {threshold}")
+    w = mean_weights.float()
+    values, experts = torch.sort(w, dim=-1, descending=True, stable=True)
+    e = w.shape[-1]
+    # exclusive cumulative sum as a matmul with a strict upper-triangular matrix (deterministic on CUDA)
+    before = values @ torch.ones(e, e, dtype=w.dtype, device=w.device).triu(diagonal=1)
+    keep = (before < threshold - 1e-6) & (values > 0)
+    keep[..., 0] = True
+    return torch.zeros_like(keep).scatter(-1, experts, keep)
+
+
+def routing_cosine(mean_weights: torch.Tensor) -> torch.Tensor:
+    """``[N, L-1]``: cosine of the raw routing vectors of consecutive routers, index against index.
+
+    ``cos(g_l(i, .), g_{l+1}(i, .))`` pairs expert ``j`` of router ``l`` with expert ``j`` of router
+    ``l+1``, which are unrelated experts; yet small runs found this variant moved with generalization
+    on some runs, so grokmon reports it beside the paper's form. No direction is implied.
+
+    Example:
+        >>> import torch
+        >>> w = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])
+        >>> round(routing_cosine(w).item(), 4)
+        0.7071
+    """
+    if mean_weights.dim() != 3 or mean_weights.shape[1] < 2:
+        raise ConfigError(f"routing_cosine needs mean_weights [N, L>=2, E], got {tuple(mean_weights.shape)}")
     w = mean_weights.float()
     return F.cosine_similarity(w[:, :-1], w[:, 1:], dim=-1)

@@ -1,12 +1,15 @@
 """Pathway distance (paper metric 1): mean edit distance between pathways of samples of one group.
 
+The edit distance runs over expert ids (the layer separator is one more symbol), from
+:mod:`grokmon.editdistance`. Lower means more shared pathways: it falls as the model generalizes.
+
 Example:
     >>> import torch
     >>> from grokmon.pathways import PathwaySequences
     >>> seqs = PathwaySequences(torch.tensor([[0, 1, -1], [0, 2, 3]]), torch.tensor([2, 3]), 4)
     >>> r = pathway_distance(seqs)
-    >>> (r.raw, round(r.normalized, 3), r.num_pairs)
-    (2.0, 0.667, 1)
+    >>> (r.raw, round(r.normalized, 3), r.num_pairs, r.exact)
+    (2.0, 0.667, 1, True)
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from typing import Sequence
 
 import torch
 
+from ..errors import ConfigError
 from ..pathways import PathwaySequences
+from .pairs import sample_cross_pairs, sample_pairs
 
 
 @dataclass
 class DistanceResult:
-    """Mean pairwise edit distance: ``raw`` (the paper's), ``normalized`` (ED / longer length).
+    """Mean pairwise edit distance: ``raw`` (the paper's), ``normalized`` (ED / longer length, 0..1).
 
-    The standard errors are those of the pair sample (std / sqrt(pairs)) when pairs were
-    subsampled, and 0.0 when every pair was used (the mean is then exact).
+    ``raw_stderr`` / ``normalized_stderr`` are the standard errors of the pair sample,
+    ``std / sqrt(num_pairs)`` (unbiased std), when pairs were subsampled (``exact`` False); with every
+    pair used the mean is exact and they are 0.0. ``per_group`` maps group names to their own result.
     """
 
     raw: float
@@ -37,43 +43,43 @@ class DistanceResult:
     per_group: dict[str, "DistanceResult"] = field(default_factory=dict)
 
 
-def sample_pairs(members: torch.Tensor, max_pairs: int | None, seed: int) -> tuple[torch.Tensor, bool]:
-    """Unordered pairs (i < j) of ``members``: all of them, or ``max_pairs`` distinct ones drawn with ``seed``.
-
-    The draw happens on the CPU with its own generator, so it does not depend on the device.
-    """
-    members = members.cpu()
-    n = members.numel()
-    total = n * (n - 1) // 2
-    if max_pairs is None or total <= max_pairs:
-        i, j = torch.triu_indices(n, n, offset=1)
-        return torch.stack([members[i], members[j]], 1), True
-    g = torch.Generator().manual_seed(seed)
-    if total <= 20_000_000:
-        picked = torch.randperm(total, generator=g)[:max_pairs]
-    else:  # distinct draws without a permutation of every pair
-        picked = torch.zeros(0, dtype=torch.long)
-        while picked.numel() < max_pairs:
-            picked = torch.unique(torch.cat([picked, torch.randint(total, (max_pairs,), generator=g)]))
-        picked = picked[torch.randperm(picked.numel(), generator=g)[:max_pairs]]
-    # row-major index of the strict upper triangle -> (row, col), exactly, in integers
-    rows = torch.arange(n - 1)
-    starts = rows * n - rows * (rows + 1) // 2
-    row = torch.searchsorted(starts, picked, right=True) - 1
-    col = picked - starts[row] + row + 1
-    return torch.stack([members[row], members[col]], 1), False
+def group_name(label: int, group_names: Sequence[str]) -> str:
+    """The name of group ``label``: ``group_names[label]`` when given, else ``str(label)``."""
+    return str(group_names[label]) if 0 <= label < len(group_names) else str(label)
 
 
 def _summarise(raw: torch.Tensor, norm: torch.Tensor, exact: bool) -> DistanceResult:
     count = raw.numel()
     if count == 0:
-        nan = math.nan
-        return DistanceResult(nan, nan, nan, nan, 0, exact)
+        return DistanceResult(math.nan, math.nan, math.nan, math.nan, 0, exact)
 
     def stderr(x: torch.Tensor) -> float:
-        return 0.0 if exact or count < 2 else float(x.std(unbiased=True) / math.sqrt(count))
+        return 0.0 if exact or count < 2 else float(x.std(unbiased=True)) / math.sqrt(count)
 
     return DistanceResult(float(raw.mean()), float(norm.mean()), stderr(raw), stderr(norm), count, exact)
+
+
+def _pair_distances(seqs: PathwaySequences, pairs: torch.Tensor, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw and length-normalised edit distances of ``pairs`` (float64, CPU)."""
+    if pairs.shape[0] == 0:
+        empty = torch.zeros(0, dtype=torch.float64)
+        return empty, empty
+    from ..editdistance import pairwise_edit_distance  # lazy: keeps `import grokmon.metrics` light
+
+    d = pairwise_edit_distance(seqs.ids, seqs.lengths, pairs.to(seqs.ids.device), backend=backend)
+    d = d.double().cpu()
+    lengths = seqs.lengths.cpu()
+    longer = torch.maximum(lengths[pairs[:, 0]], lengths[pairs[:, 1]]).double()
+    # two empty pathways are identical: distance 0, not 0/0
+    return d, torch.where(longer > 0, d / longer.clamp(min=1), torch.zeros_like(d))
+
+
+def _labels(groups: torch.Tensor | None, n: int) -> torch.Tensor:
+    if groups is None:
+        return torch.zeros(n, dtype=torch.long)
+    if groups.shape != (n,):
+        raise ConfigError(f"groups must be one label per sample, shape [{n}], got {tuple(groups.shape)}")
+    return groups.detach().cpu().long()
 
 
 def pathway_distance(
@@ -87,48 +93,71 @@ def pathway_distance(
 ) -> DistanceResult:
     """Mean edit distance over pairs of samples of the same group (all samples one group by default).
 
-    The overall value pools the within-group pairs of every group (cross-group pairs never count,
-    as in the paper); ``per_group`` holds each group's own mean. A group with more than
-    ``max_pairs`` pairs is subsampled with ``seed``. Groups of fewer than 2 samples give NaN.
-    """
-    from ..editdistance import pairwise_edit_distance
+    Args:
+        seqs: pathways of ``N`` samples (:func:`grokmon.pathways.pathway_sequences`).
+        groups: ``[N]`` integer group labels (e.g. data domain); None puts every sample in one group.
+        group_names: names of the labels (``group_names[g]``); unnamed labels are called ``str(g)``.
+        max_pairs: a group with more unordered pairs than this uses a seeded random subset of
+            ``max_pairs`` distinct pairs ``(i < j)``; None always uses every pair.
+        seed: seed of that subset (group ``g`` draws with ``seed + g``); the draw is on the CPU,
+            so the result does not depend on the device.
+        backend: edit-distance backend (``"auto"``, ``"torch"``, ``"rapidfuzz"``).
 
+    Returns:
+        :class:`DistanceResult`. The overall values pool the within-group pairs of every group
+        (a group with more pairs weighs more; cross-group pairs never count, as in the paper);
+        ``per_group`` holds each group's own mean when ``groups`` is given. A group of fewer than
+        2 samples has no pair: its entry is NaN and it adds nothing to the pool.
+
+    Example:
+        >>> import torch
+        >>> from grokmon.pathways import PathwaySequences
+        >>> ids = torch.tensor([[1, 2], [1, 3], [4, 5], [4, 5]], dtype=torch.int32)
+        >>> r = pathway_distance(PathwaySequences(ids, torch.tensor([2, 2, 2, 2]), 6),
+        ...                      torch.tensor([0, 0, 1, 1]), group_names=("a", "b"))
+        >>> (r.raw, r.per_group["a"].raw, r.per_group["b"].normalized)
+        (0.5, 1.0, 0.0)
+    """
     n = seqs.ids.shape[0]
-    labels = torch.zeros(n, dtype=torch.long) if groups is None else groups.detach().cpu().long()
-    lengths = seqs.lengths
+    labels = _labels(groups, n)
     raws, norms, exact_all, per_group = [], [], True, {}
     for g in torch.unique(labels).tolist():
         members = (labels == g).nonzero().flatten()
         pairs, exact = sample_pairs(members, max_pairs, seed + g)
-        if pairs.shape[0]:
-            d = pairwise_edit_distance(seqs.ids, lengths, pairs.to(seqs.ids.device), backend=backend).double().cpu()
-            longer = torch.maximum(lengths.cpu()[pairs[:, 0]], lengths.cpu()[pairs[:, 1]]).double()
-            norm = torch.where(longer > 0, d / longer.clamp(min=1), torch.zeros_like(d))
-        else:
-            d = norm = torch.zeros(0, dtype=torch.double)
+        d, norm = _pair_distances(seqs, pairs, backend)
         exact_all &= exact
         raws.append(d)
         norms.append(norm)
         if groups is not None:
-            name = group_names[g] if g < len(group_names) else str(g)
-            per_group[name] = _summarise(d, norm, exact)
-    result = _summarise(torch.cat(raws), torch.cat(norms), exact_all)
+            per_group[group_name(g, group_names)] = _summarise(d, norm, exact)
+    empty = torch.zeros(0, dtype=torch.float64)
+    result = _summarise(torch.cat([empty, *raws]), torch.cat([empty, *norms]), exact_all)
     result.per_group = per_group
     return result
 
 
 def cross_group_distance(
-    seqs: PathwaySequences, groups: torch.Tensor, *, max_pairs: int | None = 100_000, seed: int = 0,
+    seqs: PathwaySequences,
+    groups: torch.Tensor,
+    *,
+    max_pairs: int | None = 100_000,
+    seed: int = 0,
     backend: str = "auto",
 ) -> DistanceResult:
-    """The paper's control: mean distance over pairs of samples from *different* groups."""
-    from ..editdistance import pairwise_edit_distance
+    """The paper's control: mean edit distance over pairs of samples from *different* groups.
 
-    labels = groups.detach().cpu().long()
-    pairs, exact = sample_pairs(torch.arange(labels.numel()), None if max_pairs is None else max_pairs * 4, seed)
-    pairs = pairs[labels[pairs[:, 0]] != labels[pairs[:, 1]]]
-    if max_pairs is not None and pairs.shape[0] > max_pairs:
-        pairs, exact = pairs[:max_pairs], False
-    d = pairwise_edit_distance(seqs.ids, seqs.lengths, pairs.to(seqs.ids.device), backend=backend).double().cpu()
-    longer = torch.maximum(seqs.lengths.cpu()[pairs[:, 0]], seqs.lengths.cpu()[pairs[:, 1]]).double().clamp(min=1)
-    return _summarise(d, d / longer, exact)
+    In the paper this shows no fall with generalization, unlike the within-group distance.
+    Subsampling (uniform over cross-group pairs) and stderr follow :func:`pathway_distance`.
+
+    Example:
+        >>> import torch
+        >>> from grokmon.pathways import PathwaySequences
+        >>> ids = torch.tensor([[1, 2], [1, 3], [4, 5]], dtype=torch.int32)
+        >>> r = cross_group_distance(PathwaySequences(ids, torch.tensor([2, 2, 2]), 6), torch.tensor([0, 0, 1]))
+        >>> (r.raw, r.num_pairs)
+        (2.0, 2)
+    """
+    labels = _labels(groups, seqs.ids.shape[0])
+    pairs, exact = sample_cross_pairs(labels, max_pairs, seed)
+    d, norm = _pair_distances(seqs, pairs, backend)
+    return _summarise(d, norm, exact)
