@@ -16,17 +16,20 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import time
 import warnings
+import weakref
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import nn
 
 from .alerts import AlertEvent, GroupStageTracker, Rule, RuleSet
+from .distributed import all_agree, gather_pathways, rank_and_world, unwrap_for_probe
 from .errors import ConfigError, GrokmonError, ProbeError
 from .metrics import MetricConfig, compute_metrics
 from .pathways import Pathways
@@ -35,24 +38,23 @@ from .worker import MetricWorker
 
 log = logging.getLogger("grokmon")
 MAX_SINK_FAILURES = 3
+_OPEN_MONITORS: "weakref.WeakSet[GrokkingMonitor]" = weakref.WeakSet()
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+@atexit.register
+def _close_open_monitors() -> None:
+    """Deliver pending results of monitors the user never closed (JSONL keeps the last probes)."""
+    for monitor in list(_OPEN_MONITORS):
+        try:
+            monitor.close(timeout=10.0)
+        except Exception:  # noqa: BLE001 - nothing can be reported at interpreter exit
+            pass
 
 
-def _unwrap(model: nn.Module, accelerator: Any = None) -> nn.Module:
-    """The module to probe: DDP's inner module (skips its collectives); FSDP roots stay wrapped."""
-    if accelerator is not None:
-        state = getattr(accelerator, "state", None)
-        sharded = getattr(state, "fsdp_plugin", None) is not None or getattr(state, "deepspeed_plugin", None) is not None
-        if not sharded:
-            model = accelerator.unwrap_model(model, keep_torch_compile=False)
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
+class _Rows(NamedTuple):
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    groups: torch.Tensor | None
 
 
 class GrokkingMonitor:
@@ -97,7 +99,8 @@ class GrokkingMonitor:
         on_alert: Callable[[AlertEvent], None] | None = None,
     ) -> None:
         if not isinstance(probe, ProbeSet):
-            raise ConfigError(f"probe must be a grokmon.ProbeSet, got {type(probe).__name__}: build one with ProbeSet.from_*")
+            raise ConfigError(f"probe must be a grokmon.ProbeSet, got {type(probe).__name__}: "
+                              "build one with ProbeSet.from_*")
         if len(probe) < 2:
             raise ProbeError("the probe needs at least 2 samples: pathway distance compares pairs")
         if not isinstance(every, int) or every < 1:
@@ -119,7 +122,7 @@ class GrokkingMonitor:
         self.on_alert = on_alert
         self.rules = RuleSet(alerts)
         self.stage_tracker = GroupStageTracker() if stages else None
-        self.rank, self.world_size = _dist()
+        self.rank, self.world_size = rank_and_world()
         self.output_dir = Path(output_dir)
         self.sinks: list[Any] = []
         self._sink_failures: dict[int, int] = {}
@@ -152,6 +155,7 @@ class GrokkingMonitor:
         self._async = async_metrics
         self._inline: list[tuple[int, Any, BaseException | None]] = []
         self._closed = False
+        _OPEN_MONITORS.add(self)
 
     # ------------------------------------------------------------------ schedule
     def should_probe(self, step: int) -> bool:
@@ -183,7 +187,7 @@ class GrokkingMonitor:
         job = self._job(step, pathways, previous, loss, seconds, tokens)
         if self._async:
             if self._worker is None:
-                self._worker = MetricWorker()
+                self._worker = MetricWorker(device=pathways.mean_weights.device)
             self._worker.submit(step, job)
         else:
             try:
@@ -194,58 +198,76 @@ class GrokkingMonitor:
     probe = probe_now  # the name in docs/architecture.md
 
     # ------------------------------------------------------------------ capture
+    def _shard_rows(self) -> tuple[_Rows, torch.Tensor, bool]:
+        """This rank's rows to capture, their probe positions (-1: not a sample), counts valid?
+
+        Each real sample is captured once on one rank (padding duplicates are not run through the
+        hooks, so summed expert counts count every token once). A rank whose shard holds no real
+        sample captures one padding row to learn the shapes and contributes zero counts.
+        """
+        shard = self._shard
+        if self.world_size == 1:
+            return _Rows(shard.input_ids, shard.attention_mask, shard.groups), torch.arange(len(shard)), True
+        real = shard.is_padding.logical_not()
+        if bool(real.any()):
+            rows, valid = real.nonzero().flatten(), True
+        else:
+            rows, valid = torch.tensor([0]), False
+        picked = _Rows(shard.input_ids[rows], None if shard.attention_mask is None else shard.attention_mask[rows],
+                       None if shard.groups is None else shard.groups[rows])
+        return picked, shard.sample_index[rows], valid
+
     def _capture(self, model: nn.Module, optimizer: Any) -> tuple[Pathways, torch.Tensor | None, float, int]:
         from .routing import capture_pathways
 
         start = time.perf_counter()
-        target = _unwrap(model, self.accelerator)
-        vocab = getattr(getattr(target, "config", None), "vocab_size", None)
-        if vocab is not None:
-            self.probe_set.validate(vocab)
-        shard = self._shard
-        real = shard.is_padding.logical_not() if self.world_size > 1 else None
-        ids, mask = shard.input_ids, shard.attention_mask
-        groups = shard.groups
-        if real is not None:
-            ids, groups = ids[real], None if groups is None else groups[real]
-            mask = None if mask is None else mask[real]
+        rows, index, counts_valid = self._shard_rows()
         has_eval = callable(getattr(optimizer, "eval", None)) and callable(getattr(optimizer, "train", None))
-        if has_eval:
-            optimizer.eval()
-        ok, result, error = True, None, None
-        try:
-            with torch.random.fork_rng(devices=[]):  # the probe never moves the training RNG
-                result = capture_pathways(
-                    target, ids, mask, batch_size=self.batch_size, keep_token_ids=self.keep_token_ids,
-                    compute_loss=self.compute_loss, groups=groups, group_names=self.probe_set.group_names,
-                )
-                if self.world_size > 1:
-                    self._pad_forwards(target, ids.shape[0])
-        except Exception as caught:  # noqa: BLE001
-            ok, error = False, caught
-        finally:
+        result, error = None, None
+        try:  # any failure is agreed on below, so no rank is left waiting in a collective
+            target = unwrap_for_probe(model, self.accelerator)
+            vocab = getattr(getattr(target, "config", None), "vocab_size", None)
+            if vocab is not None:
+                self.probe_set.validate(vocab)  # a clear ProbeError before any forward
+            device = next(iter(target.parameters()), torch.empty(0)).device
             if has_eval:
-                optimizer.train()
+                optimizer.eval()  # schedule-free optimizers: evaluate at the averaged weights
+            try:
+                cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+                    if device.type == "cuda" else []
+                with torch.random.fork_rng(devices=cuda):  # the probe never moves the training RNG
+                    result = capture_pathways(
+                        target, rows.input_ids, rows.attention_mask, batch_size=self.batch_size,
+                        keep_token_ids=self.keep_token_ids, compute_loss=self.compute_loss,
+                        groups=rows.groups, group_names=self.probe_set.group_names,
+                    )
+                    if self.world_size > 1:
+                        self._pad_forwards(target, rows.input_ids.shape[0], device)
+            finally:
+                if has_eval:
+                    optimizer.train()
+        except Exception as caught:  # noqa: BLE001
+            error = caught
         if self.world_size > 1:
-            flag = torch.tensor([1 if ok else 0])
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-            if not bool(flag.item()):
+            if not all_agree(error is None):
                 raise error or GrokmonError("another rank failed its probe: this probe is skipped on every rank")
-            pathways, loss = self._gather(result.pathways, result.loss_per_sample, shard)
+            pathways, loss = gather_pathways(
+                result.pathways, result.loss_per_sample, index, num_samples=len(self.probe_set),
+                groups=self.probe_set.groups, group_names=self.probe_set.group_names, counts_valid=counts_valid,
+            )
         else:
             if error is not None:
                 raise error
             pathways, loss = result.pathways, result.loss_per_sample
-        tokens = int(self.probe_set.num_tokens)
-        return pathways, loss, time.perf_counter() - start, tokens
+        return pathways, loss, time.perf_counter() - start, int(self.probe_set.num_tokens)
 
-    def _pad_forwards(self, model: nn.Module, real_count: int) -> None:
+    def _pad_forwards(self, model: nn.Module, captured: int, device: torch.device) -> None:
         """Extra no-hook forwards so every rank runs the same number (forwards are collectives under FSDP)."""
         per_rank = math.ceil(len(self.probe_set) / self.world_size)
         needed = math.ceil(per_rank / self.batch_size)
-        done = math.ceil(real_count / self.batch_size) if real_count else 0
+        done = math.ceil(captured / self.batch_size)
         if needed > done:
-            sample = self.probe_set.input_ids[:1].to(next(model.parameters()).device)
+            sample = self.probe_set.input_ids[:1].to(device)
             flags = [(m, m.training) for m in model.modules()]
             model.eval()
             try:
@@ -255,39 +277,6 @@ class GrokkingMonitor:
             finally:
                 for m, flag in flags:
                     m.training = flag
-
-    def _gather(self, p: Pathways, loss: torch.Tensor | None, shard: ProbeSet) -> tuple[Pathways, torch.Tensor | None]:
-        """Every rank gets the whole probe's pathways, in probe order (padding duplicates dropped)."""
-        dist = torch.distributed
-        width = math.ceil(len(self.probe_set) / self.world_size)
-        index = shard.sample_index[shard.is_padding.logical_not()]
-        n = index.shape[0]
-
-        def pad(t: torch.Tensor, value: float = 0) -> torch.Tensor:
-            out = torch.full((width, *t.shape[1:]), value, dtype=t.dtype)
-            out[:n] = t.detach().cpu()
-            return out
-
-        pieces = {"index": pad(index, -1), "weights": pad(p.mean_weights)}
-        if loss is not None:
-            pieces["loss"] = pad(loss)
-        gathered = {}
-        for key, tensor in pieces.items():
-            bucket = [torch.empty_like(tensor) for _ in range(self.world_size)]
-            dist.all_gather(bucket, tensor)
-            gathered[key] = torch.cat(bucket)
-        counts = p.expert_counts.detach().cpu().clone()
-        dist.all_reduce(counts)
-        keep = gathered["index"] >= 0
-        order = torch.argsort(gathered["index"][keep])
-        full = Pathways(
-            mean_weights=gathered["weights"][keep][order],
-            layers=p.layers, router_names=p.router_names, num_experts=p.num_experts, expert_counts=counts,
-            router_weights=None if p.router_weights is None else p.router_weights.detach().cpu(),
-            groups=self.probe_set.groups, group_names=self.probe_set.group_names,
-            sample_index=torch.arange(len(self.probe_set)), meta=p.meta,
-        )
-        return full, (gathered["loss"][keep][order] if loss is not None else None)
 
     # ------------------------------------------------------------------ metrics (worker thread)
     def _job(self, step: int, pathways: Pathways, previous: Pathways | None, loss: torch.Tensor | None,
@@ -372,7 +361,8 @@ class GrokkingMonitor:
                 self._sink_error(sink, error)
 
     def _alert(self, event: AlertEvent) -> None:
-        log.warning("grokmon alert at step %s: %s — %s", event.step, event.title, event.text)
+        if self.rank == 0:
+            log.warning("grokmon alert at step %s: %s — %s", event.step, event.title, event.text)
         for sink in list(self.sinks):
             try:
                 sink.alert(event)
@@ -409,12 +399,13 @@ class GrokkingMonitor:
         if self.rank == 0 and sink not in self.sinks:
             self.sinks.append(sink)
 
-    def close(self) -> None:
-        """Flush pending metrics, close the sinks and stop the worker."""
+    def close(self, timeout: float | None = 300.0) -> None:
+        """Flush pending metrics (waiting at most ``timeout`` s per result), close the sinks, stop the worker."""
         if self._closed:
             return
         self._closed = True
-        self.flush()
+        _OPEN_MONITORS.discard(self)
+        self.flush(timeout)
         if self._worker is not None:
             self._worker.close()
         for sink in self.sinks:
@@ -460,6 +451,26 @@ class GrokkingMonitor:
                 if isinstance(sink, JsonlSink):
                     sink.close()
                     self.sinks[i] = JsonlSink(self.jsonl_path, resume_step=self.last_probe_step)
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`state_dict` plus the last probe's pathways (for ``pathway_drift`` after resume).
+
+        Example:
+            >>> monitor.save("ckpt/grokmon_state.pt"); monitor.load("ckpt/grokmon_state.pt")  # doctest: +SKIP
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        previous = None if self._previous is None else self._previous.to("cpu").state_dict()
+        torch.save({"format": "grokmon.monitor", "version": 1, "state": self.state_dict(), "previous": previous}, path)
+        return path
+
+    def load(self, path: str | Path) -> None:
+        """Restore what :meth:`save` wrote (raises :class:`GrokmonError` for a different probe)."""
+        data = torch.load(Path(path), map_location="cpu", weights_only=False)
+        if not isinstance(data, dict) or data.get("format") != "grokmon.monitor":
+            raise GrokmonError(f"{path} is not a grokmon monitor state file: write one with GrokkingMonitor.save")
+        self.load_state_dict(data["state"])
+        self._previous = None if data["previous"] is None else Pathways.from_state_dict(data["previous"])
 
     def hf_callback(self, trainer: Any = None) -> Any:
         """A ``transformers.TrainerCallback`` driving this monitor."""

@@ -24,14 +24,21 @@ _STOP = object()
 
 
 class MetricWorker:
-    """Runs ``fn()`` jobs on one daemon thread (on a side CUDA stream when CUDA is in use)."""
+    """Runs ``fn()`` jobs in order, one at a time, off the training thread (a daemon dispatcher
+    thread; each job on a short-lived thread of its own, see ``_run``).
 
-    def __init__(self, name: str = "grokmon-metrics"):
+    With ``device`` a CUDA device, jobs run under a side stream of that device: each job first
+    waits for the event recorded on the submitting thread's stream (so it reads finished capture
+    tensors), and the side stream is synchronised before the job's tensors are released.
+    """
+
+    def __init__(self, name: str = "grokmon-metrics", device: torch.device | str | None = None):
         self._jobs: queue.Queue = queue.Queue()
         self._results: queue.Queue = queue.Queue()
         self._pending = 0
         self._lock = threading.Lock()
-        self._stream = torch.cuda.Stream() if torch.cuda.is_available() else None
+        device = torch.device(device) if device is not None else None
+        self._stream = torch.cuda.Stream(device=device) if device is not None and device.type == "cuda" else None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
         atexit.register(self.close)
@@ -41,30 +48,51 @@ class MetricWorker:
             job = self._jobs.get()
             if job is _STOP:
                 return
-            step, fn = job
-            try:
-                if self._stream is not None:
-                    with torch.cuda.stream(self._stream):
-                        value = fn()
-                    self._stream.synchronize()
-                else:
+            # Each job runs on its own short-lived thread: a thread that ran CPU torch ops keeps an
+            # OpenMP team that slowed the training thread's ops by 40-70% on a 2-core machine for
+            # as long as it lived (benchmarks/overhead.py); the team goes away with the thread.
+            outcome: list = []
+            runner = threading.Thread(target=self._execute, args=(*job, outcome), name=f"{self._thread.name}-job",
+                                      daemon=True)
+            runner.start()
+            runner.join()
+            self._results.put(outcome[0] if outcome else (job[0], None, RuntimeError("metric job thread died")))
+            del job, outcome
+
+    def _execute(self, step: int, fn: Callable[[], Any], ready: Any, outcome: list) -> None:
+        try:
+            if self._stream is not None:
+                with torch.cuda.stream(self._stream):
+                    if ready is not None:
+                        self._stream.wait_event(ready)
                     value = fn()
-                self._results.put((step, value, None))
-            except BaseException as error:  # reported to the main thread, never raised here
-                self._results.put((step, None, error))
+                self._stream.synchronize()  # before the job's tensors are released
+            else:
+                value = fn()
+            outcome.append((step, value, None))
+        except BaseException as error:  # reported to the main thread, never raised here
+            outcome.append((step, None, error))
 
     def submit(self, step: int, fn: Callable[[], Any]) -> None:
-        """Queue ``fn`` (its CUDA inputs must be ready: the caller records an event or syncs)."""
+        """Queue ``fn``; on CUDA, it runs after the work queued so far on the caller's stream."""
+        ready = None
+        if self._stream is not None:
+            ready = torch.cuda.Event()
+            ready.record(torch.cuda.current_stream(self._stream.device))
         with self._lock:
             self._pending += 1
-        self._jobs.put((step, fn))
+        self._jobs.put((step, fn, ready))
 
     @property
     def pending(self) -> int:
+        """Jobs submitted and not yet collected by :meth:`drain`."""
         return self._pending
 
     def drain(self, wait: bool = False, timeout: float | None = None) -> list[tuple[int, Any, BaseException | None]]:
-        """Finished ``(step, value, error)`` triples; with ``wait``, first wait for every queued job."""
+        """Finished ``(step, value, error)`` triples; with ``wait``, first wait for every queued job.
+
+        ``timeout`` bounds each wait; what is still running then stays pending for a later call.
+        """
         out = []
         while True:
             block = wait and self._pending > 0

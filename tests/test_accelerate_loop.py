@@ -62,4 +62,5 @@ def test_accelerate_loop_logs_probe_steps_and_checkpoints_the_monitor(tmp_path) 
     accelerator.register_for_checkpointing(fresh)
     accelerator.load_state(str(tmp_path / "ckpt"))
     assert fresh.last_probe_step == 6 and not fresh.should_probe(6) and fresh.should_probe(8)
+    assert fresh.state_dict() == monitor.state_dict()  # probe count, fingerprint, stage state too
     accelerator.end_training()

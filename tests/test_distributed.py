@@ -1,4 +1,9 @@
-"""Real torch.distributed processes (gloo, CPU): sharded probing gives the 1-process values exactly."""
+"""Real torch.distributed processes (gloo, CPU): sharded probing gives the 1-process values exactly.
+
+The test runs this file as WORLD_SIZE rank processes (``python tests/test_distributed.py OUT``);
+each wraps the same seeded tiny MoE in DDP, runs several monitors and writes what it saw to
+``OUT.<rank>``. The 1-process run of the same script is the reference.
+"""
 
 from __future__ import annotations
 
@@ -10,23 +15,109 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
-WORKER = Path(__file__).with_name("distributed_probe_worker.py")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+N = 7  # odd: shards need padding, and ranks hold different numbers of real samples
 
 
-def free_port() -> int:
+# ---------------------------------------------------------------------------------------- one rank
+def _probe(n: int):
+    from grokmon import ProbeSet
+
+    ids = torch.randint(2, 128, (n, 12), generator=torch.Generator().manual_seed(0))
+    return ProbeSet.from_token_ids(ids, groups=["a" if i % 3 else "b" for i in range(n)] if n > 3 else None)
+
+
+def _values(monitor) -> dict[str, float]:
+    return {k: v for k, v in monitor.history[-1][1].items() if not k.endswith("_seconds")}
+
+
+def _rank_main(out_path: str) -> None:
+    import torch.distributed as dist
+    from moe_models import tiny_model
+
+    import grokmon.routing
+    from grokmon import GrokkingMonitor, MetricConfig, ThresholdRule
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    out_dir = os.path.join(os.path.dirname(out_path), f"rank{rank}")
+    model = tiny_model("olmoe")
+    if dist.is_initialized():
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    result: dict = {}
+
+    def run(name: str, n: int, **kwargs) -> None:
+        monitor = GrokkingMonitor(_probe(n), every=1, output_dir=os.path.join(out_dir, name), async_metrics=False,
+                                  on_error="raise", batch_size=2, **kwargs)
+        monitor.step(model, 1)
+        monitor.close()
+        result[name] = _values(monitor)
+        result.setdefault("sinks", len(monitor.sinks))
+
+    # per-expert load comes from summed expert counts: a padding duplicate counted twice shows here
+    run("full", N, metrics=MetricConfig(per_group=True, per_layer=True, per_expert=True))
+    run("token", N, metrics=MetricConfig(form="token"), keep_token_ids=True)
+    run("tiny", 2)  # with 3 ranks, rank 2's shard holds no real sample
+
+    # a stop asked for by background metrics must take effect at the same step on every rank
+    rule = ThresholdRule("probe_loss", above=0.0, stop_training=True)
+    monitor = GrokkingMonitor(_probe(N), every=1, output_dir=os.path.join(out_dir, "stop"), alerts=[rule], batch_size=2)
+    result["stop"] = None
+    for step in range(1, 6):
+        monitor.step(model, step)
+        if monitor.should_stop:
+            result["stop"] = step
+            break
+    monitor.close()
+
+    # a capture failing on rank 1 only: every rank skips that probe, nobody hangs, the next one works
+    real_capture = grokmon.routing.capture_pathways
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if rank == 1 and len(calls) == 1:
+            raise RuntimeError("rank 1 ran out of memory")
+        return real_capture(*args, **kwargs)
+
+    grokmon.routing.capture_pathways = flaky
+    monitor = GrokkingMonitor(_probe(N), every=1, output_dir=os.path.join(out_dir, "fail"), async_metrics=False,
+                              batch_size=2)
+    import warnings
+
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        monitor.step(model, 1)
+        monitor.step(model, 2)
+    monitor.close()
+    grokmon.routing.capture_pathways = real_capture
+    result["fail"] = {"errors": monitor.errors, "steps": [s for s, _ in monitor.history]}
+
+    with open(f"{out_path}.{rank}", "w") as handle:
+        json.dump(result, handle)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------------------------------- the test
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def run_ranks(world: int, out: Path, n: int) -> list[dict]:
-    port = free_port()
+def _run_ranks(world: int, out: Path) -> list[dict]:
+    port = _free_port()
     procs = []
     for rank in range(world):
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
-        procs.append(subprocess.Popen([sys.executable, str(WORKER), str(out), str(n)], env=env,
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+               "HF_HUB_OFFLINE": "1"}
+        procs.append(subprocess.Popen([sys.executable, __file__, str(out)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for p in procs:
         output, _ = p.communicate(timeout=240)
@@ -34,18 +125,41 @@ def run_ranks(world: int, out: Path, n: int) -> list[dict]:
     return [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(world)]
 
 
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict:
+    return _run_ranks(1, tmp_path_factory.mktemp("single") / "out")[0]
+
+
 @pytest.mark.parametrize("world", [2, 3])
-def test_sharded_probe_equals_single_process(tmp_path, world: int) -> None:
-    n = 7  # odd: shards need padding, and ranks run different numbers of real samples
-    single = run_ranks(1, tmp_path / "single", n)[0]["values"]
-    ranks = run_ranks(world, tmp_path / "multi", n)
-    for rank, result in enumerate(ranks):
-        values = result["values"]
-        assert values.keys() == single.keys()
-        for key, expected in single.items():
-            assert values[key] == pytest.approx(expected, abs=1e-6), (rank, key)
-    # a stop asked for by background metrics takes effect at the same step on every rank
-    stops = {r["stop"] for r in ranks}
-    assert len(stops) == 1 and stops.pop() == 2  # fired at probe 1, applied at probe 2
+def test_sharded_probe_equals_single_process(tmp_path, single: dict, world: int) -> None:
+    ranks = _run_ranks(world, tmp_path / "multi")
+    for name in ("full", "token", "tiny"):
+        expected = single[name]
+        assert any(k.startswith("grokmon/layer/") and k.endswith("/load") for k in expected) or name != "full"
+        for rank, result in enumerate(ranks):
+            values = result[name]
+            assert values.keys() == expected.keys(), (name, rank)
+            for key, value in expected.items():
+                assert values[key] == pytest.approx(value, abs=1e-6, nan_ok=True), (name, rank, key)
+    # background stop: requested by probe 1 on every rank, applied at probe 2 on every rank
+    assert single["stop"] is not None  # one process acts as soon as it has the result
+    assert [r["stop"] for r in ranks] == [2] * world
+    # a failure on one rank is agreed on: all skip probe 1 (one error each) and all log probe 2
+    assert [r["fail"] for r in ranks] == [{"errors": 1, "steps": [2]}] * world
     # only world rank 0 writes: it alone holds the JSONL sink
     assert [r["sinks"] for r in ranks] == [1] + [0] * (world - 1)
+
+
+def test_helpers_without_a_process_group() -> None:
+    from grokmon.distributed import all_agree, collective_device, is_main_process, rank_and_world, unwrap_for_probe
+
+    inner = torch.nn.Linear(2, 2)
+    assert rank_and_world() == (0, 1) and is_main_process()
+    assert all_agree(True) and not all_agree(False)
+    assert collective_device() == torch.device("cpu")
+    assert unwrap_for_probe(inner) is inner
+    assert unwrap_for_probe(torch.compile(inner)) is inner
+
+
+if __name__ == "__main__":
+    _rank_main(sys.argv[1])
