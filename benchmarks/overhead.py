@@ -56,6 +56,43 @@ def train(model, steps: int, batch: torch.Tensor, monitor: GrokkingMonitor | Non
     return time.perf_counter() - start, blocked
 
 
+def blocked_vs_forward(args: argparse.Namespace, probe: ProbeSet, repeats: int = 5) -> dict[str, float]:
+    """Median seconds: ``monitor.step`` on a probe step (with / without the probe loss) against plain
+    no-grad forwards of the same probe batches (``logits_to_keep=1``, and with ``labels`` for the loss)."""
+    model = build(args)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+    monitors = {loss: GrokkingMonitor(probe, every=1, jsonl=False, batch_size=32, compute_loss=loss, stages=False)
+                for loss in (False, True)}
+    times: dict[str, list[float]] = {k: [] for k in ("capture", "capture+loss", "forward", "forward+loss")}
+
+    def plain(with_loss: bool) -> None:
+        model.eval()
+        with torch.no_grad():
+            for i in range(0, args.probe, 32):
+                ids = probe.input_ids[i:i + 32].to(args.device)
+                if with_loss:
+                    model(input_ids=ids, labels=ids, use_cache=False)
+                else:
+                    model(input_ids=ids, use_cache=False, logits_to_keep=1)
+        model.train()
+
+    for r in range(repeats + 1):  # interleaved; the first round is warm-up
+        variants = (("forward", lambda: plain(False)), ("capture", lambda: monitors[False].step(model, r)),
+                    ("forward+loss", lambda: plain(True)), ("capture+loss", lambda: monitors[True].step(model, r)))
+        for name, fn in variants:
+            sync()
+            t = time.perf_counter()
+            fn()
+            sync()
+            if r:
+                times[name].append(time.perf_counter() - t)
+            for m in monitors.values():
+                m.flush()  # background metrics must not compete with the next timed call (2-core CPU)
+    for m in monitors.values():
+        m.close()
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200)
@@ -82,25 +119,17 @@ def main() -> None:
         monitor.close()
         on.append(seconds)
         blocked += b
-    model = build(args).eval()
-    forward = []
-    for _ in range(5):
-        t = time.perf_counter()
-        with torch.no_grad():
-            for i in range(0, args.probe, 32):
-                model(input_ids=probe.input_ids[i:i + 32].to(args.device), use_cache=False, logits_to_keep=1)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
-        forward.append(time.perf_counter() - t)
-    t_off, t_on, t_fwd = statistics.median(off), statistics.median(on), statistics.median(forward)
+    t_off, t_on = statistics.median(off), statistics.median(on)
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"model: {args.layers} layers x {args.experts} experts top-{args.top_k}, hidden {args.hidden}")
-    print(f"{args.steps} steps, probe every {args.every} ({args.probe} x {args.seq} tokens)")
-    print(f"  training without monitor: {t_off:.2f} s   with: {t_on:.2f} s   throughput ratio {t_off / t_on:.3f}")
-    if blocked:
-        t_block = statistics.median(blocked)
-        print(f"  loop blocked per probe: {t_block * 1000:.1f} ms   plain no-grad forward of the probe: "
-              f"{t_fwd * 1000:.1f} ms   ratio {t_block / t_fwd:.2f}x")
+    print(f"{args.steps} steps, probe every {args.every} ({args.probe} x {args.seq} tokens), {args.repeats} repeats")
+    print(f"  training without monitor: {t_off:.2f} s   with: {t_on:.2f} s   throughput ratio {t_off / t_on:.3f}"
+          f"   (blocked in-loop per probe: {statistics.median(blocked) * 1000:.0f} ms)" if blocked else "")
+    t = blocked_vs_forward(args, probe)
+    print(f"  loop blocked per probe, compute_loss=False: {t['capture'] * 1000:.1f} ms   plain no-grad forward "
+          f"(logits_to_keep=1): {t['forward'] * 1000:.1f} ms   ratio {t['capture'] / t['forward']:.2f}x")
+    print(f"  loop blocked per probe, with probe loss:    {t['capture+loss'] * 1000:.1f} ms   plain no-grad forward "
+          f"with labels: {t['forward+loss'] * 1000:.1f} ms   ratio {t['capture+loss'] / t['forward+loss']:.2f}x")
 
 
 if __name__ == "__main__":
