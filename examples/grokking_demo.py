@@ -1,0 +1,290 @@
+"""grokmon's main demo: a tiny OLMoE memorizes modular addition, then groks it; grokmon sees it.
+
+A random-init ``OlmoeForCausalLM`` (2 MoE layers) is trained from scratch with the Hugging Face
+``Trainer`` on ``c = a + b mod 47`` (40 % of all pairs). Train accuracy reaches 1.0 within a few
+hundred steps; held-out accuracy keeps climbing for thousands more (grokking), while the training
+loss stays near zero and says nothing. A :class:`grokmon.GrokkingMonitor` probes 256 *training*
+samples every 50 steps and logs the pathway metrics to JSONL and W&B (offline unless you are
+logged in). Held-out accuracy is measured alongside for validation only: at the end the demo prints
+the Spearman correlation of every grokmon metric, and of the training loss, with held-out accuracy,
+and writes a PNG of the curves with the memorization and grokking points marked.
+
+    python examples/grokking_demo.py                     # about 5-10 minutes on 2 CPU cores
+    python examples/grokking_demo.py --seed 1 --op sub   # another seed / task variant
+
+Outputs (``--out``, default ``grokmon_demo/``): ``grokmon.jsonl`` (the monitor's record),
+``accuracy.jsonl`` (train / held-out accuracy and train loss per probe step), ``summary.json``
+(milestones and the correlation table), ``grokking_demo.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from grokking_task import RECIPE, ArithmeticDataset, accuracy, make_dataset, make_model, make_optimizer  # noqa: E402
+
+from grokmon import GrokkingMonitor, MetricConfig, ProbeSet  # noqa: E402
+from grokmon.validation import correlation_table, first_step_at_or_above  # noqa: E402
+
+#: Metrics in the printed table (those the run has), in this order; the rest go to summary.json.
+TABLE_KEYS = [
+    "pathway_distance", "pathway_distance_raw", "pathway_distance/token", "pathway_consistency",
+    "pathway_cosine", "routing_cosine", "routing_entropy", "expert_load_entropy", "pathway_drift",
+    "probe_loss",
+]
+
+
+def wandb_mode() -> str:
+    """'online' when the user is logged in to W&B (API key in the environment or ~/.netrc), else 'offline'."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+@torch.no_grad()
+def train_loss(model: torch.nn.Module, data: ArithmeticDataset) -> float:
+    """Mean cross-entropy of the answer token over the whole training set (eval mode, mode restored)."""
+    was_training = model.training
+    model.eval()
+    logits = model(input_ids=data.prompts(), logits_to_keep=1).logits[:, -1, :]
+    model.train(was_training)
+    return float(torch.nn.functional.cross_entropy(logits.float(), data.c))
+
+
+def make_accuracy_callback(train: ArithmeticDataset, held: ArithmeticDataset, every: int, out: Path,
+                           stop_after_grok: int):
+    """A TrainerCallback measuring train / held-out accuracy and train loss every ``every`` steps.
+
+    Values go to ``accuracy.jsonl`` and through ``trainer.log`` (so W&B has ``train/heldout_accuracy``
+    next to the grokmon curves). Training stops ``stop_after_grok`` steps after held-out accuracy
+    first reaches 0.9, which keeps the demo short while showing the curves settle.
+    """
+    from transformers import TrainerCallback
+
+    class AccuracyCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.trainer: Any = None
+            self.rows: dict[int, dict[str, float]] = {}
+            self.grokked_at: int | None = None
+            self.file = open(out / "accuracy.jsonl", "w")
+
+        def measure(self, model: torch.nn.Module, step: int) -> dict[str, float]:
+            row = {"train_accuracy": accuracy(model, train), "heldout_accuracy": accuracy(model, held),
+                   "train_loss_full": train_loss(model, train)}
+            self.rows[step] = row
+            self.file.write(json.dumps({"step": step, **row}) + "\n")
+            self.file.flush()
+            if self.grokked_at is None and row["heldout_accuracy"] >= 0.9:
+                self.grokked_at = step
+            return row
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.measure(model, state.global_step)
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every:
+                return
+            row = self.measure(model, state.global_step)
+            if self.trainer is not None:
+                self.trainer.log(dict(row))
+            if state.global_step % (4 * every) == 0:
+                print(f"step {state.global_step:5d}/{state.max_steps}  train acc {row['train_accuracy']:.3f}  held-out acc "
+                      f"{row['heldout_accuracy']:.3f}  train loss {row['train_loss_full']:.2e}", flush=True)
+            if self.grokked_at is not None and state.global_step >= self.grokked_at + stop_after_grok:
+                control.should_training_stop = True
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.file.close()
+
+    return AccuracyCallback()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = {**RECIPE, "op": args.op, "p": args.p, "train_frac": args.train_frac, "lr": args.lr}
+    set_seed(args.seed)
+    train, held = make_dataset(args.p, args.op, args.train_frac, seed=args.seed)
+    model = make_model(args.p, args.seed, hidden_size=64, intermediate_size=128, num_hidden_layers=args.layers,
+                       num_experts=args.experts, num_experts_per_tok=2)
+    optimizer, scheduler = make_optimizer(model, recipe)
+
+    # The probe: a fixed, seeded subset of *training* samples, the whole [a, b, =, c] sequence.
+    pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[: args.probe]
+    probe = ProbeSet.from_token_ids(train.input_ids[pick], min_length=4)  # 4-token samples
+    monitor = GrokkingMonitor(
+        probe, every=args.every, output_dir=out, batch_size=256,
+        metrics=MetricConfig(extra_forms=("token",)),  # the per-token form too: grokmon/pathway_distance/token
+    )
+
+    report_to: list[str] = []
+    if not args.no_wandb:
+        try:
+            import wandb  # noqa: F401
+
+            os.environ["WANDB_MODE"] = wandb_mode()
+            os.environ.setdefault("WANDB_PROJECT", "grokmon-demo")
+            os.environ.setdefault("WANDB_DIR", str(out))
+            report_to = ["wandb"]
+        except ImportError:
+            pass
+    training_args = TrainingArguments(
+        output_dir=str(out / "trainer"), max_steps=args.max_steps, per_device_train_batch_size=len(train),
+        logging_steps=args.every, save_strategy="no", report_to=report_to, use_cpu=True, seed=args.seed,
+        run_name=f"grokking-demo-{args.op}-p{args.p}-seed{args.seed}", disable_tqdm=True, dataloader_num_workers=0,
+    )
+    acc = make_accuracy_callback(train, held, args.every, out, args.stop_after_grok)
+    trainer = Trainer(model=model, args=training_args, train_dataset=train, optimizers=(optimizer, scheduler),
+                      callbacks=[monitor.hf_callback(), acc])
+    acc.trainer = trainer
+    trainer.remove_callback(PrinterCallback)  # the accuracy callback prints one compact line instead
+    print(f"training {type(model).__name__} ({args.layers} MoE layers, {args.experts} experts, top-2) on "
+          f"a {args.op} b mod {args.p}: {len(train)} train / {len(held)} held-out pairs; probe: {len(probe)} "
+          f"training samples every {args.every} steps", flush=True)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    monitor.close()
+    return summarize(monitor, acc, seconds, out, args)
+
+
+def summarize(monitor: GrokkingMonitor, acc: Any, seconds: float, out: Path, args: argparse.Namespace) -> dict:
+    """Milestones, the correlation table (printed), summary.json and the PNG."""
+    series: dict[str, dict[int, float]] = {}
+    for step, metrics in monitor.history:
+        for key, value in metrics.items():
+            name = key.removeprefix("grokmon/")
+            if "/" in name and name not in TABLE_KEYS:
+                continue
+            series.setdefault(name, {})[step] = value
+    series["train_loss"] = {s: r["train_loss_full"] for s, r in acc.rows.items()}
+    heldout = {s: r["heldout_accuracy"] for s, r in acc.rows.items()}
+    memorized = first_step_at_or_above({s: r["train_accuracy"] for s, r in acc.rows.items()}, 1.0)
+    grokked = first_step_at_or_above(heldout, 0.9)
+    after = correlation_table(series, heldout, from_step=memorized if memorized is not None else 0)
+    whole = correlation_table(series, heldout)
+
+    # With 2 MoE layers the paper's score C is 1 - cos/cos (one layer pair): ~0 whatever the model does.
+    degenerate = {"pathway_consistency"} if args.layers < 3 else set()
+    shown = [k for k in TABLE_KEYS if k in series and k not in degenerate] + ["train_loss"]
+    print(f"\nmemorized (train acc 1.0) at step {memorized}, grokked (held-out acc >= 0.9) at step {grokked}, "
+          f"{seconds:.0f} s")
+    print(f"Spearman correlation with held-out accuracy ({after['train_loss'].points} probes from memorization on; "
+          f"all {whole['train_loss'].points} probes):")
+    print(f"  {'metric':<26} {'after memorization':>19} {'whole run':>10}")
+    for key in shown:
+        print(f"  {key:<26} {after[key].spearman:>19.3f} {whole[key].spearman:>10.3f}")
+    summary = {
+        "config": {k: v for k, v in vars(args).items()},
+        "seconds": round(seconds, 1), "memorized_step": memorized, "grokked_step": grokked,
+        "final_heldout_accuracy": heldout[max(heldout)],
+        "spearman_after_memorization": {k: c.spearman for k, c in after.items()},
+        "pearson_after_memorization": {k: c.pearson for k, c in after.items()},
+        "spearman_whole_run": {k: c.spearman for k, c in whole.items()},
+        "points_after_memorization": after["train_loss"].points,
+    }
+    if degenerate:
+        print("  (pathway_consistency, the paper's score C, needs >= 3 MoE layers: with 2 it is 1 - cos/cos ~ 0; "
+              "pathway_cosine is the raw cosine it is built from)")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_nan_to_none))
+    png = plot(series, acc.rows, memorized, grokked, out / "grokking_demo.png")
+    print(f"\nwrote {out / 'summary.json'}, {monitor.jsonl_path}" + (f", {png}" if png else
+          " (no plot: pip install matplotlib)"))
+    return summary
+
+
+def _nan_to_none(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else str(value)
+
+
+def plot(series: dict[str, dict[int, float]], rows: dict[int, dict[str, float]], memorized: int | None,
+         grokked: int | None, path: Path) -> Path | None:
+    """Accuracy, training loss and the pathway metrics against step, milestones marked."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    panels = [
+        ("accuracy", [("train accuracy", {s: r["train_accuracy"] for s, r in rows.items()}),
+                      ("held-out accuracy", {s: r["heldout_accuracy"] for s, r in rows.items()})], False),
+        ("training loss (answer token)", [("train loss", series["train_loss"])], True),
+        ("pathway distance (normalised)", [(k, series[k]) for k in ("pathway_distance", "pathway_distance/token")
+                                           if k in series], False),
+        ("consecutive-layer cosine", [(k, series[k]) for k in ("pathway_cosine", "routing_cosine") if k in series],
+         False),
+    ]
+    panels = [p for p in panels if p[1]]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.3 * len(panels)), sharex=True)
+    for ax, (title, curves, log) in zip(axes, panels):
+        for label, values in curves:
+            steps = sorted(values)
+            ax.plot(steps, [values[s] for s in steps], label=label, linewidth=1.4)
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylabel(title, fontsize=8)
+        for step, label, color in ((memorized, "memorized", "tab:green"), (grokked, "grokked", "tab:red")):
+            if step is not None:
+                ax.axvline(step, color=color, linestyle="--", linewidth=1)
+                if ax is axes[0]:
+                    ax.annotate(f"{label} ({step})", (step, 0.5), xycoords=("data", "axes fraction"), rotation=90,
+                                fontsize=8, ha="right", va="center", color=color)
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("optimizer step")
+    fig.suptitle("grokmon on a grokking run: pathway metrics from training samples vs held-out accuracy", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--op", choices=["add", "sub", "mul"], default="add")
+    parser.add_argument("--p", type=int, default=RECIPE["p"], help="the modulus (vocabulary: p numbers + '=')")
+    parser.add_argument("--train-frac", type=float, default=RECIPE["train_frac"])
+    parser.add_argument("--lr", type=float, default=RECIPE["lr"])
+    parser.add_argument("--layers", type=int, default=2, help="MoE layers (consistency needs >= 2)")
+    parser.add_argument("--experts", type=int, default=8)
+    parser.add_argument("--max-steps", type=int, default=6000)
+    parser.add_argument("--every", type=int, default=50, help="probe (and accuracy) cadence in optimizer steps")
+    parser.add_argument("--probe", type=int, default=256, help="training samples in the probe")
+    parser.add_argument("--stop-after-grok", type=int, default=1000,
+                        help="steps to keep training once held-out accuracy reaches 0.9")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="grokmon_demo")
+    parser.add_argument("--no-wandb", action="store_true", help="skip W&B (JSONL and the PNG are still written)")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run(parse_args())
