@@ -113,7 +113,8 @@ class GrokkingMonitor:
         self.every = every
         self.metric_config = metrics or MetricConfig()
         self.batch_size = batch_size
-        self.keep_token_ids = keep_token_ids or self.metric_config.form == "token"
+        # the per-token form needs every token's expert ids, whether it is the headline form or an extra one
+        self.keep_token_ids = keep_token_ids or "token" in (self.metric_config.form, *self.metric_config.extra_forms)
         self.compute_loss = compute_loss
         self.baseline = baseline
         self.on_error = on_error
@@ -164,9 +165,13 @@ class GrokkingMonitor:
 
     def step(self, model: nn.Module, step: int, *, optimizer: Any = None) -> dict[str, float]:
         """Call after each optimizer step on every rank. Probes on schedule, returns finished metrics."""
-        if self.should_probe(step):
-            self.probe_now(model, step, optimizer=optimizer)
-        return self._merged(self.poll())
+        if not self.should_probe(step):
+            return self._merged(self.poll())
+        self.probe_now(model, step, optimizer=optimizer)
+        results = self.poll()
+        if self.world_size > 1 and not self._async:
+            self._agree_on_stop()  # this probe's results are in on every rank: decide together now
+        return self._merged(results)
 
     def probe_now(self, model: nn.Module, step: int, *, optimizer: Any = None) -> None:
         """Probe now, whatever the schedule (all ranks must call it at the same step)."""
@@ -174,8 +179,7 @@ class GrokkingMonitor:
             # Background results reach each rank at different times; a stop asked for by probe p
             # takes effect here, at the next probe, after every rank has all of p's results.
             self.flush()
-            if self._stop_pending_step is not None:
-                self.should_stop = True
+            self._agree_on_stop()
         self.last_probe_step = step
         try:
             pathways, loss, seconds, tokens = self._capture(model, optimizer)
@@ -335,15 +339,20 @@ class GrokkingMonitor:
             self._log(prefixed, step)
             for event in events:
                 self._alert(event)
-            if self.rules.stop_requested and not self.should_stop:
-                if self.world_size > 1 and self._async:
-                    self._stop_pending_step = step
+            if self.rules.stop_requested and not self.should_stop and self._stop_pending_step is None:
+                if self.world_size > 1:
+                    self._stop_pending_step = step  # rank-local values (probe_seconds) may differ: agree first
                 else:
                     self.should_stop = True
             self.history.append((step, prefixed))
             self.last_metrics = prefixed
             out.append((step, prefixed))
         return out
+
+    def _agree_on_stop(self) -> None:
+        """Every rank stops if any rank's rules asked to (a collective: all ranks call it at the same probe)."""
+        if not all_agree(self._stop_pending_step is None) and not self.should_stop:
+            self.should_stop = True
 
     @staticmethod
     def _merged(results: list[tuple[int, dict[str, float]]]) -> dict[str, float]:

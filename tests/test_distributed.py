@@ -74,6 +74,29 @@ def _rank_main(out_path: str) -> None:
             break
     monitor.close()
 
+    # a stop asked for by rank 1's rules alone (rank-local values, e.g. probe_seconds, can differ):
+    # every rank stops at the same step, at once without background metrics, at the next probe with them
+    import grokmon.monitor
+
+    real_compute = grokmon.monitor.compute_metrics
+
+    def rank_local(*args, **kwargs):
+        return {**real_compute(*args, **kwargs), "rank_flag": float(rank == 1)}
+
+    grokmon.monitor.compute_metrics = rank_local
+    for mode in ("sync", "async"):
+        monitor = GrokkingMonitor(_probe(N), every=1, output_dir=os.path.join(out_dir, f"local_stop_{mode}"),
+                                  alerts=[ThresholdRule("rank_flag", above=0.5, stop_training=True)], batch_size=2,
+                                  async_metrics=mode == "async", stages=False)
+        result[f"local_stop_{mode}"] = None
+        for step in range(1, 6):
+            monitor.step(model, step)
+            if monitor.should_stop:
+                result[f"local_stop_{mode}"] = step
+                break
+        monitor.close()
+    grokmon.monitor.compute_metrics = real_compute
+
     # a capture failing on rank 1 only: every rank skips that probe, nobody hangs, the next one works
     real_capture = grokmon.routing.capture_pathways
     calls = []
@@ -130,7 +153,7 @@ def single(tmp_path_factory) -> dict:
     return _run_ranks(1, tmp_path_factory.mktemp("single") / "out")[0]
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [2, 3, 4])
 def test_sharded_probe_equals_single_process(tmp_path, single: dict, world: int) -> None:
     ranks = _run_ranks(world, tmp_path / "multi")
     for name in ("full", "token", "tiny"):
@@ -144,6 +167,10 @@ def test_sharded_probe_equals_single_process(tmp_path, single: dict, world: int)
     # background stop: requested by probe 1 on every rank, applied at probe 2 on every rank
     assert single["stop"] is not None  # one process acts as soon as it has the result
     assert [r["stop"] for r in ranks] == [2] * world
+    # a stop only rank 1's rules asked for: agreed, so no rank trains on while another has stopped
+    assert single["local_stop_sync"] is None and single["local_stop_async"] is None
+    assert [r["local_stop_sync"] for r in ranks] == [1] * world
+    assert [r["local_stop_async"] for r in ranks] == [2] * world
     # a failure on one rank is agreed on: all skip probe 1 (one error each) and all log probe 2
     assert [r["fail"] for r in ranks] == [{"errors": 1, "steps": [2]}] * world
     # only world rank 0 writes: it alone holds the JSONL sink
