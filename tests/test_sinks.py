@@ -275,6 +275,7 @@ def test_base_sink_alert_is_noop_and_log_required():
 
 
 def test_accelerate_sink_with_real_wandb_tracker(tmp_path, monkeypatch):
+    """Late background results are never dropped by W&B: no step=, plotted against grokmon_step."""
     pytest.importorskip("wandb")
     accelerate = pytest.importorskip("accelerate")
     from grokmon.wandb_records import read_wandb_run
@@ -284,13 +285,15 @@ def test_accelerate_sink_with_real_wandb_tracker(tmp_path, monkeypatch):
     acc.init_trackers("grokmon-acc", init_kwargs={"wandb": {"mode": "offline", "dir": str(tmp_path)}})
     sink = AccelerateSink(acc)
     acc.log({"train/loss": 2.0}, step=10)
-    sink.log({"grokmon/a": 1.0}, step=10)  # same step as the user's log: one row
-    sink.log({"grokmon/a": 2.0}, step=20)
-    with pytest.warns(RuntimeWarning, match="below the last logged step 20"):
-        sink.log({"grokmon/a": 3.0}, step=15)
+    sink.log({"grokmon/a": 1.0}, step=10)  # joins the user's row 10
+    acc.log({"train/loss": 1.5}, step=12)
+    sink.log({"grokmon/a": 2.0}, step=11)  # late: the user is at step 12 already
+    sink.log({"grokmon/a": 3.0}, step=12)  # two results before the user's next log: one row each
+    acc.log({"train/loss": 1.0}, step=13)  # the user's step= logs are never pushed behind W&B's counter
     sink.alert("grokmon: plateau", "flat", "WARN", 60)
     acc.end_training()
     rec = read_wandb_run(tmp_path / "wandb", wait=10)
-    rows = [(r["_step"], r.get("train/loss"), r.get("grokmon/a")) for r in rec.history]
-    assert rows == [(10, 2, 1), (20, None, 2)]
+    assert rec.column("train/loss") == [2.0, 1.5, 1.0]
+    assert [(r["grokmon_step"], r["grokmon/a"]) for r in rec.history if "grokmon/a" in r] == [(10, 1), (11, 2), (12, 3)]
+    assert next(m for m in rec.metrics if m.get("glob_name") == "grokmon/*")["step_metric"] == "grokmon_step"
     assert rec.alerts == [{"title": "grokmon: plateau", "text": "flat", "level": "WARN", "wait_duration": 60.0}]
