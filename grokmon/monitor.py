@@ -51,6 +51,18 @@ def _close_open_monitors() -> None:
             pass
 
 
+class _OutOfMemory(GrokmonError):
+    """Raised on every rank when any rank ran out of memory in the probe forward (retry smaller)."""
+
+
+def _same_layout(a: Pathways, b: Pathways) -> bool:
+    return a.layers == b.layers and a.num_experts == b.num_experts and a.num_samples == b.num_samples
+
+
+def _layout(p: Pathways) -> str:
+    return f"{len(p.layers)} routers x {p.num_experts} experts, {p.num_samples} samples"
+
+
 class _Rows(NamedTuple):
     input_ids: torch.Tensor
     attention_mask: torch.Tensor | None
@@ -185,13 +197,31 @@ class GrokkingMonitor:
             pathways, loss, seconds, tokens = self._capture(model, optimizer)
         except Exception as error:  # noqa: BLE001 - a monitor problem must not stop training
             self._fail("probe", error)
+            self._submit(step, self._invalid_row)  # the step is logged, its metrics NaN: visibly invalid
             return
         self._probe_count += 1
         previous, self._previous = self._previous, pathways
-        job = self._job(step, pathways, previous, loss, seconds, tokens)
+        drift_invalid = previous is not None and not _same_layout(previous, pathways)
+        if drift_invalid:
+            self._fail("probe layout", GrokmonError(
+                f"the MoE layout changed since the previous probe ({_layout(previous)} -> {_layout(pathways)}): "
+                "pathway_drift is NaN for this probe"))
+            previous = None
+        job = self._job(step, pathways, previous, loss, seconds, tokens, drift_invalid=drift_invalid)
+        self._submit(step, job)
+
+    def _invalid_row(self) -> dict[str, float]:
+        """NaN for every headline metric (those of the last good probe, or the defaults)."""
+        keys = [k[len(self.prefix):] for k in self.last_metrics if k.startswith(self.prefix)]
+        keys = [k for k in keys if not k.startswith(("alert/", "group/")) and k not in ("stage", "errors")]
+        return {k: math.nan for k in keys or ("pathway_distance", "probe_loss")}
+
+    def _submit(self, step: int, job: Callable[[], dict[str, float]]) -> None:
+        """Run ``job`` for ``step`` in the background (or now); results are delivered in step order."""
         if self._async:
             if self._worker is None:
-                self._worker = MetricWorker(device=pathways.mean_weights.device)
+                device = self._previous.mean_weights.device if self._previous is not None else None
+                self._worker = MetricWorker(device=device)
             self._worker.submit(step, job)
         else:
             try:
@@ -222,6 +252,26 @@ class GrokkingMonitor:
         return picked, shard.sample_index[rows], valid
 
     def _capture(self, model: nn.Module, optimizer: Any) -> tuple[Pathways, torch.Tensor | None, float, int]:
+        """Capture this probe; out of memory (on any rank) retries with half the batch, down to 1.
+
+        A smaller batch that worked is kept for later probes; the GPU cache is emptied between tries.
+        """
+        while True:
+            try:
+                return self._capture_once(model, optimizer, self.batch_size)
+            except _OutOfMemory as error:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                if self.batch_size == 1:
+                    raise GrokmonError("out of memory probing even with batch_size=1: this probe is skipped; use "
+                                       "shorter probe samples (seq_len) or probe less of the model's memory peak") \
+                        from error.__cause__
+                tried, self.batch_size = self.batch_size, max(1, self.batch_size // 2)
+                warnings.warn(f"grokmon: out of memory probing with batch_size={tried}; retrying with "
+                              f"{self.batch_size} (kept for later probes)", RuntimeWarning, stacklevel=3)
+
+    def _capture_once(self, model: nn.Module, optimizer: Any,
+                      batch_size: int) -> tuple[Pathways, torch.Tensor | None, float, int]:
         from .routing import capture_pathways
 
         start = time.perf_counter()
@@ -241,7 +291,7 @@ class GrokkingMonitor:
                     if device.type == "cuda" else []
                 with torch.random.fork_rng(devices=cuda):  # the probe never moves the training RNG
                     result = capture_pathways(
-                        target, rows.input_ids, rows.attention_mask, batch_size=self.batch_size,
+                        target, rows.input_ids, rows.attention_mask, batch_size=batch_size,
                         keep_token_ids=self.keep_token_ids, compute_loss=self.compute_loss,
                         groups=rows.groups, group_names=self.probe_set.group_names,
                     )
@@ -254,12 +304,16 @@ class GrokkingMonitor:
             error = caught
         if self.world_size > 1:
             if not all_agree(error is None):
+                if not all_agree(not isinstance(error, torch.OutOfMemoryError)):
+                    raise _OutOfMemory("a rank ran out of memory in the probe") from error  # every rank retries
                 raise error or GrokmonError("another rank failed its probe: this probe is skipped on every rank")
             pathways, loss = gather_pathways(
                 result.pathways, result.loss_per_sample, index, num_samples=len(self.probe_set),
                 groups=self.probe_set.groups, group_names=self.probe_set.group_names, counts_valid=counts_valid,
             )
         else:
+            if isinstance(error, torch.OutOfMemoryError):
+                raise _OutOfMemory("out of memory in the probe") from error
             if error is not None:
                 raise error
             pathways, loss = result.pathways, result.loss_per_sample
@@ -284,14 +338,27 @@ class GrokkingMonitor:
 
     # ------------------------------------------------------------------ metrics (worker thread)
     def _job(self, step: int, pathways: Pathways, previous: Pathways | None, loss: torch.Tensor | None,
-             seconds: float, tokens: int) -> Callable[[], dict[str, float]]:
+             seconds: float, tokens: int, *, drift_invalid: bool = False) -> Callable[[], dict[str, float]]:
         config = self.metric_config
         group_names = self.probe_set.group_names
         groups = self.probe_set.groups
 
+        def compute() -> dict[str, float]:
+            try:
+                return compute_metrics(pathways, previous, config)
+            except torch.OutOfMemoryError:
+                # GPU memory is the training run's: retry on the CPU rather than lose the probe
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                warnings.warn(f"grokmon: out of memory computing the metrics of step {step}; computed on the CPU "
+                              "instead", RuntimeWarning, stacklevel=2)
+                return compute_metrics(pathways.to("cpu"), None if previous is None else previous.to("cpu"), config)
+
         def run() -> dict[str, float]:
             start = time.perf_counter()
-            metrics = compute_metrics(pathways, previous, config)
+            metrics = compute()
+            if drift_invalid:
+                metrics["pathway_drift"] = math.nan
             if loss is not None:
                 cpu_loss = loss.detach().float().cpu()
                 metrics["probe_loss"] = float(cpu_loss.mean())
@@ -423,9 +490,15 @@ class GrokkingMonitor:
             except Exception as error:  # noqa: BLE001
                 self._fail("sink close", error)
 
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-able state: schedule, probe fingerprint, alert and stage state, error count."""
-        return {
+    def state_dict(self, *, include_pathways: bool = True) -> dict[str, Any]:
+        """Schedule, probe fingerprint, alert and stage state, error count, and the last probe's pathways.
+
+        The pathways (CPU tensors, ``[N, L, E]`` routing weights: 4 bytes x N x L x E) let
+        ``pathway_drift`` compare the first probe after a restart with the last one before it.
+        ``include_pathways=False`` gives a JSON-able dict (what the Trainer's ``trainer_state.json``
+        holds; the HF callback saves the pathways in a file of their own).
+        """
+        state: dict[str, Any] = {
             "every": self.every,
             "last_probe_step": self.last_probe_step,
             "probe_fingerprint": self._fingerprint,
@@ -436,6 +509,24 @@ class GrokkingMonitor:
             "alerts": self.rules.state_dict(),
             "stages": self.stage_tracker.state_dict() if self.stage_tracker is not None else None,
         }
+        if include_pathways:
+            state["previous_pathways"] = self.pathways_state()
+        return state
+
+    def pathways_state(self) -> dict[str, Any] | None:
+        """The last probe's pathways as a dict of CPU tensors (None before the first probe)."""
+        return None if self._previous is None else self._previous.to("cpu").state_dict()
+
+    def load_pathways_state(self, state: Mapping[str, Any] | None) -> None:
+        """Restore :meth:`pathways_state` output (ignored, with a warning, for another probe size)."""
+        if state is None:
+            return
+        pathways = Pathways.from_state_dict(dict(state))
+        if pathways.num_samples != len(self.probe_set):
+            warnings.warn(f"grokmon: saved pathways have {pathways.num_samples} samples, the probe {len(self.probe_set)}:"
+                          " not restored (no pathway_drift at the next probe)", RuntimeWarning, stacklevel=2)
+            return
+        self._previous = pathways
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; refuses a different probe."""
@@ -453,6 +544,7 @@ class GrokkingMonitor:
             self.rules.load_state_dict(state["alerts"])
         if state.get("stages") and self.stage_tracker is not None:
             self.stage_tracker.load_state_dict(state["stages"])
+        self.load_pathways_state(state.get("previous_pathways"))
         if self.jsonl_path is not None and self.last_probe_step is not None:
             from .sinks import JsonlSink
 
@@ -469,8 +561,7 @@ class GrokkingMonitor:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        previous = None if self._previous is None else self._previous.to("cpu").state_dict()
-        torch.save({"format": "grokmon.monitor", "version": 1, "state": self.state_dict(), "previous": previous}, path)
+        torch.save({"format": "grokmon.monitor", "version": 2, "state": self.state_dict()}, path)
         return path
 
     def load(self, path: str | Path) -> None:
@@ -479,7 +570,8 @@ class GrokkingMonitor:
         if not isinstance(data, dict) or data.get("format") != "grokmon.monitor":
             raise GrokmonError(f"{path} is not a grokmon monitor state file: write one with GrokkingMonitor.save")
         self.load_state_dict(data["state"])
-        self._previous = None if data["previous"] is None else Pathways.from_state_dict(data["previous"])
+        if data.get("version") == 1:
+            self.load_pathways_state(data.get("previous"))
 
     def hf_callback(self, trainer: Any = None) -> Any:
         """A ``transformers.TrainerCallback`` driving this monitor."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import math
 
 import pytest
 import torch
@@ -140,8 +141,8 @@ def test_state_dict_round_trip(tmp_path):
                             alerts=[ThresholdRule("pathway_distance", above=-1.0)])
     cb2 = GrokmonLightningCallback(other)
     cb2.load_state_dict(state)
-    assert other.state_dict() == monitor.state_dict()
-    assert cb2.state_dict() == state
+    assert other.state_dict(include_pathways=False) == monitor.state_dict(include_pathways=False)
+    assert torch.equal(other.pathways_state()["mean_weights"], monitor.pathways_state()["mean_weights"])
     monitor.close()
     other.close()
 
@@ -163,6 +164,8 @@ def test_resume_from_lightning_checkpoint(tmp_path):
     assert sorted(jsonl_steps(jsonl)) == [0, 2, 4, 6, 8, 10]
     assert [int(r["step"]) for r in csv_rows(tmp_path, version=1)] == [6, 8, 10]
     assert second.state_dict()["probe_count"] == 6
+    # the checkpoint carried the step-4 pathways: drift is there at the first probe after resuming
+    assert all(math.isfinite(m["grokmon/pathway_drift"]) for _, m in second.history)
 
 
 def test_alert_rule_stops_lightning(tmp_path):

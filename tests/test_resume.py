@@ -8,6 +8,7 @@ resumed from checkpoint-4 up to step 10.
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -17,7 +18,7 @@ from transformers import Trainer
 
 from grokmon.alerts import ThresholdRule
 from grokmon.errors import GrokmonError
-from grokmon.integrations.hf import STATE_FILE, GrokkingCallback, read_callback_state
+from grokmon.integrations.hf import PATHWAYS_FILE, STATE_FILE, GrokkingCallback, read_callback_state
 from grokmon.monitor import GrokkingMonitor
 from grokmon.sinks import read_jsonl
 
@@ -70,6 +71,10 @@ def test_resume_from_trainer_checkpoint(tmp_path, through_trainer_state):
     records = read_jsonl(jsonl)
     steps = [r["step"] for r in records if "metrics" in r]
     assert steps == [0, 2, 4, 6, 8, 10]
+    # the checkpoint carried the step-4 pathways: drift is there at the first probe after resuming
+    assert (ckpt / PATHWAYS_FILE).exists()
+    assert all(math.isfinite(r["metrics"]["grokmon/pathway_drift"]) for r in records if r.get("step", 0) > 4
+               and "metrics" in r)
     # the log history (restored from the checkpoint, then continued) agrees with the JSONL
     hist = [(h["step"], h[KEY]) for h in trainer.state.log_history if KEY in h]
     jl = jsonl_metrics(jsonl)

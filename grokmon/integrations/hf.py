@@ -61,11 +61,12 @@ from ..sinks.base import Sink, to_float
 if TYPE_CHECKING:  # pragma: no cover
     from ..monitor import GrokkingMonitor
 
-__all__ = ["GrokkingCallback", "STATE_FILE", "read_callback_state"]
+__all__ = ["GrokkingCallback", "PATHWAYS_FILE", "STATE_FILE", "read_callback_state"]
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "grokmon_state.json"
+PATHWAYS_FILE = "grokmon_pathways.pt"  # the last probe's pathways, for pathway_drift after resume
 _FORMAT = "grokmon.callback_state"
 _VERSION = 1
 
@@ -200,13 +201,13 @@ class GrokkingCallback(TrainerCallback, ExportableState):
         """JSON state saved in ``trainer_state.json`` (``stateful_callbacks``)."""
         return {
             "args": {"probe_fingerprint": self._fingerprint},
-            "attributes": {"monitor_state": self.monitor.state_dict()},
+            "attributes": {"monitor_state": self.monitor.state_dict(include_pathways=False)},
         }
 
     @property
     def monitor_state(self) -> dict:
         """The monitor's JSON state; setting it (the Trainer does, on restore) loads it into the monitor."""
-        return self.monitor.state_dict()
+        return self.monitor.state_dict(include_pathways=False)
 
     @monitor_state.setter
     def monitor_state(self, value: Mapping[str, Any]) -> None:
@@ -217,11 +218,26 @@ class GrokkingCallback(TrainerCallback, ExportableState):
         self._restored = source
         logger.info("grokmon: monitor state restored from %s", source)
 
-    def _restore_from_checkpoint(self, args: TrainingArguments, state: TrainerState) -> None:
+    @staticmethod
+    def _checkpoint_folders(args: TrainingArguments, state: TrainerState) -> list[str]:
         candidates = []
         if isinstance(getattr(args, "resume_from_checkpoint", None), str):
             candidates.append(args.resume_from_checkpoint)
         candidates.append(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+        return candidates
+
+    def _restore_pathways(self, args: TrainingArguments, state: TrainerState) -> None:
+        """The last probe's pathways from the checkpoint, for pathway_drift at the first probe after resume."""
+        for folder in self._checkpoint_folders(args, state):
+            path = os.path.join(folder, PATHWAYS_FILE)
+            if os.path.exists(path):
+                import torch
+
+                self.monitor.load_pathways_state(torch.load(path, map_location="cpu", weights_only=False))
+                return
+
+    def _restore_from_checkpoint(self, args: TrainingArguments, state: TrainerState) -> None:
+        candidates = self._checkpoint_folders(args, state)
         for folder in candidates:
             data = read_callback_state(folder)
             if data is None:
@@ -243,6 +259,8 @@ class GrokkingCallback(TrainerCallback, ExportableState):
             self._attach_wandb(args)
         if state.global_step > 0 and self._restored is None:
             self._restore_from_checkpoint(args, state)
+        if state.global_step > 0 and self._restored is not None:
+            self._restore_pathways(args, state)
         if getattr(self.monitor, "baseline", True) and self._restored is None:
             self.monitor.probe(model, state.global_step, optimizer=optimizer)
         self._forward(args, state)
@@ -268,12 +286,18 @@ class GrokkingCallback(TrainerCallback, ExportableState):
             logger.warning("grokmon: checkpoint folder %s not found; monitor state not saved next to it", folder)
             return
         data = {"format": _FORMAT, "version": _VERSION, "global_step": state.global_step,
-                "monitor_state": self.monitor.state_dict()}
+                "monitor_state": self.monitor.state_dict(include_pathways=False)}
         path = os.path.join(folder, STATE_FILE)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
         os.replace(tmp, path)
+        pathways = self.monitor.pathways_state()
+        if pathways is not None:  # for pathway_drift across the restart
+            import torch
+
+            torch.save(pathways, path_tmp := os.path.join(folder, PATHWAYS_FILE + ".tmp"))
+            os.replace(path_tmp, os.path.join(folder, PATHWAYS_FILE))
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
