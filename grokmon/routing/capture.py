@@ -105,13 +105,43 @@ def _check_inputs(input_ids: Any, attention_mask: Any, vocab: int | None) -> Non
             raise ProbeError(f"probe samples {empty[:10]} have no non-padding token: drop them from the ProbeSet")
 
 
+def _full_tensor(t: torch.Tensor | None) -> torch.Tensor | None:
+    """``t`` as a plain tensor: a DTensor (tensor parallelism) is all-gathered with ``full_tensor()``."""
+    if t is None:
+        return None
+    full = getattr(t, "full_tensor", None)
+    return full() if callable(full) else t
+
+
 class _Collector:
-    """Forward hooks on the router sites; per batch, keep each router's (ids, weights)."""
+    """Forward hooks on the router sites; per batch, keep each router's (ids, weights).
+
+    ``weight_hook`` copies each router's ``[E, H]`` weight rows at its first call, while the
+    forward holds them unsharded: FSDP2 (``fully_shard``) reshards them into DTensors, FSDP1
+    (``use_orig_params``) into flat 1-D shards and DeepSpeed ZeRO-3 into empty partitions once the
+    forward is over. Every rank copies at the same point of the same forward, so the all-gather of
+    a weight that stays a DTensor inside the forward (tensor parallelism) is in step on all ranks.
+    """
 
     def __init__(self, sites: Sequence[RouterSite]):
         self.sites = sites
         self.outputs: list[list[RouterOutput]] = [[] for _ in sites]
         self.bad = None  # device bool: some router produced NaN/inf
+        self.bad_ids = None  # device bool: some router gave expert ids outside [0, E)
+        self.router_weights: list[torch.Tensor | None] = [None] * len(sites)
+        self.weights_seen = [False] * len(sites)
+
+    def weight_hook(self, i: int):
+        site = self.sites[i]
+
+        def fn(module: nn.Module, args: tuple, output: Any) -> None:
+            if not self.weights_seen[i]:
+                self.weights_seen[i] = True
+                w = _full_tensor(site.router_weight())
+                # a copy: the unsharded storage is freed (or reused) when the parameters reshard
+                self.router_weights[i] = None if w is None else w.detach().clone()
+
+        return fn
 
     def hook(self, i: int):
         site = self.sites[i]
@@ -229,7 +259,8 @@ def capture_pathways(
         attention_mask: ``[N, T]``, 0 at padding (padding positions are dropped everywhere).
         batch_size: samples per forward.
         keep_token_ids: also keep every token's experts (``Pathways.token_ids [N, T, L, k]`` int16).
-        keep_router_weights: keep the routers' ``[L, E, H]`` weight rows (for pathway consistency).
+        keep_router_weights: keep the routers' ``[L, E, H]`` weight rows (for pathway consistency),
+            copied during the forward, so full plain tensors under FSDP / FSDP2 / ZeRO-3 too.
         compute_loss: compute each sample's mean next-token cross-entropy (chunked over positions,
             never the full ``[B, T, V]`` logits at once).
         groups / group_names: per-sample group ids and their names, stored in the Pathways.
@@ -258,6 +289,7 @@ def capture_pathways(
     num_routers = len(sites)
     collector = _Collector(sites)
     collector.bad = torch.zeros(num_routers, dtype=torch.bool, device=device)
+    collector.bad_ids = torch.zeros(num_routers, dtype=torch.bool, device=device)
     sums: list[torch.Tensor | None] = [None] * num_routers  # [N, E_l] weight sums per sample
     counts: list[torch.Tensor | None] = [None] * num_routers
     token_ids: list[torch.Tensor | None] = [None] * num_routers
@@ -273,6 +305,10 @@ def capture_pathways(
     try:
         target.eval()
         handles = [s.module.register_forward_hook(collector.hook(i)) for i, s in enumerate(sites)]
+        if keep_router_weights:
+            # prepended: it must run before a hook that releases the gathered parameters (ZeRO-3)
+            handles += [s.module.register_forward_hook(collector.weight_hook(i), prepend=True)
+                        for i, s in enumerate(sites)]
         decoder = _decoder(target) if compute_loss else None
         head = target.get_output_embeddings() if compute_loss and hasattr(target, "get_output_embeddings") else None
         if decoder is not None and isinstance(head, nn.Module):
@@ -315,7 +351,14 @@ def capture_pathways(
             m.training = mode
         collector.reset()
 
-    bad = collector.bad.tolist()  # the one host sync of the probe
+    bad, bad_ids = torch.stack([collector.bad, collector.bad_ids]).tolist()  # the one host sync of the probe
+    for i, flag in enumerate(bad_ids):
+        if flag:
+            s = sites[i]
+            raise RoutingError(
+                f"router {s.name} (layer {s.layer}) gave expert ids outside [0, {sums[i].shape[1]}) during the "
+                "probe: its extractor must return the indices of the experts the block dispatches to"
+            )
     for i, flag in enumerate(bad):
         if flag:
             s = sites[i]
@@ -332,7 +375,7 @@ def capture_pathways(
         tok = torch.stack([F.pad(t, (0, k_max - t.shape[-1]), value=-1) for t in token_ids], dim=2)
     rw = None
     if keep_router_weights:
-        ws = [s.router_weight() for s in sites]
+        ws = collector.router_weights  # copied during the forward, unsharded (see _Collector)
         if all(w is not None for w in ws) and len({tuple(w.shape) for w in ws}) == 1 and ws[0].shape[0] == e_max:
             rw = torch.stack([w.float() for w in ws]).to(device)
     ks = sorted(k_seen)
@@ -378,13 +421,27 @@ def _accumulate(collector: _Collector, sites, shape, mask, b0, n, sums, counts, 
             )
         out = outs[0]
         ids, w = out.expert_ids, out.weights
+        if (not isinstance(ids, torch.Tensor) or not isinstance(w, torch.Tensor) or ids.dim() != 2
+                or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool or w.shape != ids.shape):
+            raise RoutingError(
+                f"router {site.name} (layer {site.layer}): its extractor must return integer expert_ids "
+                f"[tokens, k] and weights of the same shape, got {getattr(ids, 'dtype', type(ids).__name__)} "
+                f"{tuple(getattr(ids, 'shape', ()))} and {tuple(getattr(w, 'shape', ()))}"
+            )
         if ids.shape[0] != rows:
             raise RoutingError(
                 f"router {site.name} (layer {site.layer}) gave {ids.shape[0]} token rows for a batch of "
                 f"{b}x{seq}={rows} tokens: its extractor must return one row per token"
             )
-        e = max(out.num_experts, site.num_experts or 0)
+        e = max(out.num_experts, site.num_experts or 0, 0 if sums[i] is None else sums[i].shape[1])
         k = ids.shape[1]
+        if e < 1 or k < 1:
+            raise RoutingError(f"router {site.name} (layer {site.layer}) reported {e} experts and {k} per token")
+        # ids outside [0, E) are flagged on the device (reported at the probe's one host sync) and
+        # clamped meanwhile, so the scatters below stay in bounds (on CUDA a bad index is fatal)
+        collector.bad_ids[i] |= ((ids < 0) | (ids >= e)).any()
+        ids = ids.long().clamp(0, e - 1)
+        w = w.float()
         k_seen.add(k)
         if mask is not None:
             w = w * flat_mask[:, None]
@@ -400,7 +457,7 @@ def _accumulate(collector: _Collector, sites, shape, mask, b0, n, sums, counts, 
                 else torch.ones(rows, k, dtype=torch.bool, device=device)).long()
         counts[i].scatter_add_(0, ids.reshape(-1), ones.reshape(-1))
         if token_ids is not None:
-            tid = ids.view(b, seq, k)
+            tid = ids.reshape(b, seq, k)
             if mask is not None:
                 tid = torch.where(mask[:, :, None], tid, torch.full_like(tid, -1))
             if token_ids[i] is None:

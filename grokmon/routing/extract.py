@@ -33,7 +33,12 @@ from .types import RouterOutput
 
 
 def _rows(t: torch.Tensor) -> torch.Tensor:
-    return t.reshape(-1, t.shape[-1])
+    return t if t.dim() == 2 else t.flatten(0, -2)  # flatten, not reshape(-1, d): d may be 0
+
+
+def _is_index(t: torch.Tensor) -> bool:
+    """An integer tensor (bool masks and complex tensors are neither ids nor weights)."""
+    return not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
 
 
 def _flat_tensors(output: Any) -> list[tuple[int, torch.Tensor]]:
@@ -50,7 +55,24 @@ def _flat_tensors(output: Any) -> list[tuple[int, torch.Tensor]]:
 
 
 def finish(ids: torch.Tensor, weights: torch.Tensor, logits: torch.Tensor | None, num_experts: int) -> RouterOutput:
-    """Sort each token's experts by weight (descending) and divide the weights by their sum."""
+    """Sort each token's experts by weight (descending) and divide the weights by their sum.
+
+    Ties keep their input order (a stable sort). Only shapes are checked (no host sync): ids out of
+    ``[0, num_experts)`` and NaN/inf weights are caught by :func:`grokmon.routing.capture_pathways`.
+
+    Raises:
+        RoutingError: ``ids`` is not an integer ``[T, k]`` tensor with ``k >= 1``, or ``weights``
+            has another shape.
+    """
+    if not isinstance(ids, torch.Tensor) or not isinstance(weights, torch.Tensor):
+        raise RoutingError(f"expert ids and weights must be tensors, got {type(ids).__name__} and "
+                           f"{type(weights).__name__}")
+    if ids.dim() != 2 or ids.shape[-1] < 1 or not _is_index(ids):
+        raise RoutingError(f"expert ids must be an integer [tokens, k] tensor with k >= 1, got {ids.dtype} "
+                           f"{tuple(ids.shape)}")
+    if weights.shape != ids.shape or weights.is_complex():
+        raise RoutingError(f"expert weights must be a real tensor shaped like the ids {tuple(ids.shape)}, got "
+                           f"{weights.dtype} {tuple(weights.shape)}")
     w = weights.float()
     w, order = torch.sort(w, dim=-1, descending=True, stable=True)
     ids = torch.gather(ids.long(), -1, order)
@@ -69,6 +91,12 @@ def standard_extractor(
 ) -> RouterOutput:
     """Read ``(logits, weights, idx)`` in any order, ``(scores, logits)``, a 5-tuple, or bare logits.
 
+    Only the tensors of rank >= 2 with the most rows count (each flattened to ``[T, last dim]``).
+    With integer ids ``[T, k]``: the weights are the (first) float ``[T, k]`` tensor, the logits the
+    first float ``[T, E]`` one with ``E > k`` (or the one at ``logits_index``). When ``k == E`` and
+    ``logits_index`` is not given, two float ``[T, k]`` tensors are told apart by the convention
+    that the logits come first.
+
     Args:
         module: the router (its ``top_k`` / ``k`` / ``num_experts_per_tok`` attribute gives k when
             the output has no ids and ``top_k`` is not passed).
@@ -78,22 +106,36 @@ def standard_extractor(
         logits_index: tuple position of the logits when known (from ``_can_record_outputs``); it
             tells logits from a dense score matrix of the same shape (Llama4).
         route_fn: the block's own ``logits -> (weights, ids)`` (DBRX's ``route_tokens_to_experts``).
+
+    Raises:
+        RoutingError: the output is not a tensor / tuple / list / dict of tensors, holds no usable
+            ``[T, E]`` tensor, has ids without weights of their shape, logits narrower than the
+            ids, an empty expert dimension, or ``k`` outside ``[1, E]``. Values are
+            not inspected (no host sync): NaN/inf and out-of-range ids are reported by the capture.
     """
     tensors = _flat_tensors(output)
     if not tensors:
         raise RoutingError("router output holds no [tokens, experts] tensor")
     rows = max(t.shape[0] for _, t in tensors)
     tensors = [(i, t) for i, t in tensors if t.shape[0] == rows]
-    ints = [(i, t) for i, t in tensors if not t.is_floating_point()]
+    ints = [(i, t) for i, t in tensors if _is_index(t)]
     floats = [(i, t) for i, t in tensors if t.is_floating_point()]
     if ints:
         ids = ints[0][1]
         k = ids.shape[-1]
-        wide = [(i, t) for i, t in floats if t.shape[-1] > k or i == logits_index]
-        narrow = [(i, t) for i, t in floats if t.shape[-1] == k and i != logits_index]
-        if not narrow and len(wide) >= 2:  # k == E: both [T, E]; by convention logits come first
-            narrow = wide[1:]
-            wide = wide[:1]
+        if k == 0:
+            raise RoutingError(f"router output has expert ids of shape {tuple(ids.shape)}: no expert per token")
+        if logits_index is not None and any(i == logits_index for i, _ in floats):
+            wide = [(i, t) for i, t in floats if i == logits_index]
+            if wide[0][1].shape[-1] < k:
+                raise RoutingError(f"router logits [T, {wide[0][1].shape[-1]}] are narrower than its "
+                                   f"expert ids [T, {k}]")
+            narrow = [(i, t) for i, t in floats if t.shape[-1] == k and i != logits_index]
+        else:
+            wide = [(i, t) for i, t in floats if t.shape[-1] > k]
+            narrow = [(i, t) for i, t in floats if t.shape[-1] == k]
+            if not wide and len(narrow) >= 2:  # k == E: both [T, E]; by convention logits come first
+                wide, narrow = narrow[:1], narrow[1:]
         if not narrow:
             raise RoutingError(f"router output has expert ids [T, {k}] but no [T, {k}] weights")
         logits = wide[0][1] if wide else None
@@ -108,6 +150,8 @@ def standard_extractor(
         logits = floats[-1][1]
     dense = [t for i, t in floats if t is not logits and t.shape == logits.shape]
     num_experts = logits.shape[-1]
+    if num_experts == 0:
+        raise RoutingError(f"router logits have shape {tuple(logits.shape)}: no expert")
     if route_fn is not None:
         routed = route_fn(logits)
         inner = standard_extractor(module, args, routed, top_k=top_k)
@@ -118,6 +162,9 @@ def standard_extractor(
             f"router {type(module).__name__} returns logits only and has no top_k/k attribute: "
             "register it with grokmon.routing.register_router(cls, extractor) to say how it selects experts"
         )
+    if k > num_experts:
+        raise RoutingError(f"router selects top-{k} experts but its logits have only {num_experts} "
+                           f"(shape {tuple(logits.shape)})")
     ids = torch.topk(logits, k, dim=-1).indices
     if dense:  # Llama4: sigmoid scores at the chosen experts, zero elsewhere
         weights = torch.gather(dense[0], -1, ids)
