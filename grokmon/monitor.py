@@ -16,12 +16,10 @@ Example:
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
 import time
 import warnings
-import weakref
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, NamedTuple, Sequence
 
@@ -33,22 +31,12 @@ from .distributed import all_agree, gather_pathways, rank_and_world, unwrap_for_
 from .errors import ConfigError, GrokmonError, ProbeError
 from .metrics import MetricConfig, compute_metrics
 from .pathways import Pathways
+from . import shutdown
 from .probe import ProbeSet
 from .worker import MetricWorker
 
 log = logging.getLogger("grokmon")
 MAX_SINK_FAILURES = 3
-_OPEN_MONITORS: "weakref.WeakSet[GrokkingMonitor]" = weakref.WeakSet()
-
-
-@atexit.register
-def _close_open_monitors() -> None:
-    """Deliver pending results of monitors the user never closed (JSONL keeps the last probes)."""
-    for monitor in list(_OPEN_MONITORS):
-        try:
-            monitor.close(timeout=10.0)
-        except Exception:  # noqa: BLE001 - nothing can be reported at interpreter exit
-            pass
 
 
 class _OutOfMemory(GrokmonError):
@@ -80,13 +68,20 @@ class GrokkingMonitor:
         jsonl: True for ``output_dir/grokmon.jsonl``, a path, or False.
         alerts: alert rules (``PlateauRule`` ...) evaluated on every probe's metrics.
         stages: track the per-group grokking stage (memorizing / grokking / saturated).
-        batch_size: probe samples per forward (the probe's memory budget).
+        batch_size: probe samples per forward (the probe's memory budget); halved, down to 1, when a
+            probe runs out of memory, and kept at the size that worked.
         keep_token_ids: keep per-token expert ids (needed for ``MetricConfig(form="token")``).
         baseline: integrations probe once before the first training step.
         async_metrics: compute metrics on a background thread (False: inline, for tests).
         on_error: ``"warn"`` (count, warn, go on) or ``"raise"``.
-        accelerator: an ``accelerate.Accelerator``: logs through ``accelerator.log`` and unwraps the model.
+        accelerator: an ``accelerate.Accelerator``: logs to its trackers and unwraps the model.
         on_alert: called with each :class:`AlertEvent`.
+        flush_on_sigterm: on SIGTERM (preemption), write the finished results before the process ends
+            (:mod:`grokmon.shutdown`; chained to any handler already installed).
+
+    Faults never stop training (``on_error="warn"``): each warns once per kind and is counted in
+    ``grokmon/errors``; a failed probe logs its step with NaN metrics; a sink that fails 3 times in a
+    row is dropped (the in-memory ``history`` keeps every result).
     """
 
     def __init__(
@@ -109,6 +104,7 @@ class GrokkingMonitor:
         accelerator: Any = None,
         prefix: str = "grokmon/",
         on_alert: Callable[[AlertEvent], None] | None = None,
+        flush_on_sigterm: bool = True,
     ) -> None:
         if not isinstance(probe, ProbeSet):
             raise ConfigError(f"probe must be a grokmon.ProbeSet, got {type(probe).__name__}: "
@@ -168,7 +164,7 @@ class GrokkingMonitor:
         self._async = async_metrics
         self._inline: list[tuple[int, Any, BaseException | None]] = []
         self._closed = False
-        _OPEN_MONITORS.add(self)
+        shutdown.register(self, sigterm=flush_on_sigterm)
 
     # ------------------------------------------------------------------ schedule
     def should_probe(self, step: int) -> bool:
@@ -454,7 +450,7 @@ class GrokkingMonitor:
         name = getattr(sink, "name", type(sink).__name__)
         failures = self._sink_failures.get(id(sink), 0) + 1
         self._sink_failures[id(sink)] = failures
-        if failures >= MAX_SINK_FAILURES and sink in self.sinks and len(self.sinks) > 1:
+        if failures >= MAX_SINK_FAILURES and sink in self.sinks:
             self.sinks.remove(sink)
             warnings.warn(f"grokmon: sink {name} failed {failures} times in a row and is dropped: {error!r}",
                           RuntimeWarning, stacklevel=3)
@@ -480,7 +476,7 @@ class GrokkingMonitor:
         if self._closed:
             return
         self._closed = True
-        _OPEN_MONITORS.discard(self)
+        shutdown.unregister(self)
         self.flush(timeout)
         if self._worker is not None:
             self._worker.close()

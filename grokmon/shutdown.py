@@ -1,0 +1,77 @@
+"""Deliver what the monitors computed when the process ends: at normal exit and on SIGTERM.
+
+A preempted job (SLURM, Kubernetes, torchrun's agent) gets SIGTERM, which skips ``atexit``: the
+probes whose metrics were finished but not yet written would be lost. :func:`register` tracks
+open monitors; the first one installs a SIGTERM handler (main thread only) that closes them, with
+a short timeout, then hands the signal on: to the handler that was there before, or to the default
+action, which ends the process as it would have.
+
+Example:
+    >>> from grokmon import shutdown
+    >>> shutdown.open_monitors()   # doctest: +SKIP
+    []
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import threading
+import weakref
+from typing import Any
+
+__all__ = ["close_open_monitors", "install_sigterm_handler", "open_monitors", "register", "unregister"]
+
+#: Seconds each monitor may wait for pending metrics when the process is told to stop.
+SIGTERM_TIMEOUT = 5.0
+
+_OPEN: "weakref.WeakSet[Any]" = weakref.WeakSet()
+_installed = False
+
+
+def register(monitor: Any, *, sigterm: bool = True) -> None:
+    """Track ``monitor`` (it needs ``close(timeout=...)``) until :func:`unregister`."""
+    _OPEN.add(monitor)
+    if sigterm:
+        install_sigterm_handler()
+
+
+def unregister(monitor: Any) -> None:
+    _OPEN.discard(monitor)
+
+
+def open_monitors() -> list[Any]:
+    return list(_OPEN)
+
+
+@atexit.register
+def close_open_monitors(timeout: float = 10.0) -> None:
+    """Close every tracked monitor, delivering its pending results; never raises."""
+    for monitor in list(_OPEN):
+        try:
+            monitor.close(timeout=timeout)
+        except Exception:  # noqa: BLE001 - nothing can be reported while the process ends
+            pass
+
+
+def install_sigterm_handler() -> bool:
+    """Chain a SIGTERM handler that closes the open monitors; False where it cannot (not the main thread)."""
+    global _installed
+    if _installed:
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        close_open_monitors(timeout=SIGTERM_TIMEOUT)
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    _installed = True
+    return True
