@@ -39,6 +39,20 @@ log = logging.getLogger("grokmon")
 MAX_SINK_FAILURES = 3
 
 
+def _check_sinks(sinks: Any) -> list[Any]:
+    """A list of sink objects (one sink alone is accepted), or a ConfigError naming the bad entry."""
+    if hasattr(sinks, "log") and callable(sinks.log):
+        return [sinks]
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Sequence):
+        raise ConfigError(f"sinks must be a list of sink objects (e.g. [WandbSink()]), got {type(sinks).__name__}")
+    for i, sink in enumerate(sinks):
+        if not (hasattr(sink, "log") and callable(sink.log)):
+            hint = " (grokmon.WandbSink() for W&B)" if isinstance(sink, str) else ""
+            raise ConfigError(f"sinks[{i}] is a {type(sink).__name__}, not a sink: pass objects with a "
+                              f"log(metrics, step) method{hint}, or wrap a function in grokmon.CallbackSink")
+    return list(sinks)
+
+
 class _OutOfMemory(GrokmonError):
     """Raised on every rank when any rank ran out of memory in the probe forward (retry smaller)."""
 
@@ -67,7 +81,8 @@ class GrokkingMonitor:
         sinks: extra sinks (W&B, TensorBoard, a function); the JSONL record is on by default.
         jsonl: True for ``output_dir/grokmon.jsonl``, a path, or False.
         alerts: alert rules (``PlateauRule`` ...) evaluated on every probe's metrics.
-        stages: track the per-group grokking stage (memorizing / grokking / saturated).
+        stages: track the per-group grokking stage (memorizing / grokking / saturated); pass a
+            configured :class:`GroupStageTracker` to change its patience, thresholds or alert level.
         batch_size: probe samples per forward (the probe's memory budget); halved, down to 1, when a
             probe runs out of memory, and kept at the size that worked.
         keep_token_ids: keep per-token expert ids (needed for ``MetricConfig(form="token")``).
@@ -78,6 +93,8 @@ class GrokkingMonitor:
         on_alert: called with each :class:`AlertEvent`.
         flush_on_sigterm: on SIGTERM (preemption), write the finished results before the process ends
             (:mod:`grokmon.shutdown`; chained to any handler already installed).
+        save_probe: write the probe beside the JSONL record (``probe.pt``), so a restarted or later
+            job can ``ProbeSet.load`` exactly the same samples.
 
     Faults never stop training (``on_error="warn"``): each warns once per kind and is counted in
     ``grokmon/errors``; a failed probe logs its step with NaN metrics; a sink that fails 3 times in a
@@ -105,6 +122,7 @@ class GrokkingMonitor:
         prefix: str = "grokmon/",
         on_alert: Callable[[AlertEvent], None] | None = None,
         flush_on_sigterm: bool = True,
+        save_probe: bool = True,
     ) -> None:
         if not isinstance(probe, ProbeSet):
             raise ConfigError(f"probe must be a grokmon.ProbeSet, got {type(probe).__name__}: "
@@ -115,9 +133,23 @@ class GrokkingMonitor:
             raise ConfigError(f"every must be a positive number of optimizer steps, got {every!r}")
         if on_error not in ("warn", "raise"):
             raise ConfigError(f"on_error must be 'warn' or 'raise', got {on_error!r}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive number of probe samples per forward, got {batch_size!r}")
+        if isinstance(metrics, Mapping):
+            metrics = MetricConfig(**metrics)
+        if metrics is not None and not isinstance(metrics, MetricConfig):
+            raise ConfigError(f"metrics must be a grokmon.MetricConfig (or a dict of its fields), got "
+                              f"{type(metrics).__name__}")
+        sinks = _check_sinks(sinks)
+        if isinstance(jsonl, (str, Path)) and Path(jsonl).is_dir():
+            raise ConfigError(f"jsonl={str(jsonl)!r} is a folder: pass a file path (e.g. {Path(jsonl) / 'grokmon.jsonl'}),"
+                              " True for output_dir/grokmon.jsonl, or False")
+        if not isinstance(stages, (bool, GroupStageTracker)):
+            raise ConfigError(f"stages must be True, False or a GroupStageTracker, got {type(stages).__name__}")
         self.probe_set = probe
+        self._fingerprint = probe.fingerprint()
+        self.errors = 0
+        self._warned: set[str] = set()
         self.every = every
         self.metric_config = metrics or MetricConfig()
         self.batch_size = batch_size
@@ -130,7 +162,7 @@ class GrokkingMonitor:
         self.prefix = prefix
         self.on_alert = on_alert
         self.rules = RuleSet(alerts)
-        self.stage_tracker = GroupStageTracker() if stages else None
+        self.stage_tracker = stages if isinstance(stages, GroupStageTracker) else (GroupStageTracker() if stages else None)
         self.rank, self.world_size = rank_and_world()
         self.output_dir = Path(output_dir)
         self.sinks: list[Any] = []
@@ -144,12 +176,13 @@ class GrokkingMonitor:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self.jsonl_path = path
                 self.sinks.append(JsonlSink(path))
+                if save_probe:
+                    self._save_probe(path.parent / "probe.pt")
             if accelerator is not None:
                 from .sinks import AccelerateSink
 
                 self.sinks.append(AccelerateSink(accelerator))
             self.sinks.extend(sinks)
-        self.errors = 0
         self.should_stop = False
         self._stop_pending_step: int | None = None
         self.history: list[tuple[int, dict[str, float]]] = []
@@ -157,14 +190,28 @@ class GrokkingMonitor:
         self.last_probe_step: int | None = None
         self._probe_count = 0
         self._previous: Pathways | None = None
-        self._warned: set[str] = set()
-        self._fingerprint = probe.fingerprint()
         self._shard = probe.shard(self.rank, self.world_size) if self.world_size > 1 else probe
         self._worker: MetricWorker | None = None
         self._async = async_metrics
         self._inline: list[tuple[int, Any, BaseException | None]] = []
         self._closed = False
         shutdown.register(self, sigterm=flush_on_sigterm)
+
+    def _save_probe(self, path: Path) -> None:
+        """Save the probe with the run; an existing file of another probe is kept, with a warning."""
+        if path.exists():
+            try:
+                same = ProbeSet.load(path).fingerprint() == self._fingerprint
+            except GrokmonError:
+                same = False
+            if not same:
+                warnings.warn(f"grokmon: {path} holds another probe than this monitor's; it is kept. A resumed run "
+                              f"must probe the same samples: ProbeSet.load({str(path)!r})", RuntimeWarning, stacklevel=3)
+            return
+        try:
+            self.probe_set.save(path)
+        except OSError as error:
+            self._fail("probe save", error)
 
     # ------------------------------------------------------------------ schedule
     def should_probe(self, step: int) -> bool:
@@ -562,7 +609,11 @@ class GrokkingMonitor:
 
     def load(self, path: str | Path) -> None:
         """Restore what :meth:`save` wrote (raises :class:`GrokmonError` for a different probe)."""
-        data = torch.load(Path(path), map_location="cpu", weights_only=False)
+        try:
+            data = torch.load(Path(path), map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError, ValueError) as error:
+            raise GrokmonError(f"cannot read a monitor state from {path} ({error}): pass a file written by "
+                               "GrokkingMonitor.save") from error
         if not isinstance(data, dict) or data.get("format") != "grokmon.monitor":
             raise GrokmonError(f"{path} is not a grokmon monitor state file: write one with GrokkingMonitor.save")
         self.load_state_dict(data["state"])

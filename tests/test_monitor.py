@@ -292,13 +292,29 @@ def test_unclosed_monitor_is_flushed_at_exit(tmp_path) -> None:
     assert [r["step"] for r in rows] == [1]
 
 
-def test_bad_configuration() -> None:
+def test_bad_configuration(tmp_path) -> None:
     with pytest.raises(ConfigError, match="every"):
         GrokkingMonitor(make_probe(), every=0)
     with pytest.raises(ConfigError, match="ProbeSet"):
         GrokkingMonitor(torch.zeros(3, 4), every=1)
     with pytest.raises(ConfigError, match="on_error"):
         GrokkingMonitor(make_probe(), every=1, on_error="ignore")
+    with pytest.raises(ConfigError, match="batch_size must be a positive number"):
+        GrokkingMonitor(make_probe(), every=1, batch_size="32")
+    with pytest.raises(ConfigError, match="metrics must be a grokmon.MetricConfig"):
+        GrokkingMonitor(make_probe(), every=1, metrics=["threshold"])
+    with pytest.raises(ConfigError, match=r"sinks\[0\] is a str, not a sink.*WandbSink"):
+        GrokkingMonitor(make_probe(), every=1, jsonl=False, sinks=["wandb"])
+    with pytest.raises(ConfigError, match="is a folder"):
+        GrokkingMonitor(make_probe(), every=1, jsonl=tmp_path)
+    with pytest.raises(ConfigError, match="stages must be"):
+        GrokkingMonitor(make_probe(), every=1, jsonl=False, stages="yes")
+    with pytest.raises(GrokmonError, match="cannot read a monitor state"):
+        GrokkingMonitor(make_probe(), every=1, jsonl=False).load(tmp_path / "missing.pt")
+    one = CallbackSink(lambda m, s: None)  # a single sink and a dict of MetricConfig fields are accepted
+    accepted = GrokkingMonitor(make_probe(), every=1, jsonl=False, sinks=one, metrics={"per_layer": True})
+    assert accepted.sinks == [one] and accepted.metric_config.per_layer
+    accepted.close()
     model = tiny_model("olmoe", vocab_size=64)
     forwards = []
     model.register_forward_pre_hook(lambda m, a: forwards.append(1) and None)
@@ -306,3 +322,13 @@ def test_bad_configuration() -> None:
     with pytest.raises(ProbeError, match="vocab"):
         monitor.step(model, 1)
     assert forwards == []  # refused before any forward
+
+
+def test_probe_is_saved_with_the_run(tmp_path) -> None:
+    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path)
+    assert ProbeSet.load(tmp_path / "probe.pt").fingerprint() == make_probe().fingerprint()
+    monitor.close()
+    with pytest.warns(RuntimeWarning, match="holds another probe"):
+        other = GrokkingMonitor(make_probe(seed=5), every=1, output_dir=tmp_path)
+    assert ProbeSet.load(tmp_path / "probe.pt").fingerprint() == make_probe().fingerprint()  # kept
+    other.close()
