@@ -27,7 +27,13 @@ def checkpoint_step(path: Path) -> int:
     """The training step of a saved checkpoint: ``trainer_state.json``, else digits in its name."""
     state = path / "trainer_state.json"
     if state.is_file():
-        return int(json.loads(state.read_text())["global_step"])
+        try:
+            return int(json.loads(state.read_text())["global_step"])
+        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            raise GrokmonError(
+                f"{state} has no readable global_step ({type(error).__name__}: {error}): "
+                "restore the Trainer's trainer_state.json or delete it to take the step from the folder name"
+            ) from None
     match = _STEP_IN_NAME.search(path.name) or re.search(r"(\d+)$", path.name)
     if match is None:
         raise GrokmonError(
@@ -85,10 +91,16 @@ def scan(
     jsonl = out / "grokmon.jsonl"
     done: dict[str, tuple[int, dict]] = {}
     if jsonl.exists():
-        for line in jsonl.read_text().splitlines():
+        for number, line in enumerate(jsonl.read_text().splitlines(), 1):
             if line.strip():
-                row = json.loads(line)
-                done[row["checkpoint"]] = (row["step"], row["metrics"])
+                try:
+                    row = json.loads(line)
+                    done[row["checkpoint"]] = (row["step"], row["metrics"])
+                except (ValueError, KeyError, TypeError):
+                    raise GrokmonError(
+                        f"line {number} of {jsonl} is not a grokmon scan record: --out already holds a "
+                        "grokmon.jsonl that grokmon scan did not write (a training run's?); pass --out a new folder"
+                    ) from None
     config = MetricConfig(per_group=per_group, per_layer=per_layer, per_expert=per_expert)
     previous = None
     records = []
@@ -171,12 +183,27 @@ def build_probe(
     path = Path(corpus)
     if not path.is_file():
         raise GrokmonError(f"corpus {path} does not exist")
+    if n < 1:
+        raise GrokmonError(f"--n must be a positive number of samples, got {n}")
     texts, groups = [], []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         if path.suffix in (".jsonl", ".json"):
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except ValueError as error:
+                raise GrokmonError(
+                    f"line {number} of {path} is not JSON ({error}): write one JSON object per line, "
+                    "or use a .txt corpus (one sample per line)"
+                ) from None
+            for key in (text_key, group_key):
+                if key and (not isinstance(row, dict) or key not in row):
+                    found = sorted(row) if isinstance(row, dict) else type(row).__name__
+                    option = "--text-key" if key == text_key else "--group-key"
+                    raise GrokmonError(
+                        f"line {number} of {path} has no {key!r} field (found {found}): pass {option} its name"
+                    )
             texts.append(row[text_key])
             if group_key:
                 groups.append(str(row[group_key]))
@@ -187,7 +214,14 @@ def build_probe(
     import torch
 
     picked = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
-    tok = AutoTokenizer.from_pretrained(tokenizer)
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+    except (OSError, ValueError) as error:
+        why = "no such folder" if not Path(tokenizer).exists() else str(error).splitlines()[0]
+        raise GrokmonError(
+            f"cannot load the tokenizer {tokenizer} ({why}): pass --tokenizer a folder saved with "
+            "tokenizer.save_pretrained(...) (or a Hub model id)"
+        ) from None
     probe = ProbeSet.from_texts([texts[i] for i in picked], tok, seq_len=seq_len,
                                 groups=[groups[i] for i in picked] if groups else None)
     probe.save(out)

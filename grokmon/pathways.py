@@ -182,6 +182,8 @@ def pathway_sequences(
     Returns:
         :class:`PathwaySequences` with int32 ids, ``-1`` padding.
     """
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"top_k must be a positive number of experts or None (the router's k), got {top_k}")
     if separator is None:
         separator = form == "threshold"
     e = pathways.num_experts
@@ -199,7 +201,7 @@ def pathway_sequences(
             keep = (before < threshold - 1e-6) & (values > 0)
             keep[..., 0] = True  # a layer always contributes at least its top expert
         else:
-            k = top_k or int(pathways.meta.get("top_k", 2))
+            k = top_k if top_k is not None else int(pathways.meta.get("top_k", 2))
             if not 1 <= k <= e:
                 raise ConfigError(f"top_k must be in [1, {e}], got {k}")
             keep = torch.zeros_like(values, dtype=torch.bool)

@@ -90,9 +90,12 @@ class ProbeSet:
             m = self.attention_mask
             if tuple(m.shape) != (n, t):
                 raise ProbeError(f"attention_mask has shape {tuple(m.shape)} but input_ids has {(n, t)}")
+            bad = (m != 0) & (m != 1)  # checked before .long(), which would turn 0.5 into 0
+            if bool(bad.any()):
+                raise ProbeError(
+                    f"attention_mask must hold only 0 and 1 (1 = real token, 0 = padding), got {m[bad][0].item()}"
+                )
             m = m.long()
-            if bool(((m != 0) & (m != 1)).any()):
-                raise ProbeError("attention_mask must hold only 0 and 1")
             if bool((m.sum(1) == 0).any()):
                 row = int((m.sum(1) == 0).nonzero()[0])
                 raise ProbeError(f"probe sample {row} has no real token (all-zero attention_mask): drop it")
@@ -188,8 +191,19 @@ class ProbeSet:
         texts = list(texts)
         if not texts:
             raise ProbeError("the probe set is empty: pass at least one text")
+        if not callable(tokenizer):
+            raise ProbeError(
+                f"from_texts needs a Hugging Face tokenizer, got {type(tokenizer).__name__}: "
+                "pass AutoTokenizer.from_pretrained(...) or use ProbeSet.from_token_ids"
+            )
         enc = tokenizer(texts, add_special_tokens=add_special_tokens, truncation=True, max_length=seq_len)
-        ids = enc["input_ids"]
+        try:
+            ids = enc["input_ids"]
+        except (KeyError, TypeError, IndexError):
+            raise ProbeError(
+                f"from_texts needs a Hugging Face tokenizer: calling {type(tokenizer).__name__} gave "
+                f"{type(enc).__name__}, not an encoding with 'input_ids'; pass AutoTokenizer.from_pretrained(...)"
+            ) from None
         pad = getattr(tokenizer, "pad_token_id", None)
         if pad is None:
             pad = getattr(tokenizer, "eos_token_id", None)

@@ -144,6 +144,15 @@ def _(tmp, mp):
     capture_custom(RouterModel(), float_ids)
 
 
+@case("routing-extractor-returns-tuple", RoutingError, "its extractor returned tuple, not a RouterOutput")
+def _(tmp, mp):
+    def as_tuple(module, args, out):
+        top = torch.softmax(out, -1).topk(2)
+        return top.indices, top.values
+
+    capture_custom(RouterModel(), as_tuple)
+
+
 @case("routing-top-k-above-experts", RoutingError, "experts but its logits have only")
 def _(tmp, mp):
     capture_custom(RouterModel(top_k=5))
@@ -248,6 +257,11 @@ def _(tmp, mp):
     ProbeSet(ids(2, 4), torch.full((2, 4), 2))
 
 
+@case("probe-ctor-mask-fraction", ProbeError, "must hold only 0 and 1 (1 = real token, 0 = padding), got 0.5")
+def _(tmp, mp):
+    ProbeSet(ids(2, 4), torch.full((2, 4), 0.5))
+
+
 @case("probe-ctor-mask-empty-row", ProbeError, "has no real token (all-zero attention_mask)")
 def _(tmp, mp):
     ProbeSet(ids(2, 4), torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]))
@@ -338,6 +352,16 @@ def _(tmp, mp):
     ProbeSet.from_texts([], tokenizer=None, seq_len=8)
 
 
+@case("probe-from-texts-no-tokenizer", ProbeError, "from_texts needs a Hugging Face tokenizer, got NoneType")
+def _(tmp, mp):
+    ProbeSet.from_texts(["a text"], tokenizer=None, seq_len=8)
+
+
+@case("probe-from-texts-not-a-tokenizer", ProbeError, "not an encoding with 'input_ids'")
+def _(tmp, mp):
+    ProbeSet.from_texts(["a text"], tokenizer=lambda texts, **kwargs: [[5, 6, 7]], seq_len=8)
+
+
 @case("probe-dataset-group-by-type", ProbeError, "needs dict rows, tuple rows with an int position")
 def _(tmp, mp):
     ProbeSet.from_dataset([[2] * 8] * 4, n=2, group_by="lang")
@@ -400,7 +424,7 @@ def _(tmp, mp):
 # ---------------------------------------------------------------------------- monitor
 
 
-@case("monitor-batch-size", ConfigError, "batch_size must be >= 1")
+@case("monitor-batch-size", ConfigError, "batch_size must be a positive number of probe samples per forward")
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
@@ -425,6 +449,13 @@ def _(tmp, mp):
 
     mp.setattr(hf, "_LIVE", [])  # no live callback from another test to adopt
     hf.GrokkingCallback()
+
+
+@case("monitor-hf-callback-not-a-monitor", ConfigError, "GrokkingCallback needs a GrokkingMonitor, got str")
+def _(tmp, mp):
+    from grokmon.integrations import hf
+
+    hf.GrokkingCallback("x")
 
 
 @case("monitor-hf-state-not-grokmon", ConfigError, "is not a grokmon callback state file")
@@ -492,12 +523,40 @@ def _(tmp, mp):
     MetricConfig(consistency_experts="some")
 
 
+@case("metric-config-token-order", ConfigError, "token_order must be 'layer' or 'token'")
+def _(tmp, mp):
+    from grokmon.metrics import MetricConfig
+
+    MetricConfig(form="token", token_order="sample")
+
+
+@case("metric-config-backend", ConfigError, "unknown edit-distance backend 'numba'")
+def _(tmp, mp):
+    from grokmon.metrics import MetricConfig
+
+    MetricConfig(backend="numba")
+
+
+@case("metric-config-top-k", ConfigError, "top_k must be a positive number of experts or None")
+def _(tmp, mp):
+    from grokmon.metrics import MetricConfig
+
+    MetricConfig(form="topk", top_k=0)
+
+
 @case("metric-token-order", ConfigError, "order must be 'layer' or 'token'")
 def _(tmp, mp):
-    from grokmon.metrics import MetricConfig, compute_metrics
+    from grokmon.pathways import pathway_sequences
 
     p = pathways(token_ids=torch.zeros(4, 3, 2, 1, dtype=torch.int16))
-    compute_metrics(p, config=MetricConfig(form="token", token_order="sample"))
+    pathway_sequences(p, "token", order="sample")
+
+
+@case("metric-pathway-sequences-top-k-zero", ConfigError, "top_k must be a positive number of experts or None")
+def _(tmp, mp):
+    from grokmon.pathways import pathway_sequences
+
+    pathway_sequences(pathways(meta={"top_k": 2}), "topk", top_k=0)
 
 
 @case("metric-pathways-num-experts", ConfigError, "experts but num_experts=")
@@ -642,6 +701,35 @@ def _(tmp, mp):
     checkpoint_step(tmp / "final")
 
 
+@case("cli-trainer-state-not-json", GrokmonError, "has no readable global_step")
+def _(tmp, mp):
+    from grokmon.cli import checkpoint_step
+
+    (tmp / "checkpoint-7").mkdir()
+    (tmp / "checkpoint-7" / "trainer_state.json").write_text("{truncated")
+    checkpoint_step(tmp / "checkpoint-7")
+
+
+@case("cli-trainer-state-no-global-step", GrokmonError, "trainer_state.json has no readable global_step (KeyError")
+def _(tmp, mp):
+    from grokmon.cli import checkpoint_step
+
+    (tmp / "checkpoint-7").mkdir()
+    (tmp / "checkpoint-7" / "trainer_state.json").write_text(json.dumps({"epoch": 1.0}))
+    checkpoint_step(tmp / "checkpoint-7")
+
+
+@case("cli-scan-out-is-a-run", GrokmonError, "is not a grokmon scan record: --out already holds a grokmon.jsonl")
+def _(tmp, mp):
+    from grokmon.cli import scan
+
+    probe().save(tmp / "probe.pt")
+    (tmp / "checkpoint-7").mkdir()
+    (tmp / "run").mkdir()
+    (tmp / "run" / "grokmon.jsonl").write_text(json.dumps({"step": 5, "metrics": {"pathway_distance": 0.5}}) + "\n")
+    scan([tmp / "checkpoint-7"], tmp / "probe.pt", tmp / "run", progress=False)
+
+
 @case("cli-checkpoint-not-a-directory", GrokmonError, "is not a directory: pass saved Hugging Face checkpoint")
 def _(tmp, mp):
     from grokmon.cli import scan
@@ -682,6 +770,42 @@ def _(tmp, mp):
     build_probe(tmp / "corpus.txt", "tokenizer", tmp / "probe.pt", n=5, seq_len=8)
 
 
+@case("cli-corpus-line-not-json", GrokmonError, "line 2 of")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.jsonl").write_text('{"text": "one sample"}\nnot json\n')
+    try:
+        build_probe(tmp / "corpus.jsonl", "tokenizer", tmp / "probe.pt", n=1, seq_len=8)
+    except GrokmonError as error:
+        assert "is not JSON" in str(error)
+        raise
+
+
+@case("cli-corpus-row-without-text-key", GrokmonError, "has no 'text' field (found ['body']): pass --text-key")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.jsonl").write_text('{"body": "one sample"}\n')
+    build_probe(tmp / "corpus.jsonl", "tokenizer", tmp / "probe.pt", n=1, seq_len=8)
+
+
+@case("cli-probe-n-not-positive", GrokmonError, "--n must be a positive number of samples, got -1")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.txt").write_text("one sample\nanother sample\n")
+    build_probe(tmp / "corpus.txt", "tokenizer", tmp / "probe.pt", n=-1, seq_len=8)
+
+
+@case("cli-tokenizer-missing", GrokmonError, "(no such folder): pass --tokenizer a folder saved with")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.txt").write_text("one sample\nanother sample\n")
+    build_probe(tmp / "corpus.txt", str(tmp / "no-tokenizer"), tmp / "probe.pt", n=2, seq_len=8)
+
+
 @case("plots-matplotlib-missing", ConfigError, "plots need matplotlib")
 def _(tmp, mp):
     from grokmon.plots import plot_metrics
@@ -706,6 +830,17 @@ def test_error(case_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         with pytest.raises(exception, match=re.escape(fragment)) as info:
             trigger(tmp_path, monkeypatch)
     assert isinstance(info.value, GrokmonError), "grokmon's own checks raise GrokmonError subclasses"
+
+
+def test_cli_bad_input_exits_2_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from grokmon.cli import main
+
+    (tmp_path / "corpus.txt").write_text("one sample\nanother sample\n")
+    code = main(["probe", str(tmp_path / "corpus.txt"), "--tokenizer", str(tmp_path / "no-tokenizer"),
+                 "--out", str(tmp_path / "probe.pt"), "--n", "2"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("grokmon: error: cannot load the tokenizer") and "Traceback" not in err
 
 
 def test_monitor_problem_warns_and_counts_unless_on_error_raise(tmp_path: Path) -> None:

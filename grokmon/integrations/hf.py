@@ -185,6 +185,13 @@ class GrokkingCallback(TrainerCallback, ExportableState):
             if trainer is not None:
                 self.trainer = trainer
         else:
+            from ..monitor import GrokkingMonitor
+
+            if not isinstance(monitor, GrokkingMonitor):
+                raise ConfigError(
+                    f"GrokkingCallback needs a GrokkingMonitor, got {type(monitor).__name__}: "
+                    "pass GrokkingCallback(monitor) or use monitor.hf_callback()"
+                )
             self.monitor = monitor
             self.trainer = trainer
             self.close_on_train_end = close_on_train_end

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from ..editdistance import BACKENDS
 from ..errors import ConfigError
 from ..pathways import PathwayForm, Pathways, PathwaySequences, pathway_sequences
 from .consistency import kept_experts_mask, pathway_consistency, routing_cosine
@@ -71,6 +72,14 @@ class MetricConfig:
                 raise ConfigError(f"unknown pathway form {form!r}: use one of {_FORMS}")
         if not 0.0 < self.threshold <= 1.0:
             raise ConfigError(f"threshold must be in (0, 1] (the paper uses 0.7), got {self.threshold}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ConfigError(
+                f"top_k must be a positive number of experts or None (the router's k), got {self.top_k}"
+            )
+        if self.token_order not in ("layer", "token"):
+            raise ConfigError(f"token_order must be 'layer' or 'token', got {self.token_order!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown edit-distance backend {self.backend!r}: use one of {BACKENDS}")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise ConfigError(f"max_pairs must be a positive number of pairs or None, got {self.max_pairs}")
         if self.consistency_experts not in ("all", "kept"):

@@ -148,6 +148,13 @@ class _Collector:
 
         def fn(module: nn.Module, args: tuple, output: Any) -> None:
             out = site.extractor(module, args, output)
+            if not isinstance(out, RouterOutput):
+                raise RoutingError(
+                    f"router {site.name} (layer {site.layer}): its extractor returned {type(out).__name__}, "
+                    "not a RouterOutput: an extractor(module, args, output) must return "
+                    "grokmon.routing.RouterOutput(expert_ids, weights, logits, num_experts) "
+                    "(grokmon.routing.extract.finish builds one)"
+                )
             self.outputs[i].append(out)
             # weights only: NaN/inf logits reach the weights in every family (softmax/sigmoid of NaN)
             self.bad[i] |= ~torch.isfinite(out.weights).all()

@@ -125,6 +125,10 @@ def standard_extractor(
         k = ids.shape[-1]
         if k == 0:
             raise RoutingError(f"router output has expert ids of shape {tuple(ids.shape)}: no expert per token")
+        short = [t for _, t in floats if t.shape[-1] < k]
+        if short:  # e.g. weights of the wrong width: never guess which tensor holds the weights
+            raise RoutingError(f"router output has a float [T, {short[0].shape[-1]}] tensor beside expert ids "
+                               f"[T, {k}]: the weights must be [T, {k}], one per chosen expert")
         if logits_index is not None and any(i == logits_index for i, _ in floats):
             wide = [(i, t) for i, t in floats if i == logits_index]
             if wide[0][1].shape[-1] < k:
