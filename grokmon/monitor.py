@@ -480,8 +480,9 @@ class GrokkingMonitor:
                 self._sink_error(sink, error)
 
     def _alert(self, event: AlertEvent) -> None:
-        if self.rank == 0:
-            log.warning("grokmon alert at step %s: %s — %s", event.step, event.title, event.text)
+        if self.rank == 0:  # stage changes are INFO: news, not a problem
+            log.log(logging.INFO if event.level == "INFO" else logging.WARNING, "grokmon alert at step %s: %s — %s",
+                    event.step, event.title, event.text)
         for sink in list(self.sinks):
             try:
                 sink.alert(event)
@@ -536,11 +537,14 @@ class GrokkingMonitor:
     def state_dict(self, *, include_pathways: bool = True) -> dict[str, Any]:
         """Schedule, probe fingerprint, alert and stage state, error count, and the last probe's pathways.
 
-        The pathways (CPU tensors, ``[N, L, E]`` routing weights: 4 bytes x N x L x E) let
+        Waits for the metrics still being computed first, so a checkpoint holds the alert and stage
+        state of every probe so far. The pathways (CPU tensors, ``[N, L, E]`` routing weights: 4 bytes x N x L x E) let
         ``pathway_drift`` compare the first probe after a restart with the last one before it.
         ``include_pathways=False`` gives a JSON-able dict (what the Trainer's ``trainer_state.json``
         holds; the HF callback saves the pathways in a file of their own).
         """
+        if not self._closed:
+            self.flush()  # results still computing belong to the state (alerts, stages, errors)
         state: dict[str, Any] = {
             "every": self.every,
             "last_probe_step": self.last_probe_step,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import copy
+import logging
 import math
 import os
 
@@ -232,6 +233,15 @@ def test_trainer_log_reaches_other_integrations(tmp_path):
         if "train/grokmon/pathway_distance" in acc.Tags()["scalars"]:
             steps += [e.step for e in acc.Scalars("train/grokmon/pathway_distance")]
     assert sorted(steps) == [0, 2, 4]
+
+
+def test_warns_when_values_cannot_reach_other_integrations(tmp_path, caplog):
+    model = tiny_model("olmoe", vocab_size=VOCAB).train()
+    monitor = make_monitor(tmp_path, every=2)
+    args = make_args(tmp_path / "out", max_steps=2, report_to="tensorboard")
+    with caplog.at_level(logging.WARNING, logger="grokmon.integrations.hf"):
+        Trainer(model=model, args=args, train_dataset=make_dataset(), callbacks=[monitor.hf_callback()]).train()
+    assert any("hf_callback(trainer)" in r.getMessage() for r in caplog.records)
 
 
 def test_alert_rule_stops_the_trainer(tmp_path):

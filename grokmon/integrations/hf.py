@@ -264,6 +264,13 @@ class GrokkingCallback(TrainerCallback, ExportableState):
                        model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
         if state.is_world_process_zero:
             self._attach_wandb(args)
+            others = [r for r in _report_to(args) if r != "wandb"]
+            if others and self.trainer is None and "wandb" not in _report_to(args):
+                logger.warning(
+                    "grokmon: report_to=%s, but the callback has no trainer to log through, so grokmon's values "
+                    "reach only log_history and the monitor's own sinks. Pass it: monitor.hf_callback(trainer) "
+                    "(create the Trainer first, then trainer.add_callback(...)), or add a sink such as "
+                    "grokmon.TensorBoardSink", others)
         if state.global_step > 0 and self._restored is None:
             self._restore_from_checkpoint(args, state)
         if state.global_step > 0 and self._restored is not None:
