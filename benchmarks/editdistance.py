@@ -1,7 +1,7 @@
 """All-pairs edit distance: grokmon's backends vs ``rapidfuzz.process.cdist(workers=-1)``.
 
 Random expert-id sequences (ids ``0..alphabet-1``, all of one length) are compared all-pairs by
-``pairwise_edit_distance`` with each backend (the torch one on CUDA when available) and by a direct
+``pairwise_edit_distance`` with each backend (torch, triton and auto on CUDA when available) and by a direct
 ``rapidfuzz.process.cdist`` call on the same sequences in the same run; results are checked equal.
 When a backend's estimated full time exceeds ``--max-seconds`` it runs on a random subsample of
 the pairs and the full time is extrapolated (marked ``extrapolated``).
@@ -24,7 +24,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
-from grokmon.editdistance import pairwise_edit_distance  # noqa: E402
+from grokmon.editdistance import pairwise_edit_distance, triton_available  # noqa: E402
 
 
 def cpu_model() -> str:
@@ -61,10 +61,13 @@ def bench_size(n: int, length: int, alphabet: int, device: str, max_seconds: flo
 
     runs = [("rapidfuzz", "cpu"), ("auto", "cpu"), ("torch", "cpu")]
     if device == "cuda":
-        runs += [("torch", "cuda"), ("auto", "cuda")]
+        runs += [("torch", "cuda")] + ([("triton", "cuda")] if triton_available() else []) + [("auto", "cuda")]
     for backend, dev in runs:
         x, lx = ids.to(dev), lengths.to(dev)
-        pairwise_edit_distance(x[:8], lx[:8], backend=backend)  # warm-up (CUDA context, kernels)
+        # Warm-up (CUDA context, kernel compilation) of the full-matrix and the pair-list paths.
+        pairwise_edit_distance(x[:8], lx[:8], backend=backend)
+        warm_pairs = torch.randint(0, 8, (64, 2), generator=torch.Generator().manual_seed(0))
+        pairwise_edit_distance(x[:8], lx[:8], warm_pairs.to(dev), backend=backend)
         # Time a sample of pairs first; run everything only if the estimate fits max_seconds.
         sample = min(total_pairs, 20_000)
         pairs = torch.randint(0, n, (sample, 2), generator=gen)
@@ -98,6 +101,10 @@ def main() -> None:
     sizes = [256, 512] if args.quick else args.sizes
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = torch.cuda.get_device_name() if device == "cuda" else "none"
+    if device == "cuda" and triton_available():
+        import triton
+
+        gpu += f", triton {triton.__version__}"
     print(f"CPU: {cpu_model()}, {torch.get_num_threads()} torch threads, GPU: {gpu}, "
           f"torch {torch.__version__}, python {platform.python_version()}")
     for n in sizes:

@@ -200,10 +200,16 @@ def test_torch_equals_reference_property(a: list[int], b: list[int]) -> None:
 
 
 def test_auto_backend_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_backend("auto", torch.device("cpu")) == "rapidfuzz"
-    assert resolve_backend("auto", torch.device("cuda")) == "torch"
-    assert resolve_backend("torch", torch.device("cpu")) == "torch"
     import grokmon.editdistance.dispatch as dispatch
+
+    assert resolve_backend("auto", torch.device("cpu")) == "rapidfuzz"
+    assert resolve_backend("torch", torch.device("cpu")) == "torch"
+    # CUDA: the Triton kernel when it can run and the sequences fit it, else the torch path
+    monkeypatch.setattr(dispatch, "triton_available", lambda device=None: True)
+    assert resolve_backend("auto", torch.device("cuda"), max_len=128) == "triton"
+    assert resolve_backend("auto", torch.device("cuda"), max_len=dispatch.MAX_PATTERN_LEN + 1) == "torch"
+    monkeypatch.setattr(dispatch, "triton_available", lambda device=None: False)
+    assert resolve_backend("auto", torch.device("cuda"), max_len=128) == "torch"
 
     monkeypatch.setattr(dispatch, "rapidfuzz_available", lambda: False)
     assert resolve_backend("auto", torch.device("cpu")) == "torch"

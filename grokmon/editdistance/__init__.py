@@ -4,7 +4,8 @@
 * :func:`edit_distance` – row-wise pairs of two padded id tensors;
 * :func:`pairwise_edit_distance` – a pair list or the full matrix of one padded id tensor.
 
-Backends: ``"torch"`` (bit-parallel, CPU/CUDA), ``"rapidfuzz"`` (CPU), ``"auto"``.
+Backends: ``"torch"`` (bit-parallel, CPU/CUDA), ``"rapidfuzz"`` (CPU), ``"triton"`` (bit-parallel
+kernel, CUDA, sequences up to 256), ``"auto"`` (triton, else torch, on CUDA; rapidfuzz on CPU).
 
 Example:
     >>> import torch
@@ -16,5 +17,13 @@ Example:
 
 from .dispatch import BACKENDS, edit_distance, pairwise_edit_distance, resolve_backend
 from .reference import levenshtein
+from .triton_kernel import triton_available
 
-__all__ = ["BACKENDS", "edit_distance", "levenshtein", "pairwise_edit_distance", "resolve_backend"]
+__all__ = [
+    "BACKENDS",
+    "edit_distance",
+    "levenshtein",
+    "pairwise_edit_distance",
+    "resolve_backend",
+    "triton_available",
+]

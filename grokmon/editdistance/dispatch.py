@@ -5,8 +5,13 @@ Backends:
 * ``"torch"`` – bit-parallel Myers/Hyyrö over pairs (:mod:`.torch_bitparallel`), on the inputs'
   device (CPU or CUDA), in chunks sized from a memory budget;
 * ``"rapidfuzz"`` – rapidfuzz's C++ kernels on CPU threads (:mod:`.rapidfuzz_backend`);
-* ``"auto"`` – CUDA inputs: torch; CPU inputs: rapidfuzz, which measured 12-15x faster than the
-  torch path on CPU (docs/performance.md), or torch when rapidfuzz is not installed.
+* ``"triton"`` – the same algorithm as one Triton kernel, one pair per GPU thread with the whole
+  text loop on device (:mod:`.triton_kernel`); CUDA tensors, sequences up to
+  :data:`~.triton_kernel.MAX_PATTERN_LEN` = 256 symbols (the shorter one of each pair for pair
+  lists). On CPU tensors only under ``TRITON_INTERPRET=1`` (Triton's interpreter, for tests);
+* ``"auto"`` – CUDA inputs: triton when it is importable and the longest sequence fits the
+  kernel, else torch; CPU inputs: rapidfuzz, which measured 12-15x faster than the torch path on
+  CPU (docs/performance.md), or torch when rapidfuzz is not installed.
 
 Example:
     >>> import torch
@@ -27,20 +32,40 @@ import torch
 from ..errors import ConfigError
 from .rapidfuzz_backend import rapidfuzz_available, rapidfuzz_full_matrix, rapidfuzz_pair_distances
 from .torch_bitparallel import torch_full_matrix, torch_pair_distances
+from .triton_kernel import (
+    MAX_PATTERN_LEN,
+    require_triton,
+    triton_available,
+    triton_full_matrix,
+    triton_pair_distances,
+)
 
-Backend = Literal["auto", "torch", "rapidfuzz"]
-BACKENDS = ("auto", "torch", "rapidfuzz")
+Backend = Literal["auto", "torch", "rapidfuzz", "triton"]
+BACKENDS = ("auto", "torch", "rapidfuzz", "triton")
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """The concrete backend (``"torch"`` or ``"rapidfuzz"``) that ``backend`` means on ``device``."""
+def resolve_backend(backend: str, device: torch.device, max_len: int = 0) -> str:
+    """The concrete backend (``"torch"``, ``"rapidfuzz"`` or ``"triton"``) ``backend`` means on ``device``.
+
+    ``max_len`` is the longest sequence to compare: ``"auto"`` picks triton on CUDA only when it
+    fits the kernel (:data:`~.triton_kernel.MAX_PATTERN_LEN`). An explicit ``"triton"`` that cannot
+    run on ``device`` raises :class:`ConfigError` naming the fix.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"unknown edit-distance backend {backend!r}: use one of {BACKENDS}")
     if backend == "auto":
-        if device.type != "cpu" or not rapidfuzz_available():
-            return "torch"
-        return "rapidfuzz"
+        if device.type == "cpu" and rapidfuzz_available():
+            return "rapidfuzz"
+        if device.type == "cuda" and max_len <= MAX_PATTERN_LEN and triton_available(device):
+            return "triton"
+        return "torch"
+    if backend == "triton":
+        require_triton(device)
     return backend
+
+
+def _longest(*lengths: torch.Tensor) -> int:
+    return max([int(t.max().item()) for t in lengths if t.numel()] + [0])
 
 
 def _as_int_tensor(name: str, x, dims: int) -> torch.Tensor:
@@ -97,7 +122,7 @@ def edit_distance(
         a_ids: ``[P, M1]`` integer ids, padded with ``-1`` after ``a_len``.
         a_len: ``[P]`` lengths.
         b_ids: ``[P, M2]``; b_len: ``[P]``.
-        backend: ``"auto"``, ``"torch"`` or ``"rapidfuzz"`` (see the module docstring).
+        backend: ``"auto"``, ``"torch"``, ``"rapidfuzz"`` or ``"triton"`` (see the module docstring).
 
     Returns:
         ``[P]`` int32 on the device of ``a_ids``.
@@ -117,10 +142,13 @@ def edit_distance(
         )
     if a_ids.device != b_ids.device:
         raise ConfigError(f"a_ids is on {a_ids.device} but b_ids on {b_ids.device}: move both to one device")
-    which = resolve_backend(backend, a_ids.device)
+    longest = _longest(a_len, b_len) if backend == "auto" and a_ids.device.type == "cuda" else 0
+    which = resolve_backend(backend, a_ids.device, longest)
     index = torch.arange(a_ids.shape[0], device=a_ids.device)
     if which == "rapidfuzz":
         return rapidfuzz_pair_distances(a_ids, a_len, b_ids, b_len, index, index)
+    if which == "triton":
+        return triton_pair_distances(a_ids, a_len, b_ids, b_len, index, index)
     return torch_pair_distances(a_ids, a_len, b_ids, b_len, index, index)
 
 
@@ -139,9 +167,10 @@ def pairwise_edit_distance(
             after each row's length.
         lengths: ``[N]``.
         pairs: ``[P, 2]`` row indices to compare, or None for all pairs.
-        backend: ``"auto"``, ``"torch"`` or ``"rapidfuzz"``.
-        chunk_size: pairs per chunk; default from a memory budget (torch: 128 MiB on CPU, a quarter
-            of free GPU memory up to 4 GiB on CUDA), so large ``N`` stays in bounded memory.
+        backend: ``"auto"``, ``"torch"``, ``"rapidfuzz"`` or ``"triton"``.
+        chunk_size: pairs per chunk (triton: per kernel launch); default from a memory budget
+            (torch: 128 MiB on CPU, a quarter of free GPU memory up to 4 GiB on CUDA; triton: the
+            same budget bounds its match tables), so large ``N`` stays in bounded memory.
 
     Returns:
         ``[P]`` int32 for ``pairs``, else the symmetric ``[N, N]`` int32 matrix with a zero diagonal,
@@ -154,11 +183,14 @@ def pairwise_edit_distance(
     """
     ids, lengths = _check_sequences("ids", ids, lengths)
     _check_chunk_size(chunk_size)
-    which = resolve_backend(backend, ids.device)
+    longest = _longest(lengths) if backend == "auto" and ids.device.type == "cuda" else 0
+    which = resolve_backend(backend, ids.device, longest)
     n = ids.shape[0]
     if pairs is None:
         if which == "rapidfuzz":
             return rapidfuzz_full_matrix(ids, lengths)
+        if which == "triton":
+            return triton_full_matrix(ids, lengths, chunk_size=chunk_size)
         return torch_full_matrix(ids, lengths, chunk_size=chunk_size)
 
     pairs = _as_int_tensor("pairs", pairs, 2).to(ids.device)
@@ -172,6 +204,8 @@ def pairwise_edit_distance(
     pairs = pairs.long()
     if which == "torch":
         return torch_pair_distances(ids, lengths, ids, lengths, pairs[:, 0], pairs[:, 1], chunk_size=chunk_size)
+    if which == "triton":
+        return triton_pair_distances(ids, lengths, ids, lengths, pairs[:, 0], pairs[:, 1], chunk_size=chunk_size)
     return rapidfuzz_pair_distances(
         ids, lengths, ids, lengths, pairs[:, 0], pairs[:, 1], chunk_size=chunk_size
     )
