@@ -37,7 +37,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from grokking_task import RECIPE, ArithmeticDataset, accuracy, make_dataset, make_model, make_optimizer  # noqa: E402
 
 from grokmon import GrokkingMonitor, MetricConfig, ProbeSet  # noqa: E402
-from grokmon.validation import correlation_table, first_step_at_or_above  # noqa: E402
+from grokmon.validation import (  # noqa: E402
+    correlation_table, first_step_at_or_above, grokking_window, partial_spearman,
+)
 
 #: Metrics in the printed table (those the run has), in this order; the rest go to summary.json.
 TABLE_KEYS = [
@@ -170,56 +172,103 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainer.train()
     seconds = time.perf_counter() - start
     monitor.close()
-    return summarize(monitor, acc, seconds, out, args)
+    return summarize(monitor, seconds, out, args)
 
 
-def summarize(monitor: GrokkingMonitor, acc: Any, seconds: float, out: Path, args: argparse.Namespace) -> dict:
-    """Milestones, the correlation table (printed), summary.json and the PNG."""
+def read_run(out: Path) -> tuple[dict[str, dict[int, float]], dict[int, dict[str, float]]]:
+    """``(series, rows)`` of a finished run folder: grokmon's metrics (``grokmon.jsonl``) plus the
+    training loss as ``{name: {step: value}}``, and the accuracy rows (``accuracy.jsonl``) by step."""
     series: dict[str, dict[int, float]] = {}
-    for step, metrics in monitor.history:
-        for key, value in metrics.items():
+    for line in (out / "grokmon.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for key, value in record.get("metrics", {}).items():
             name = key.removeprefix("grokmon/")
             if "/" in name and name not in TABLE_KEYS:
                 continue
-            series.setdefault(name, {})[step] = value
-    series["train_loss"] = {s: r["train_loss_full"] for s, r in acc.rows.items()}
-    heldout = {s: r["heldout_accuracy"] for s, r in acc.rows.items()}
-    memorized = first_step_at_or_above({s: r["train_accuracy"] for s, r in acc.rows.items()}, 1.0)
-    grokked = first_step_at_or_above(heldout, 0.9)
-    after = correlation_table(series, heldout, from_step=memorized if memorized is not None else 0)
-    whole = correlation_table(series, heldout)
+            series.setdefault(name, {})[record["step"]] = math.nan if value is None else value
+    rows = {r["step"]: r for r in map(json.loads, (out / "accuracy.jsonl").read_text().splitlines())}
+    series["train_loss"] = {s: r["train_loss_full"] for s, r in rows.items()}
+    return series, rows
 
+
+def analyze_run(out: Path) -> dict[str, Any]:
+    """Milestones and, for every metric, Spearman with held-out accuracy over three spans of a run.
+
+    * ``window``: the grokking window, from memorization (train accuracy 1.0) to held-out accuracy
+      0.99: where the model generalizes and the paper correlates its metrics with test accuracy;
+    * ``after``: every probe from memorization on (the window plus the plateau after it);
+    * ``whole``: every probe;
+    * ``partial``: ``after``, with the training loss held fixed (partial Spearman): what a metric
+      tells about generalization beyond the training loss.
+    """
+    series, rows = read_run(out)
+    train_acc = {s: r["train_accuracy"] for s, r in rows.items()}
+    heldout = {s: r["heldout_accuracy"] for s, r in rows.items()}
+    memorized = first_step_at_or_above(train_acc, 1.0)
+    window = grokking_window(train_acc, heldout)
+    start = memorized if memorized is not None else 0
+    after_steps = sorted(s for s in heldout if s >= start and s in series.get("pathway_distance", {}))
+    partial = {}
+    for key, values in series.items():
+        x = [values.get(s, math.nan) for s in after_steps]
+        partial[key] = partial_spearman(x, [heldout[s] for s in after_steps],
+                                        [series["train_loss"][s] for s in after_steps])
+    windowed = {k: {s: v for s, v in values.items() if window and window[0] <= s <= window[1]}
+                for k, values in series.items()}
+
+    def rho(table: dict) -> dict[str, float]:
+        return {k: c.spearman for k, c in table.items()}
+
+    return {
+        "memorized_step": memorized, "grokked_step": first_step_at_or_above(heldout, 0.9),
+        "window": list(window) if window else None, "final_heldout_accuracy": heldout[max(heldout)],
+        "spearman_window": rho(correlation_table(windowed, heldout)),
+        "spearman_after_memorization": rho(correlation_table(series, heldout, from_step=start)),
+        "spearman_whole_run": rho(correlation_table(series, heldout)),
+        "partial_spearman_given_train_loss": partial,
+        "points": {"window": sum(1 for s in windowed["train_loss"]), "after_memorization": len(after_steps),
+                   "whole_run": len(series["train_loss"])},
+    }
+
+
+def summarize(monitor: GrokkingMonitor, seconds: float, out: Path, args: argparse.Namespace) -> dict:
+    """The correlation table (printed), summary.json and the PNG."""
+    result = analyze_run(out)
+    series, rows = read_run(out)
     # With 2 MoE layers the paper's score C is 1 - cos/cos (one layer pair): ~0 whatever the model does.
     degenerate = {"pathway_consistency"} if args.layers < 3 else set()
     shown = [k for k in TABLE_KEYS if k in series and k not in degenerate] + ["train_loss"]
-    print(f"\nmemorized (train acc 1.0) at step {memorized}, grokked (held-out acc >= 0.9) at step {grokked}, "
-          f"{seconds:.0f} s")
-    print(f"Spearman correlation with held-out accuracy ({after['train_loss'].points} probes from memorization on; "
-          f"all {whole['train_loss'].points} probes):")
-    print(f"  {'metric':<26} {'after memorization':>19} {'whole run':>10}")
+    window = result["window"]
+    print(f"\nmemorized (train acc 1.0) at step {result['memorized_step']}, held-out acc >= 0.9 at step "
+          f"{result['grokked_step']}, grokking window {window[0] if window else '-'}-{window[1] if window else '-'} "
+          f"(to held-out 0.99), {seconds:.0f} s")
+    print("Spearman correlation with held-out accuracy (negative: falls as the model generalizes):")
+    points = result["points"]
+    print(f"  {'metric':<24} {'grokking window':>16} {'after memorization':>19} {'whole run':>10} "
+          f"{'beyond train loss':>18}")
+    print(f"  {'(probes)':<24} {points['window']:>16} {points['after_memorization']:>19} {points['whole_run']:>10} "
+          f"{'(partial)':>18}")
     for key in shown:
-        print(f"  {key:<26} {after[key].spearman:>19.3f} {whole[key].spearman:>10.3f}")
-    summary = {
-        "config": {k: v for k, v in vars(args).items()},
-        "seconds": round(seconds, 1), "memorized_step": memorized, "grokked_step": grokked,
-        "final_heldout_accuracy": heldout[max(heldout)],
-        "spearman_after_memorization": {k: c.spearman for k, c in after.items()},
-        "pearson_after_memorization": {k: c.pearson for k, c in after.items()},
-        "spearman_whole_run": {k: c.spearman for k, c in whole.items()},
-        "points_after_memorization": after["train_loss"].points,
-    }
+        print(f"  {key:<24} {result['spearman_window'][key]:>16.3f} {result['spearman_after_memorization'][key]:>19.3f}"
+              f" {result['spearman_whole_run'][key]:>10.3f} {result['partial_spearman_given_train_loss'][key]:>18.3f}")
     if degenerate:
         print("  (pathway_consistency, the paper's score C, needs >= 3 MoE layers: with 2 it is 1 - cos/cos ~ 0; "
               "pathway_cosine is the raw cosine it is built from)")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=_nan_to_none))
-    png = plot(series, acc.rows, memorized, grokked, out / "grokking_demo.png")
+    summary = {"config": dict(vars(args)), "seconds": round(seconds, 1), **result}
+    (out / "summary.json").write_text(json.dumps(_nan_to_none(summary), indent=1, allow_nan=False, default=str))
+    png = plot(series, rows, result["memorized_step"], result["grokked_step"], out / "grokking_demo.png")
     print(f"\nwrote {out / 'summary.json'}, {monitor.jsonl_path}" + (f", {png}" if png else
           " (no plot: pip install matplotlib)"))
     return summary
 
 
 def _nan_to_none(value: Any) -> Any:
-    return None if isinstance(value, float) and math.isnan(value) else str(value)
+    """NaN -> None everywhere in nested dicts / lists (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(v) for v in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def plot(series: dict[str, dict[int, float]], rows: dict[int, dict[str, float]], memorized: int | None,

@@ -19,7 +19,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Correlation", "correlation_table", "first_step_at_or_above", "rank", "spearman"]
+__all__ = ["Correlation", "correlation_table", "first_step_at_or_above", "grokking_window", "partial_spearman", "rank",
+           "spearman"]
 
 
 def rank(values: Sequence[float]) -> np.ndarray:
@@ -112,3 +113,50 @@ def first_step_at_or_above(series: Mapping[int, float], level: float) -> int | N
         50
     """
     return next((s for s in sorted(series) if series[s] >= level), None)
+
+
+def partial_spearman(x: Sequence[float], y: Sequence[float], z: Sequence[float]) -> float:
+    """Spearman correlation of ``x`` and ``y`` with ``z`` held fixed (partial correlation of the ranks).
+
+    Answers "does ``x`` track ``y`` beyond what ``z`` already explains?", e.g. a pathway metric
+    against held-out accuracy, given the training loss. NaN with fewer than 4 finite triples or
+    when ``z`` explains ``x`` or ``y`` completely.
+
+    Example:
+        >>> round(partial_spearman([1, 2, 3, 4, 5], [2, 1, 4, 3, 5], [1, 2, 3, 4, 5]), 3)   # x is z
+        nan
+    """
+    a, b, c = (np.asarray(v, dtype=np.float64) for v in (x, y, z))
+    if not a.shape == b.shape == c.shape:
+        raise ValueError(f"partial_spearman needs three paired series, got {a.shape}, {b.shape}, {c.shape}")
+    keep = np.isfinite(a) & np.isfinite(b) & np.isfinite(c)
+    if keep.sum() < 4:
+        return math.nan
+    a, b, c = a[keep], b[keep], c[keep]
+    r_ab, r_ac, r_bc = spearman(a, b), spearman(a, c), spearman(b, c)
+    if any(math.isnan(r) for r in (r_ab, r_ac, r_bc)):
+        return math.nan
+    denominator = math.sqrt(max(0.0, 1 - r_ac ** 2) * max(0.0, 1 - r_bc ** 2))
+    if denominator < 1e-12:
+        return math.nan
+    return round((r_ab - r_ac * r_bc) / denominator, 12)
+
+
+def grokking_window(train_accuracy: Mapping[int, float], heldout_accuracy: Mapping[int, float], *,
+                    memorized: float = 1.0, generalized: float = 0.99) -> tuple[int, int] | None:
+    """``(first step train accuracy >= memorized, first later step held-out >= generalized)``.
+
+    The steps in which the model has memorized its training set and is still generalizing: where
+    the paper correlates its metrics with test accuracy. The end is the last step when held-out
+    accuracy never reaches ``generalized``; None when the training set is never memorized.
+
+    Example:
+        >>> grokking_window({0: 0.1, 10: 1.0, 20: 1.0, 30: 1.0}, {0: 0.0, 10: 0.2, 20: 0.995, 30: 1.0})
+        (10, 20)
+    """
+    start = first_step_at_or_above(train_accuracy, memorized)
+    if start is None:
+        return None
+    later = {s: v for s, v in heldout_accuracy.items() if s >= start}
+    end = first_step_at_or_above(later, generalized)
+    return start, end if end is not None else max(heldout_accuracy)

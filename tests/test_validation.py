@@ -15,7 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from grokmon.validation import correlation_table, first_step_at_or_above, rank, spearman
+from grokmon.validation import (
+    correlation_table, first_step_at_or_above, grokking_window, partial_spearman, rank, spearman,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +49,32 @@ def test_correlation_table_uses_common_steps_from_a_step_on() -> None:
     assert table["down"].pearson == pytest.approx(stats.pearsonr([1.0, 0.8, 0.5, 0.1], [0.2, 0.5, 0.9, 1.0]).statistic)
     assert table["up"].points == 3 and table["up"].spearman == 1.0
     assert first_step_at_or_above(reference, 0.9) == 30 and first_step_at_or_above(reference, 2.0) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(-5, 5), st.floats(-5, 5), st.floats(-5, 5)), min_size=4, max_size=25))
+def test_partial_spearman_is_the_residual_correlation_of_ranks(triples) -> None:
+    """Reference: regress the ranks of x and y on the ranks of z, correlate the residuals."""
+    x, y, z = (np.array(v) for v in zip(*triples))
+    rx, ry, rz = (stats.rankdata(v) for v in (x, y, z))
+    design = np.vstack([rz, np.ones_like(rz)]).T
+
+    def residual(v):
+        return v - design @ np.linalg.lstsq(design, v, rcond=None)[0]
+
+    ex, ey = residual(rx), residual(ry)
+    ours = partial_spearman(x, y, z)
+    if np.linalg.norm(ex) < 1e-9 or np.linalg.norm(ey) < 1e-9 or np.ptp(rz) == 0:
+        return  # undefined there; NaN is what we return, and the reference divides by zero
+    assert ours == pytest.approx(float(ex @ ey / np.linalg.norm(ex) / np.linalg.norm(ey)), abs=1e-6)
+
+
+def test_grokking_window() -> None:
+    train = {0: 0.2, 50: 0.99, 100: 1.0, 150: 1.0, 200: 1.0}
+    held = {0: 0.0, 50: 0.1, 100: 0.2, 150: 0.995, 200: 1.0}
+    assert grokking_window(train, held) == (100, 150)
+    assert grokking_window(train, {s: 0.5 for s in held}) == (100, 200)  # never generalizes: to the end
+    assert grokking_window({0: 0.5}, {0: 0.5}) is None
 
 
 @pytest.mark.slow
