@@ -201,7 +201,8 @@ def pathway_sequences(
             keep = (before < threshold - 1e-6) & (values > 0)
             keep[..., 0] = True  # a layer always contributes at least its top expert
         else:
-            k = top_k if top_k is not None else int(pathways.meta.get("top_k", 2))
+            # the default (the router's k, else 2) never asks for more experts than the layer has
+            k = top_k if top_k is not None else min(int(pathways.meta.get("top_k", 2)), e)
             if not 1 <= k <= e:
                 raise ConfigError(f"top_k must be in [1, {e}], got {k}")
             keep = torch.zeros_like(values, dtype=torch.bool)
