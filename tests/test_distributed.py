@@ -8,6 +8,7 @@ each wraps the same seeded tiny MoE in DDP, runs several monitors and writes wha
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -118,7 +119,8 @@ def _rank_main(out_path: str) -> None:
         monitor.step(model, 2)
     monitor.close()
     grokmon.routing.capture_pathways = real_capture
-    result["fail"] = {"errors": monitor.errors, "steps": [s for s, _ in monitor.history]}
+    result["fail"] = {"errors": monitor.errors, "steps": [s for s, _ in monitor.history],
+                      "valid": [math.isfinite(m["grokmon/pathway_distance"]) for _, m in monitor.history]}
 
     with open(f"{out_path}.{rank}", "w") as handle:
         json.dump(result, handle)
@@ -171,8 +173,9 @@ def test_sharded_probe_equals_single_process(tmp_path, single: dict, world: int)
     assert single["local_stop_sync"] is None and single["local_stop_async"] is None
     assert [r["local_stop_sync"] for r in ranks] == [1] * world
     assert [r["local_stop_async"] for r in ranks] == [2] * world
-    # a failure on one rank is agreed on: all skip probe 1 (one error each) and all log probe 2
-    assert [r["fail"] for r in ranks] == [{"errors": 1, "steps": [2]}] * world
+    # a failure on one rank is agreed on: all skip probe 1 (one error each; its step logged with NaN
+    # metrics) and all log probe 2
+    assert [r["fail"] for r in ranks] == [{"errors": 1, "steps": [1, 2], "valid": [False, True]}] * world
     # only world rank 0 writes: it alone holds the JSONL sink
     assert [r["sinks"] for r in ranks] == [1] + [0] * (world - 1)
 
