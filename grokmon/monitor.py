@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -202,14 +203,16 @@ class GrokkingMonitor:
         if path.exists():
             try:
                 same = ProbeSet.load(path).fingerprint() == self._fingerprint
-            except GrokmonError:
+            except Exception:  # noqa: BLE001 - unreadable or another format: keep it, warn below
                 same = False
             if not same:
                 warnings.warn(f"grokmon: {path} holds another probe than this monitor's; it is kept. A resumed run "
                               f"must probe the same samples: ProbeSet.load({str(path)!r})", RuntimeWarning, stacklevel=3)
             return
-        try:
-            self.probe_set.save(path)
+        try:  # written aside, then renamed: a reader never sees half a file
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            self.probe_set.save(tmp)
+            os.replace(tmp, path)
         except OSError as error:
             self._fail("probe save", error)
 

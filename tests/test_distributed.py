@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from child_env import child_env
+
 import pytest
 import torch
 
@@ -139,9 +141,9 @@ def _run_ranks(world: int, out: Path) -> list[dict]:
     port = _free_port()
     procs = []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+        env = child_env(**{"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "HF_HUB_OFFLINE": "1"}
+               "HF_HUB_OFFLINE": "1"})
         procs.append(subprocess.Popen([sys.executable, __file__, str(out)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     for p in procs:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from child_env import child_env
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "accelerate_text_moe.py"
@@ -41,7 +42,7 @@ def test_accelerate_text_example_runs_end_to_end(tmp_path: Path) -> None:
     from grokmon.sinks import read_jsonl
     from grokmon.wandb_records import read_wandb_run
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = child_env()
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, str(EXAMPLE), "--steps", "12", "--every", "4", "--out", str(out), "--threads", "1"],

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from child_env import child_env
 import torch
 from moe_models import tiny_model
 from test_monitor import make_probe, train
@@ -241,7 +242,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 def test_sigterm_writes_the_finished_results_before_the_process_ends(tmp_path) -> None:
     script = tmp_path / "job.py"
     script.write_text(SIGTERM_SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path / "out")))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = child_env()
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env)
     line = proc.stdout.readline()

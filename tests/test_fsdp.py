@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from child_env import child_env
 from typing import Any, Callable
 
 import pytest
@@ -57,7 +59,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
         sharded = type(model.model.layers[0].mlp.gate.weight).__name__ == "DTensor"
     ids = torch.randint(2, 128, (N, 12), generator=torch.Generator().manual_seed(0))
     probe = ProbeSet.from_token_ids(ids, groups=["a" if i % 3 else "b" for i in range(N)])
-    monitor = GrokkingMonitor(probe, every=1, output_dir=os.path.join(os.path.dirname(out_path), f"rank{rank}"),
+    monitor = GrokkingMonitor(probe, every=1, output_dir=f"{out_path}_rank{rank}",  # one folder per run and rank
                               async_metrics=False, on_error="raise", batch_size=2)
     monitor.step(model, 1)
     monitor.close()
@@ -82,9 +84,9 @@ def _run_ranks(world: int, out: Path, meanwhile: Callable[[], Any] = lambda: Non
     port = _free_port()
     procs = []
     for rank in range(world):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+        env = child_env(**{"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+               "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"})
         procs.append(subprocess.Popen([sys.executable, __file__, str(out)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     outputs = []

@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from child_env import child_env
 
 from grokmon.sinks import read_jsonl
 from grokmon.wandb_records import read_wandb_run
@@ -51,8 +52,7 @@ RUN = textwrap.dedent("""
 def _run(tmp_path: Path, name: str, kill_at: int, resume: str | None) -> subprocess.CompletedProcess:
     script = tmp_path / f"{name}.py"
     script.write_text(RUN.format(tests=str(ROOT / "tests"), out=str(tmp_path / "run"), kill_at=kill_at, resume=resume))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path / name),
-           "WANDB_PROJECT": "grokmon-tests", "WANDB_SILENT": "true"}
+    env = child_env(WANDB_DIR=str(tmp_path / name), WANDB_PROJECT="grokmon-tests")
     (tmp_path / name).mkdir()
     return subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=600)
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from child_env import child_env
 import torch
 from moe_models import tiny_model
 
@@ -285,7 +286,7 @@ def test_unclosed_monitor_is_flushed_at_exit(tmp_path) -> None:
         "p = ProbeSet.from_token_ids(torch.randint(2, 128, (6, 10), generator=torch.Generator().manual_seed(0)));"
         "m = GrokkingMonitor(p, every=1, output_dir=sys.argv[1]); m.step(tiny_model('olmoe'), 1)"
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = child_env()
     subprocess.run([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)], check=True,
                    env=env, timeout=120)
     rows = [json.loads(line) for line in (tmp_path / "grokmon.jsonl").read_text().splitlines()]

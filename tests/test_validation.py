@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from child_env import child_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -80,7 +81,7 @@ def test_grokking_window() -> None:
 @pytest.mark.slow
 def test_grokking_demo_runs_end_to_end(tmp_path: Path) -> None:
     """The README's demo through a real Trainer, W&B offline, at a size that takes seconds."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    env = child_env()
     out = tmp_path / "demo"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "grokking_demo.py"), "--p", "11", "--max-steps", "40",
