@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from child_env import child_env
+from child_env import child_env, exit_rank_process
 
 import pytest
 import torch
@@ -126,8 +126,7 @@ def _rank_main(out_path: str) -> None:
 
     with open(f"{out_path}.{rank}", "w") as handle:
         json.dump(result, handle)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    del model, monitor
 
 
 # ---------------------------------------------------------------------------------------- the test
@@ -195,3 +194,4 @@ def test_helpers_without_a_process_group() -> None:
 
 if __name__ == "__main__":
     _rank_main(sys.argv[1])
+    exit_rank_process()

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from child_env import child_env
+from child_env import child_env, exit_rank_process
 from typing import Any, Callable
 
 import pytest
@@ -67,9 +67,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     result = {"values": values, "sharded": sharded}
     with open(f"{out_path}.{rank}", "w") as handle:
         json.dump(result, handle)
-    if distributed:
-        dist.destroy_process_group()
-    return result
+    return result  # the model goes with this frame; exit_rank_process then destroys the group
 
 
 # ---------------------------------------------------------------------------------------- the test
@@ -125,3 +123,4 @@ def test_fsdp2_probe_equals_single_process(tmp_path) -> None:
 
 if __name__ == "__main__":
     _rank_main(sys.argv[1], distributed=True)
+    exit_rank_process()
