@@ -111,20 +111,40 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     batch = torch.randint(2, args.vocab, (args.batch, args.seq), generator=g).to(args.device)
     probe = ProbeSet.from_token_ids(torch.randint(2, args.vocab, (args.probe, args.seq), generator=g))
-    off, on, blocked = [], [], []
-    for _ in range(args.repeats):  # interleaved so drift in machine speed hits both alike
-        off.append(train(build(args), args.steps, batch, None)[0])
-        monitor = GrokkingMonitor(probe, every=args.every, jsonl=False, batch_size=32)
-        seconds, b = train(build(args), args.steps, batch, monitor)
-        monitor.close()
-        on.append(seconds)
-        blocked += b
+    off, on, blocked, ratios = [], [], [], []
+    for r in range(args.repeats):
+        # paired and in alternating order, so a drift in machine speed (seen here: +-25 % over a
+        # minute on a shared VM) hits both sides of each pair alike; the ratio is per pair
+        def with_monitor() -> float:
+            monitor = GrokkingMonitor(probe, every=args.every, jsonl=False, batch_size=32)
+            start = time.perf_counter()
+            _, b = train(build(args), args.steps, batch, monitor)
+            monitor.close()  # the last probe's background metrics are part of the cost
+            blocked.extend(b)
+            return time.perf_counter() - start
+
+        def without() -> float:
+            return train(build(args), args.steps, batch, None)[0]
+
+        if r % 2:
+            t_on, t_off = with_monitor(), without()
+        else:
+            t_off, t_on = without(), with_monitor()
+        off.append(t_off)
+        on.append(t_on)
+        ratios.append(t_off / t_on)
     t_off, t_on = statistics.median(off), statistics.median(on)
+    probes = args.steps // args.every
     print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
           f"model: {args.layers} layers x {args.experts} experts top-{args.top_k}, hidden {args.hidden}")
     print(f"{args.steps} steps, probe every {args.every} ({args.probe} x {args.seq} tokens), {args.repeats} repeats")
-    print(f"  training without monitor: {t_off:.2f} s   with: {t_on:.2f} s   throughput ratio {t_off / t_on:.3f}"
-          f"   (blocked in-loop per probe: {statistics.median(blocked) * 1000:.0f} ms)" if blocked else "")
+    if blocked:
+        block = statistics.median(blocked)
+        print(f"  training without monitor: {t_off:.2f} s   with: {t_on:.2f} s (median of {args.repeats})")
+        print(f"  throughput ratio, median of paired repeats: {statistics.median(ratios):.3f}   "
+              f"(range {min(ratios):.3f}-{max(ratios):.3f})")
+        print(f"  blocked in-loop per probe: {block * 1000:.0f} ms x {probes} probes: accounts for a ratio of "
+              f"{t_off / (t_off + probes * block):.3f}")
     t = blocked_vs_forward(args, probe)
     print(f"  loop blocked per probe, compute_loss=False: {t['capture'] * 1000:.1f} ms   plain no-grad forward "
           f"(logits_to_keep=1): {t['forward'] * 1000:.1f} ms   ratio {t['capture'] / t['forward']:.2f}x")
