@@ -9,7 +9,7 @@ logged in). Held-out accuracy is measured alongside for validation only: at the 
 the Spearman correlation of every grokmon metric, and of the training loss, with held-out accuracy,
 and writes a PNG of the curves with the memorization and grokking points marked.
 
-    python examples/grokking_demo.py                     # about 5-10 minutes on 2 CPU cores
+    python examples/grokking_demo.py                     # about 2.5 minutes on 2 CPU cores (145 s measured)
     python examples/grokking_demo.py --seed 1 --op sub   # another seed / task variant
 
 Outputs (``--out``, default ``grokmon_demo/``): ``grokmon.jsonl`` (the monitor's record),
