@@ -137,11 +137,33 @@ class PathwaySequences:
     alphabet_size: int
 
 
-def _exclusive_cumsum(x: torch.Tensor) -> torch.Tensor:
-    # A matmul with a strictly-upper-triangular ones matrix: deterministic on CUDA, unlike cumsum.
-    e = x.shape[-1]
-    tri = torch.ones(e, e, dtype=x.dtype, device=x.device).triu(diagonal=1)
-    return x @ tri
+def threshold_keep(mean_weights: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's threshold rule: ``(experts [N, L, E] ranked by weight, keep [N, L, E] bool)``.
+
+    Experts are ranked by mean weight (ties: lower id first) and kept while the cumulative weight
+    *before* them is ``< threshold - 1e-6``: the expert whose weight reaches or passes the
+    threshold is kept, so landing exactly on 0.7 counts as passing. The top expert is always
+    kept and zero weights never are.
+
+    The cumulative sum is a float64 matmul with a strictly-upper-triangular ones matrix: a matmul
+    is deterministic on CUDA (cumsum is not), and float64 is never rounded by TF32
+    (``allow_tf32`` / ``set_float32_matmul_precision("high")``), which would otherwise swamp the
+    1e-6 tolerance and change pathways from one device setting to another.
+
+    Example:
+        >>> experts, keep = threshold_keep(torch.tensor([[[0.2, 0.5, 0.3, 0.0]]]), 0.7)
+        >>> experts[keep].tolist()   # 0.5 then 0.3 reaches 0.7: both kept
+        [1, 2]
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"threshold must be in (0, 1], got {threshold}")
+    w = mean_weights.double()
+    values, experts = torch.sort(w, dim=-1, descending=True, stable=True)
+    e = w.shape[-1]
+    before = values @ torch.ones(e, e, dtype=torch.float64, device=w.device).triu(diagonal=1)
+    keep = (before < threshold - 1e-6) & (values > 0)
+    keep[..., 0] = True
+    return experts, keep
 
 
 def _compact(ids: torch.Tensor, keep: torch.Tensor) -> PathwaySequences:
@@ -189,23 +211,17 @@ def pathway_sequences(
     e = pathways.num_experts
     sep = e
     if form in ("threshold", "topk"):
-        w = pathways.mean_weights.float()
+        w = pathways.mean_weights
         n, l, _ = w.shape
-        values, experts = torch.sort(w, dim=-1, descending=True, stable=True)
         if form == "threshold":
-            if not 0.0 < threshold <= 1.0:
-                raise ConfigError(f"threshold must be in (0, 1], got {threshold}")
-            before = _exclusive_cumsum(values)
-            # Keep experts until the cumulative weight passes the threshold (the one that passes
-            # is kept); experts with zero weight never count.
-            keep = (before < threshold - 1e-6) & (values > 0)
-            keep[..., 0] = True  # a layer always contributes at least its top expert
+            experts, keep = threshold_keep(w, threshold)
         else:
             # the default (the router's k, else 2) never asks for more experts than the layer has
             k = top_k if top_k is not None else min(int(pathways.meta.get("top_k", 2)), e)
             if not 1 <= k <= e:
                 raise ConfigError(f"top_k must be in [1, {e}], got {k}")
-            keep = torch.zeros_like(values, dtype=torch.bool)
+            experts = torch.sort(w.float(), dim=-1, descending=True, stable=True).indices
+            keep = torch.zeros_like(experts, dtype=torch.bool)
             keep[..., :k] = True
         if separator:
             experts = torch.cat([experts, torch.full((n, l, 1), sep, device=w.device)], dim=-1)

@@ -136,6 +136,7 @@ def compute_metrics(pathways: Pathways, previous: Pathways | None = None,
         consistency = pathway_consistency(p.mean_weights, p.router_weights, groups, group_names=p.group_names,
                                           kept_mask=kept)
         out["pathway_consistency"] = consistency.score
+        out["pathway_consistency_undefined"] = consistency.undefined_fraction
         out["pathway_cosine"] = consistency.mean_cosine
     if p.num_routers >= 2:
         out["routing_cosine"] = float(routing_cosine(p.mean_weights).double().mean())

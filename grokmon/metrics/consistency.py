@@ -27,18 +27,26 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..pathways import threshold_keep
 from .distance import group_name
 
 PAPER_EPS = 1e-8  # the paper's constant in C = 1 - mean cos / (max cos + eps)
+#: C_i divides by the sample's largest consecutive-layer cosine; below this it is ill-conditioned
+#: (on a Qwen3-MoE run a largest cosine near 0.04 made C jump -3.7, +0.4, +13.3 between probes), so
+#: the sample's C_i is NaN, left out of the mean and counted in ``undefined_fraction``.
+MIN_MAX_COSINE = 0.1
 
 
 @dataclass
 class ConsistencyResult:
     """Pathway consistency of ``N`` samples over ``L`` routers.
 
-    ``score``: mean over samples of the paper's C; ``mean_cosine``: mean over samples and layer pairs
-    of ``cos_l``; ``per_sample_score`` ``[N]``; ``per_sample_cosine`` ``[N]`` (mean over layer
-    pairs); ``per_layer_cosine`` ``[L-1]`` (mean over samples); ``per_group`` by group name.
+    ``score``: mean over samples of the paper's C, leaving out the samples where C is
+    ill-conditioned (largest cosine below :data:`MIN_MAX_COSINE`; their ``per_sample_score`` is NaN,
+    and ``score`` is NaN when every sample is); ``undefined_fraction``: the share left out;
+    ``mean_cosine``: mean over samples and layer pairs of ``cos_l``; ``per_sample_cosine`` ``[N]``
+    (mean over layer pairs); ``per_layer_cosine`` ``[L-1]`` (mean over samples); ``per_group`` by
+    group name.
     """
 
     score: float
@@ -46,6 +54,7 @@ class ConsistencyResult:
     per_sample_score: torch.Tensor
     per_sample_cosine: torch.Tensor
     per_layer_cosine: torch.Tensor
+    undefined_fraction: float = 0.0
     per_group: dict[str, "ConsistencyResult"] = field(default_factory=dict)
 
 
@@ -80,8 +89,9 @@ def layer_cosines(
 ) -> torch.Tensor:
     """``[N, L-1]``: ``cos(e_{i,l}, e_{i,l+1})`` for every sample and pair of consecutive routers.
 
-    Embeddings ``[chunk, L, H]`` are built ``chunk`` samples at a time (float32), so memory stays
-    bounded whatever ``N`` (N=4096, L=16, H=2048: 32 MiB per chunk of 256, not 512 MiB).
+    Embeddings ``[chunk, L, H]`` are built ``chunk`` samples at a time in float64 (so TF32 matmul
+    settings never change them), and memory stays bounded whatever ``N`` (N=4096, L=16, H=2048:
+    64 MiB per chunk of 256).
     With ``kept_mask`` the weights outside the mask are dropped and the rest renormalised to sum 1.
     A zero embedding (all weight masked away) has cosine 0 with anything.
 
@@ -96,16 +106,16 @@ def layer_cosines(
     if chunk < 1:
         raise ConfigError(f"chunk must be a positive number of samples, got {chunk}")
     n = mean_weights.shape[0]
-    rows = router_weights.to(device=mean_weights.device, dtype=torch.float32)
-    out = [torch.zeros(0, mean_weights.shape[1] - 1, device=mean_weights.device)]
+    rows = router_weights.to(device=mean_weights.device, dtype=torch.float64)
+    out = [torch.zeros(0, mean_weights.shape[1] - 1, device=mean_weights.device, dtype=torch.float64)]
     for start in range(0, n, chunk):
-        g = mean_weights[start:start + chunk].float()
+        g = mean_weights[start:start + chunk].double()
         if kept_mask is not None:
             g = g * kept_mask[start:start + chunk].to(g.device, g.dtype)
             g = g / g.sum(-1, keepdim=True).clamp(min=1e-12)
         emb = torch.einsum("nle,leh->nlh", g, rows)
         out.append(F.cosine_similarity(emb[:, :-1], emb[:, 1:], dim=-1))
-    return torch.cat(out)
+    return torch.cat(out).float()
 
 
 def consistency_from_cosines(cos: torch.Tensor) -> ConsistencyResult:
@@ -116,13 +126,22 @@ def consistency_from_cosines(cos: torch.Tensor) -> ConsistencyResult:
         >>> r = consistency_from_cosines(torch.tensor([[1.0, 0.5]]))
         >>> round(r.score, 4)   # 1 - mean(1, 0.5) / 1
         0.25
+        >>> r = consistency_from_cosines(torch.tensor([[1.0, 0.5], [0.04, -0.2]]))
+        >>> round(r.score, 4), r.undefined_fraction   # the second sample's largest cosine is 0.04
+        (0.25, 0.5)
     """
     cos = cos.float()
     if cos.shape[0] == 0:
         empty = torch.zeros(0, device=cos.device)
-        return ConsistencyResult(math.nan, math.nan, empty, empty, torch.full((cos.shape[1],), math.nan))
-    score = 1.0 - cos.mean(1) / (cos.max(1).values + PAPER_EPS)
-    return ConsistencyResult(float(score.mean()), float(cos.mean()), score, cos.mean(1), cos.mean(0))
+        return ConsistencyResult(math.nan, math.nan, empty, empty, torch.full((cos.shape[1],), math.nan), math.nan)
+    largest = cos.max(1).values
+    score = 1.0 - cos.mean(1) / (largest + PAPER_EPS)
+    undefined = ~(largest >= MIN_MAX_COSINE)
+    score = torch.where(undefined, torch.full_like(score, math.nan), score)
+    defined = score[~undefined]
+    mean_score = float(defined.mean()) if defined.numel() else math.nan
+    return ConsistencyResult(mean_score, float(cos.mean()), score, cos.mean(1), cos.mean(0),
+                             float(undefined.float().mean()))
 
 
 def pathway_consistency(
@@ -173,24 +192,15 @@ def pathway_consistency(
 def kept_experts_mask(mean_weights: torch.Tensor, threshold: float = 0.7) -> torch.Tensor:
     """``[N, L, E]`` bool: the experts of the paper's threshold pathway at every sample and router.
 
-    Experts ranked by weight (ties: lower id first) are kept until their cumulative weight passes
-    ``threshold`` (the one that passes it is kept; zero weights never), as in
-    :func:`grokmon.pathways.pathway_sequences` with ``form="threshold"``.
+    The rule of :func:`grokmon.pathways.threshold_keep` (the pathway's own), scattered back to
+    expert order.
 
     Example:
         >>> import torch
         >>> kept_experts_mask(torch.tensor([[[0.5, 0.3, 0.2, 0.0]]]), 0.7).tolist()
         [[[True, True, False, False]]]
     """
-    if not 0.0 < threshold <= 1.0:
-        raise ConfigError(f"threshold must be in (0, 1], got {threshold}")
-    w = mean_weights.float()
-    values, experts = torch.sort(w, dim=-1, descending=True, stable=True)
-    e = w.shape[-1]
-    # exclusive cumulative sum as a matmul with a strict upper-triangular matrix (deterministic on CUDA)
-    before = values @ torch.ones(e, e, dtype=w.dtype, device=w.device).triu(diagonal=1)
-    keep = (before < threshold - 1e-6) & (values > 0)
-    keep[..., 0] = True
+    experts, keep = threshold_keep(mean_weights, threshold)
     return torch.zeros_like(keep).scatter(-1, experts, keep)
 
 

@@ -104,8 +104,9 @@ def pathway_distance(
         backend: edit-distance backend (``"auto"``, ``"torch"``, ``"rapidfuzz"``).
 
     Returns:
-        :class:`DistanceResult`. The overall values pool the within-group pairs of every group
-        (a group with more pairs weighs more; cross-group pairs never count, as in the paper);
+        :class:`DistanceResult`. The overall values are the mean over every within-group pair: each
+        group's mean weighted by its real pair count ``C(n_g, 2)``, also when the group was
+        subsampled (cross-group pairs never count, as in the paper);
         ``per_group`` holds each group's own mean when ``groups`` is given. A group of fewer than
         2 samples has no pair: its entry is NaN and it adds nothing to the pool.
 
@@ -120,20 +121,41 @@ def pathway_distance(
     """
     n = seqs.ids.shape[0]
     labels = _labels(groups, n)
-    raws, norms, exact_all, per_group = [], [], True, {}
+    strata, exact_all, per_group = [], True, {}
     for g in torch.unique(labels).tolist():
         members = (labels == g).nonzero().flatten()
         pairs, exact = sample_pairs(members, max_pairs, seed + g)
         d, norm = _pair_distances(seqs, pairs, backend)
         exact_all &= exact
-        raws.append(d)
-        norms.append(norm)
+        size = members.numel()
+        strata.append((size * (size - 1) // 2, d, norm, exact))
         if groups is not None:
             per_group[group_name(g, group_names)] = _summarise(d, norm, exact)
-    empty = torch.zeros(0, dtype=torch.float64)
-    result = _summarise(torch.cat([empty, *raws]), torch.cat([empty, *norms]), exact_all)
+    result = _pool(strata, exact_all)
     result.per_group = per_group
     return result
+
+
+def _pool(strata: list[tuple[int, torch.Tensor, torch.Tensor, bool]], exact: bool) -> DistanceResult:
+    """Mean over every within-group pair: each group's sample mean weighted by its real pair count.
+
+    A group subsampled to ``max_pairs`` still weighs ``C(n_g, 2)``, so the pooled value estimates the
+    mean over all within-group pairs. The standard error is the stratified one,
+    ``sqrt(sum_g (W_g / W)^2 s_g^2 / m_g)`` over the subsampled groups (exact groups add nothing).
+    """
+    strata = [s for s in strata if s[1].numel() > 0]
+    total = sum(weight for weight, *_ in strata)
+    if not strata or total == 0:
+        return DistanceResult(math.nan, math.nan, math.nan, math.nan, 0, exact)
+    values, variances = [], []
+    for column in (1, 2):
+        mean = sum(x[0] * float(x[column].double().mean()) for x in strata) / total
+        var = sum((x[0] / total) ** 2 * float(x[column].double().var(unbiased=True)) / x[column].numel()
+                  for x in strata if not x[3] and x[column].numel() > 1)
+        values.append(mean)
+        variances.append(var)
+    count = sum(x[1].numel() for x in strata)
+    return DistanceResult(values[0], values[1], math.sqrt(variances[0]), math.sqrt(variances[1]), count, exact)
 
 
 def cross_group_distance(
