@@ -30,7 +30,7 @@ from torch import nn
 from .alerts import AlertEvent, GroupStageTracker, Rule, RuleSet
 from .distributed import all_agree, gather_pathways, rank_and_world, unwrap_for_probe
 from .errors import ConfigError, GrokmonError, ProbeError
-from .metrics import MetricConfig, compute_metrics
+from .metrics import MemorizationTracker, MetricConfig, compute_metrics
 from .pathways import Pathways
 from . import shutdown
 from .probe import ProbeSet
@@ -163,6 +163,13 @@ class GrokkingMonitor:
         self.prefix = prefix
         self.on_alert = on_alert
         self.rules = RuleSet(alerts)
+        self._memorization: MemorizationTracker | None = None
+        if self.metric_config.selection == "memorized":
+            if not compute_loss:
+                raise ConfigError("MetricConfig(selection='memorized') selects samples by their probe loss: "
+                                  "keep compute_loss=True")
+            self._memorization = MemorizationTracker(self.metric_config.memorized_fraction,
+                                                     self.metric_config.memorized_tolerance)
         self.stage_tracker = stages if isinstance(stages, GroupStageTracker) else (GroupStageTracker() if stages else None)
         self.rank, self.world_size = rank_and_world()
         self.output_dir = Path(output_dir)
@@ -386,32 +393,28 @@ class GrokkingMonitor:
     def _job(self, step: int, pathways: Pathways, previous: Pathways | None, loss: torch.Tensor | None,
              seconds: float, tokens: int, *, drift_invalid: bool = False) -> Callable[[], dict[str, float]]:
         config = self.metric_config
-        group_names = self.probe_set.group_names
-        groups = self.probe_set.groups
 
-        def compute() -> dict[str, float]:
+        def compute(memorized_since: torch.Tensor | None) -> dict[str, float]:
             try:
-                return compute_metrics(pathways, previous, config)
+                return compute_metrics(pathways, previous, config, loss_per_sample=loss, memorized_since=memorized_since)
             except torch.OutOfMemoryError:
                 # GPU memory is the training run's: retry on the CPU rather than lose the probe
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 warnings.warn(f"grokmon: out of memory computing the metrics of step {step}; computed on the CPU "
                               "instead", RuntimeWarning, stacklevel=2)
-                return compute_metrics(pathways.to("cpu"), None if previous is None else previous.to("cpu"), config)
+                return compute_metrics(pathways.to("cpu"), None if previous is None else previous.to("cpu"), config,
+                                       loss_per_sample=loss, memorized_since=memorized_since)
 
         def run() -> dict[str, float]:
             start = time.perf_counter()
-            metrics = compute()
+            memorized_since = None
+            if self._memorization is not None:  # jobs run one at a time, in step order
+                memorized_since = (torch.full((pathways.num_samples,), -1) if loss is None
+                                   else self._memorization.update(step, loss, pathways.groups))
+            metrics = compute(memorized_since)
             if drift_invalid:
                 metrics["pathway_drift"] = math.nan
-            if loss is not None:
-                cpu_loss = loss.detach().float().cpu()
-                metrics["probe_loss"] = float(cpu_loss.mean())
-                if groups is not None:
-                    for g, name in enumerate(group_names):
-                        members = cpu_loss[groups.cpu() == g]
-                        metrics[f"group/{name}/probe_loss"] = float(members.mean()) if len(members) else math.nan
             metrics["probe_seconds"] = seconds
             metrics["probe_tokens"] = float(tokens)
             metrics["metric_seconds"] = time.perf_counter() - start
@@ -558,6 +561,7 @@ class GrokkingMonitor:
             "stop_pending_step": self._stop_pending_step,
             "alerts": self.rules.state_dict(),
             "stages": self.stage_tracker.state_dict() if self.stage_tracker is not None else None,
+            "memorization": None if self._memorization is None else self._memorization.state_dict(),
         }
         if include_pathways:
             state["previous_pathways"] = self.pathways_state()
@@ -594,6 +598,8 @@ class GrokkingMonitor:
             self.rules.load_state_dict(state["alerts"])
         if state.get("stages") and self.stage_tracker is not None:
             self.stage_tracker.load_state_dict(state["stages"])
+        if state.get("memorization") and self._memorization is not None:
+            self._memorization.load_state_dict(state["memorization"])
         self.load_pathways_state(state.get("previous_pathways"))
         if self.jsonl_path is not None and self.last_probe_step is not None:
             from .sinks import JsonlSink

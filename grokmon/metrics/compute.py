@@ -19,12 +19,15 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
+
 from ..editdistance import BACKENDS
 from ..errors import ConfigError
 from ..pathways import PathwayForm, Pathways, PathwaySequences, pathway_sequences
 from .consistency import kept_experts_mask, pathway_consistency, routing_cosine
 from .distance import pathway_distance
 from .routing import expert_load, pathway_drift, routing_entropy
+from .selection import MemorizationTracker, check_fraction
 
 _FORMS = ("threshold", "topk", "token")
 
@@ -50,6 +53,12 @@ class MetricConfig:
             the experts of the sample's threshold pathway, renormalised.
         backend: edit-distance backend (``"auto"``, ``"torch"``, ``"rapidfuzz"``).
         extra_forms: further forms to compute the distance for, as ``pathway_distance/<form>``.
+        selection: ``"all"`` (default) computes the distance over every probe sample; ``"memorized"``
+            is the paper's selection: only samples memorized per :class:`MemorizationTracker`,
+            paired within the same group and memorization step (needs ``memorized_since``; the
+            monitor keeps the tracker). docs/validation.md has its measured effect.
+        memorized_fraction: share of each group whose loss is low enough to count (paper: 0.2-0.25).
+        memorized_tolerance: largest change of a sample's loss between probes that counts as settled.
     """
 
     form: PathwayForm = "threshold"
@@ -65,8 +74,15 @@ class MetricConfig:
     consistency_experts: Literal["all", "kept"] = "all"
     backend: str = "auto"
     extra_forms: tuple[PathwayForm, ...] = ()
+    selection: Literal["all", "memorized"] = "all"
+    memorized_fraction: float = 0.2
+    memorized_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
+        if self.selection not in ("all", "memorized"):
+            raise ConfigError(f"selection must be 'all' or 'memorized' (the paper's), got {self.selection!r}")
+        check_fraction(self.memorized_fraction)
+        MemorizationTracker(self.memorized_fraction, self.memorized_tolerance)  # checks the tolerance
         for form in (self.form, *self.extra_forms):
             if form not in _FORMS:
                 raise ConfigError(f"unknown pathway form {form!r}: use one of {_FORMS}")
@@ -98,7 +114,8 @@ def _layer_keys(p: Pathways) -> list[str]:
 
 
 def compute_metrics(pathways: Pathways, previous: Pathways | None = None,
-                    config: MetricConfig | None = None) -> dict[str, float]:
+                    config: MetricConfig | None = None, *, loss_per_sample: torch.Tensor | None = None,
+                    memorized_since: torch.Tensor | None = None) -> dict[str, float]:
     """All metrics of one probe as ``{key: float}``, unprefixed; NaN where a value is undefined.
 
     Args:
@@ -106,6 +123,10 @@ def compute_metrics(pathways: Pathways, previous: Pathways | None = None,
         previous: the previous probe's routing of the same samples, for ``pathway_drift`` (omitted
             when None or when the sample count differs).
         config: what to compute (default :class:`MetricConfig`).
+        loss_per_sample: ``[N]`` each sample's mean next-token loss: adds ``probe_loss`` and
+            ``group/<g>/probe_loss``.
+        memorized_since: ``[N]`` memorization step per sample (``-1``: not memorized), from
+            :class:`MemorizationTracker`; needed by ``selection="memorized"``.
 
     Returns:
         Flat dict (docs/metrics.md has the key table). Consistency keys are omitted without router
@@ -116,10 +137,22 @@ def compute_metrics(pathways: Pathways, previous: Pathways | None = None,
     out: dict[str, float] = {}
     groups = p.groups
     per_group = groups is not None and (config.per_group is None or config.per_group)
+    strata = None
+    if config.selection == "memorized":
+        if memorized_since is None:
+            raise ConfigError("MetricConfig(selection='memorized') needs memorized_since (from a "
+                              "grokmon.metrics.MemorizationTracker fed the per-sample probe loss; the monitor does this)")
+        strata = torch.as_tensor(memorized_since).detach().cpu().long().flatten()
+        if strata.numel() != p.num_samples:
+            raise ConfigError(f"memorized_since must have one entry per sample ({p.num_samples}), got {strata.numel()}")
+        out["memorized_samples"] = float((strata >= 0).sum())
+        if per_group:
+            for g, name in enumerate(p.group_names):
+                out[f"group/{name}/memorized_samples"] = float(((strata >= 0) & (groups.cpu() == g)).sum())
 
     def distance_of(seqs: PathwaySequences):
         return pathway_distance(seqs, groups, group_names=p.group_names, max_pairs=config.max_pairs,
-                                seed=config.seed, backend=config.backend)
+                                seed=config.seed, backend=config.backend, strata=strata)
 
     seqs = _sequences(p, config.form, config)
     distance = distance_of(seqs)
@@ -152,6 +185,14 @@ def compute_metrics(pathways: Pathways, previous: Pathways | None = None,
         drift = pathway_drift(_sequences(previous, config.form, config), seqs, backend=config.backend)
         out["pathway_drift"] = drift.normalized
         out["pathway_drift_raw"] = drift.raw
+
+    if loss_per_sample is not None:
+        loss = loss_per_sample.detach().float().cpu().flatten()
+        out["probe_loss"] = float(loss.mean())
+        if groups is not None:
+            for g, name in enumerate(p.group_names):
+                members = loss[groups.cpu() == g]
+                out[f"group/{name}/probe_loss"] = float(members.mean()) if len(members) else math.nan
 
     if per_group:
         for name, result in distance.per_group.items():

@@ -90,6 +90,7 @@ def pathway_distance(
     max_pairs: int | None = 100_000,
     seed: int = 0,
     backend: str = "auto",
+    strata: torch.Tensor | None = None,
 ) -> DistanceResult:
     """Mean edit distance over pairs of samples of the same group (all samples one group by default).
 
@@ -102,6 +103,10 @@ def pathway_distance(
         seed: seed of that subset (group ``g`` draws with ``seed + g``); the draw is on the CPU,
             so the result does not depend on the device.
         backend: edit-distance backend (``"auto"``, ``"torch"``, ``"rapidfuzz"``).
+        strata: ``[N]`` integer labels within each group (e.g. the memorization step of the
+            paper's selection); pairs are then taken only within the same group *and* stratum, and
+            each group's value pools its strata by their real pair counts. A label ``< 0`` leaves
+            the sample out.
 
     Returns:
         :class:`DistanceResult`. The overall values are the mean over every within-group pair: each
@@ -121,17 +126,22 @@ def pathway_distance(
     """
     n = seqs.ids.shape[0]
     labels = _labels(groups, n)
-    strata, exact_all, per_group = [], True, {}
+    within = torch.zeros(n, dtype=torch.long) if strata is None else _labels(strata, n)
+    pooled, exact_all, per_group = [], True, {}
     for g in torch.unique(labels).tolist():
-        members = (labels == g).nonzero().flatten()
-        pairs, exact = sample_pairs(members, max_pairs, seed + g)
-        d, norm = _pair_distances(seqs, pairs, backend)
-        exact_all &= exact
-        size = members.numel()
-        strata.append((size * (size - 1) // 2, d, norm, exact))
+        group_strata, group_exact = [], True
+        for s in torch.unique(within[(labels == g) & (within >= 0)]).tolist():
+            members = ((labels == g) & (within == s)).nonzero().flatten()
+            pairs, exact = sample_pairs(members, max_pairs, seed + g)
+            d, norm = _pair_distances(seqs, pairs, backend)
+            group_exact &= exact
+            size = members.numel()
+            group_strata.append((size * (size - 1) // 2, d, norm, exact))
+        exact_all &= group_exact
+        pooled += group_strata
         if groups is not None:
-            per_group[group_name(g, group_names)] = _summarise(d, norm, exact)
-    result = _pool(strata, exact_all)
+            per_group[group_name(g, group_names)] = _pool(group_strata, group_exact)
+    result = _pool(pooled, exact_all)
     result.per_group = per_group
     return result
 
