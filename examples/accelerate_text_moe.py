@@ -7,7 +7,8 @@ sentences) and ``numbers`` (arithmetic and number sequences). Tokenization is by
 bytes are ids 0-255, plus PAD / BOS / EOS), so nothing is downloaded.
 
 A :class:`grokmon.GrokkingMonitor` probes 16 *training* samples per domain every ``--every``
-optimizer steps with per-group metrics on, tracks each domain's grokking stage, and watches one
+optimizer steps with per-group metrics on, tracks each domain's stage (memorizing, then unknown once
+its probe loss has converged: grokmon does not claim generalization it cannot see), and watches one
 alert rule: a plateau of the overall pathway distance. Probe metrics go to JSONL and, through
 ``accelerator.log``, to every tracker of the accelerator (W&B, offline unless ``WANDB_MODE`` says
 otherwise). The training loss is logged with ``accelerator.log`` next to them. At the end the
@@ -22,10 +23,10 @@ that fired.
 In the default 400 steps every domain's probe loss is still falling, so all three stay
 ``memorizing``, and the plateau alert fires once the overall distance stops falling (step 360 for
 seed 0; runs are deterministic for a given seed and ``--threads``).
-With ``--steps 1500 --every 25`` the domains converge one after the other, as the paper's
-"asynchronous, local grokking" describes: code goes ``memorizing -> grokking`` at step 475 and
-``-> saturated`` at 675, prose at 650 and 1075, numbers (the hardest: arithmetic) only reaches
-``grokking`` at 1425 (seed 0).
+With ``--steps 1500 --every 25`` the domains memorize one after the other, as the paper's
+"asynchronous, local" picture describes: each domain goes ``memorizing -> unknown`` at its own step
+(code first, numbers, the hardest, last). This corpus has no held-out task, so nothing here says
+whether a domain generalizes; docs/validation.md measures that question on tasks where it is known.
 
 Outputs (``--out``, default ``grokmon_accelerate_text/``): ``grokmon.jsonl`` (the monitor's record:
 one line per probe, plus one per alert and per stage change), ``probe.pt`` (the probe set, written
@@ -54,6 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from grokmon import GrokkingMonitor, MetricConfig, PlateauRule, ProbeSet  # noqa: E402
+from grokmon.alerts import STAGE_CODES  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus.jsonl"
 DOMAINS = ("code", "prose", "numbers")
@@ -301,7 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-STAGE_NAMES = {0.0: "memorizing", 1.0: "grokking", 2.0: "saturated"}
+STAGE_NAMES = {float(code): name for name, code in STAGE_CODES.items()}
 
 
 def summarize(monitor: GrokkingMonitor, events: list[Any], seconds: float, accelerator: Any) -> dict[str, Any]:

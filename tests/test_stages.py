@@ -61,7 +61,7 @@ def test_asynchronous_groups_memorize_grok_and_saturate_at_the_right_probes():
     la, da, ea = group_stream(5, 20, n)      # group A groks early
     lb, db, eb = group_stream(25, 50, n)     # group B memorizes longer and groks later
     lo, do, eo = group_stream(12, 35, n)     # the whole probe set
-    t = GroupStageTracker(patience=P, min_delta=0.0)
+    t = GroupStageTracker(claims="distance", patience=P, min_delta=0.0)
     stages, events = feed(t, {"math": (la, da), "code": (lb, db), None: (lo, do)}, n)
     assert [s["math"] for s in stages] == ea
     assert [s["code"] for s in stages] == eb
@@ -80,18 +80,19 @@ def test_asynchronous_groups_memorize_grok_and_saturate_at_the_right_probes():
 def test_stage_metrics_codes_follow_stages():
     n = 30
     la, da, ea = group_stream(3, 10, n)
-    t = GroupStageTracker(patience=P, min_delta=0.0, loss_key=None)
+    t = GroupStageTracker(claims="distance", patience=P, min_delta=0.0, loss_key=None)
     for i in range(n):
         t.update(i, {"group/a/probe_loss": la[i], "group/a/pathway_distance": da[i]})
         assert t.stage_metrics() == {"group/a/stage": float(STAGE_CODES[ea[i]])}
-    assert t.overall_stage is None and STAGE_CODES == {"memorizing": 0, "grokking": 1, "saturated": 2}
+    assert t.overall_stage is None
+    assert STAGE_CODES == {"memorizing": 0, "grokking": 1, "saturated": 2, "unknown": 3}
 
 
 def test_saturated_group_goes_back_to_grokking_when_distance_falls_again():
     n = 40
     loss, dist, _ = group_stream(3, 10, n)
     dist = dist[:20] + [dist[19] - 0.05] + [dist[19] - 0.05] * (n - 21)  # a second fall at probe 20
-    t = GroupStageTracker(patience=P, min_delta=0.0)
+    t = GroupStageTracker(claims="distance", patience=P, min_delta=0.0)
     _, events = feed(t, {"g": (loss, dist)}, n)
     assert [(e.probe, e.extra["stage"]) for e in events] == [(6, "grokking"), (13, "saturated"),
                                                              (20, "grokking"), (23, "saturated")]
@@ -101,12 +102,12 @@ def test_min_drop_keeps_a_group_grokking_until_the_distance_has_fallen():
     n = 30
     loss = [2.0 - 0.1 * min(i, 4) for i in range(n)]            # converged at 4 + P = 7
     dist = [0.6] * 15 + [0.5] * (n - 15)                        # flat after convergence, then -17 %
-    flat = GroupStageTracker(patience=P, min_delta=0.0)
+    flat = GroupStageTracker(claims="distance", patience=P, min_delta=0.0)
     _, ev = feed(flat, {"g": (loss, dist)}, n)
     # without min_drop a flat distance is a plateau: "saturated" at 10, back to grokking at 15
     assert [(e.probe, e.extra["stage"]) for e in ev] == [(7, "grokking"), (10, "saturated"),
                                                          (15, "grokking"), (18, "saturated")]
-    strict = GroupStageTracker(patience=P, min_delta=0.0, min_drop=0.1)
+    strict = GroupStageTracker(claims="distance", patience=P, min_delta=0.0, min_drop=0.1)
     _, ev = feed(strict, {"g": (loss, dist)}, n)
     assert [(e.probe, e.extra["stage"]) for e in ev] == [(7, "grokking"), (18, "saturated")]
 
@@ -117,7 +118,7 @@ def test_distance_before_convergence_does_not_count():
     n = 25
     loss = [3.0 - 0.3 * min(i, 6) for i in range(n)]  # converged at 9
     dist = [0.9 - 0.05 * min(i, 8) for i in range(n)]  # last fall at 8, before convergence
-    _, ev = feed(GroupStageTracker(patience=P, min_delta=0.0), {"g": (loss, dist)}, n)
+    _, ev = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0), {"g": (loss, dist)}, n)
     assert [(e.probe, e.extra["stage"]) for e in ev] == [(9, "grokking"), (12, "saturated")]
 
 
@@ -125,8 +126,8 @@ def test_consistency_keys_do_not_influence_the_stage():
     n = 40
     la, da, ea = group_stream(4, 15, n)
     wild = lambda i: {"pathway_consistency": (-1) ** i * i, "group/a/pathway_consistency": math.sin(i)}  # noqa: E731
-    s1, e1 = feed(GroupStageTracker(patience=P, min_delta=0.0), {"a": (la, da)}, n)
-    s2, e2 = feed(GroupStageTracker(patience=P, min_delta=0.0), {"a": (la, da)}, n, extra=wild)
+    s1, e1 = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0), {"a": (la, da)}, n)
+    s2, e2 = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0), {"a": (la, da)}, n, extra=wild)
     assert s1 == s2 and e1 == e2 and [s["a"] for s in s1] == ea
 
 
@@ -142,12 +143,12 @@ def test_missing_and_nan_values_leave_the_stream_unchanged():
         where.append(len(loss))
         loss.append(la[i])
         dist.append(da[i])
-    stages, _ = feed(GroupStageTracker(patience=P, min_delta=0.0), {"a": (loss, dist)}, len(loss))
+    stages, _ = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0), {"a": (loss, dist)}, len(loss))
     assert [stages[where[i]]["a"] for i in range(n)] == ea
 
 
 def test_groups_are_discovered_from_keys_when_they_appear():
-    t = GroupStageTracker(patience=P)
+    t = GroupStageTracker(claims="distance", patience=P)
     t.update(0, {"group/a/probe_loss": 1.0})
     assert t.stages() == {"a": "memorizing"}
     t.update(1, {"group/a/probe_loss": 1.0, "group/b/c/probe_loss": 2.0, "group/x/pathway_distance": 0.3,
@@ -161,28 +162,29 @@ def test_smoothing_removes_one_noisy_loss_probe():
     la, da, ea = group_stream(6, 16, n)
     noisy = list(la)
     noisy[12] = la[12] - 1.0  # one noisy low probe after convergence would look like progress
-    raw = feed(GroupStageTracker(patience=P, min_delta=0.0), {"a": (noisy, da)}, n)[0]
-    med = feed(GroupStageTracker(patience=P, min_delta=0.0, smooth="median"), {"a": (noisy, da)}, n)[0]
-    ref = feed(GroupStageTracker(patience=P, min_delta=0.0, smooth="median"), {"a": (la, da)}, n)[0]
+    raw = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0), {"a": (noisy, da)}, n)[0]
+    med = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0, smooth="median"), {"a": (noisy, da)}, n)[0]
+    ref = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0, smooth="median"), {"a": (la, da)}, n)[0]
     assert med == ref
     assert [s["a"] for s in raw] == ea  # the loss had already converged: a converged group stays converged
     # and before convergence the same outlier delays convergence without smoothing, not with it
     noisy_early = list(la)
     noisy_early[7] = la[7] - 1.0
-    raw_e = feed(GroupStageTracker(patience=P, min_delta=0.0), {"a": (noisy_early, da)}, n)[0]
-    med_e = feed(GroupStageTracker(patience=P, min_delta=0.0, smooth="median"), {"a": (noisy_early, da)}, n)[0]
+    raw_e = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0), {"a": (noisy_early, da)}, n)[0]
+    med_e = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0, smooth="median"), {"a": (noisy_early, da)}, n)[0]
     assert [s["a"] for s in raw_e].index("grokking") == 7 + P
     assert med_e == ref
 
 
 @settings(max_examples=40, deadline=None)
-@given(split=st.integers(0, 60), smooth=st.sampled_from([None, "median", "ema"]))
-def test_state_dict_round_trip_gives_identical_stages_and_events(split, smooth):
+@given(split=st.integers(0, 60), smooth=st.sampled_from([None, "median", "ema"]),
+       claims=st.sampled_from(["none", "distance"]))
+def test_state_dict_round_trip_gives_identical_stages_and_events(split, smooth, claims):
     n = 60
     la, da, _ = group_stream(5, 20, n)
     lb, db, _ = group_stream(25, 45, n)
     streams = {"a": (la, da), "b": (lb, db), None: (lb, da)}
-    kw = dict(patience=P, min_delta=0.001, smooth=smooth, min_drop=0.05)
+    kw = dict(patience=P, min_delta=0.001, smooth=smooth, min_drop=0.05, claims=claims)
     whole_stages, whole_events = feed(GroupStageTracker(**kw), streams, n)
 
     first = GroupStageTracker(**kw)
@@ -225,3 +227,21 @@ def test_invalid_tracker_configs_raise(kw, message):
 def test_load_rejects_other_states():
     with pytest.raises(ConfigError, match="not a GroupStageTracker state"):
         GroupStageTracker().load_state_dict({"type": "PlateauRule"})
+
+
+def test_by_default_a_converged_group_is_unknown_whatever_its_distance_does():
+    """The default claims nothing about generalization: memorizing, then unknown, never grokking/saturated."""
+    n = 40
+    for fall_end in (10, 25, 39):   # the distance falls briefly, long, or until the end
+        loss, dist, expected = group_stream(3, fall_end, n)
+        stages, events = feed(GroupStageTracker(patience=P, min_delta=0.0), {"g": (loss, dist)}, n)
+        want = ["memorizing" if e == "memorizing" else "unknown" for e in expected]
+        assert [s["g"] for s in stages] == want
+        assert [(e.extra["previous"], e.extra["stage"]) for e in events] == [("memorizing", "unknown")]
+        assert events[0].title == "grokmon: group g memorized (generalization unknown)"
+        assert events[0].value == 3.0
+
+
+def test_claims_must_be_known():
+    with pytest.raises(ConfigError, match="claims must be one of"):
+        GroupStageTracker(claims="accuracy")

@@ -1,28 +1,33 @@
-"""Grokking stage per group, from the probe loss and the pathway distance.
+"""Grokking stage per group: what the probe loss says for sure, and what the pathways cannot.
 
-For every group (and the whole probe set) :class:`GroupStageTracker` reads two streams and says
-where the group is, in the paper's terms (arXiv 2506.21551: memorization, then "local grokking",
-asynchronous across groups):
+For every group (and the whole probe set) :class:`GroupStageTracker` reads the probe loss and,
+when asked to, the pathway distance:
 
 * ``memorizing`` (code 0): the probe loss is still falling — it has improved by more than
   ``min_delta`` within the last ``patience`` probes;
-* ``grokking`` (code 1): the loss has converged (``patience`` probes without such an improvement;
-  once converged a group stays converged) and the pathway distance is still falling;
-* ``saturated`` (code 2): the loss has converged and the pathway distance has stopped falling
-  (``distance_patience`` probes without an improvement of ``distance_min_delta``). If the distance
-  starts falling again the group goes back to ``grokking``.
+* ``unknown`` (code 3, the default once the loss has converged): the group has memorized its
+  probe samples, and whether it generalizes **cannot be told** from the pathway signals. On the
+  validation matrix (docs/validation.md: 5 families, 6 tasks, random-label controls) the pathway
+  distance fell after memorization in runs that never generalized about as much as in runs that
+  grokked, so no rule on it separates the two; the tracker says so instead of guessing;
+* ``grokking`` (code 1) and ``saturated`` (code 2) only with ``claims="distance"`` (opt-in, the
+  rule of grokmon 0.1): after convergence, ``grokking`` while the distance is still falling,
+  ``saturated`` once it stopped falling (``distance_patience`` probes without an improvement of
+  ``distance_min_delta``; ``min_drop`` demands a relative fall from the peak first). On the matrix
+  this rule declared ``saturated`` before held-out accuracy reached 90 % of its final value and
+  ``grokking`` in random-label runs: read those stages as "the distance is moving / has settled",
+  not as generalization.
 
-The distance's best value is reset when the loss converges: during memorization the distance
-*rises* (the paper's observation), so only its fall after convergence is generalization. The
-generalization signal is pathway distance, whose falling direction held on every run measured.
-Pathway consistency is not used: its good direction differs between runs and architectures.
-
-A group whose distance never falls after convergence becomes ``saturated`` after
-``distance_patience`` probes; ``min_drop`` (relative to the distance's highest value since
-convergence) keeps it in ``grokking`` until the distance has fallen at least that much.
+Once converged, a group stays converged (memorization happens once). The distance's best value is
+reset when the loss converges: during memorization the distance *rises* (the paper's observation).
 
 Example:
     >>> t = GroupStageTracker(patience=2, min_delta=0.0)
+    >>> for i, l in enumerate([3.0, 2.0, 1.0, 0.5, 0.5, 0.5]):
+    ...     for e in t.update(100 * i, {"group/a/probe_loss": l, "group/a/pathway_distance": 0.5}):
+    ...         print(i, e.extra["previous"], "->", e.extra["stage"])
+    5 memorizing -> unknown
+    >>> t = GroupStageTracker(patience=2, min_delta=0.0, claims="distance")   # the unvalidated rule
     >>> loss = [3.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]   # converged: 2 probes after 0.5
     >>> dist = [0.5, 0.55, 0.6, 0.6, 0.6, 0.6, 0.5, 0.4, 0.4, 0.4]  # rises, then falls after
     >>> for i, (l, d) in enumerate(zip(loss, dist)):
@@ -44,7 +49,8 @@ from ..errors import ConfigError
 from ._series import PlateauCounter, SmoothKind, Smoother, ThresholdMode, check_int, check_number
 from .events import AlertEvent, check_level, check_wait, make_title, strip_prefix, to_float
 
-STAGES: tuple[str, ...] = ("memorizing", "grokking", "saturated")
+STAGES: tuple[str, ...] = ("memorizing", "grokking", "saturated", "unknown")
+CLAIMS: tuple[str, ...] = ("none", "distance")
 STAGE_CODES: dict[str, int] = {s: i for i, s in enumerate(STAGES)}
 
 
@@ -92,7 +98,8 @@ class _Track:
 
 
 class GroupStageTracker:
-    """Classifies each group (and the whole probe set) as memorizing / grokking / saturated.
+    """Classifies each group (and the whole probe set) as memorizing / unknown (or, with
+    ``claims="distance"``, memorizing / grokking / saturated).
 
     Groups are discovered from the metric keys: every key matching ``loss_key_template`` (with
     ``{g}`` the group name) starts a group. ``loss_key`` / ``distance_key`` drive the overall stage;
@@ -100,6 +107,10 @@ class GroupStageTracker:
     key is missing or non-finite leave that stream unchanged. See the module doc for the rules.
 
     Args:
+        claims: ``"none"`` (default): after the loss converges the stage is ``unknown``, since no
+            pathway signal separated grokking from non-generalizing runs on the validation matrix;
+            ``"distance"``: the unvalidated rule (``grokking`` while the distance falls,
+            ``saturated`` once it stops), for users who accept its measured false positives.
         patience: probes without a loss improvement before the loss counts as converged.
         min_delta, threshold_mode: what counts as a loss improvement (as in :class:`PlateauRule`).
         distance_patience, distance_min_delta: the same for the distance (default: the loss values).
@@ -119,6 +130,7 @@ class GroupStageTracker:
     def __init__(
         self,
         *,
+        claims: str = "none",
         loss_key_template: str | None = "group/{g}/probe_loss",
         distance_key_template: str | None = "group/{g}/pathway_distance",
         stage_key_template: str = "group/{g}/stage",
@@ -137,6 +149,10 @@ class GroupStageTracker:
         level: str = "INFO",
         wait_duration: float | timedelta | None = None,
     ) -> None:
+        if claims not in CLAIMS:
+            raise ConfigError(f"claims must be one of {CLAIMS} ('none': stages say 'unknown' after memorization; "
+                              f"'distance': the unvalidated distance rule), got {claims!r}")
+        self.claims = claims
         if loss_key_template is None and loss_key is None:
             raise ConfigError("GroupStageTracker has nothing to track: give loss_key or loss_key_template (or both)")
         self._loss_re = None
@@ -204,7 +220,7 @@ class GroupStageTracker:
         return None if self._overall is None else self._overall.stage
 
     def stage_metrics(self) -> dict[str, float]:
-        """``stage`` and ``group/<g>/stage`` -> 0.0 memorizing, 1.0 grokking, 2.0 saturated."""
+        """``stage`` and ``group/<g>/stage`` -> 0.0 memorizing, 1.0 grokking, 2.0 saturated, 3.0 unknown."""
         out: dict[str, float] = {}
         if self._overall is not None:
             out[self.stage_key] = float(STAGE_CODES[self._overall.stage])
@@ -262,13 +278,15 @@ class GroupStageTracker:
                 f"{_fmt(t.last_loss)}, pathway distance {_fmt(t.last_distance)})")
         return [AlertEvent(
             rule="stage", metric=key, step=int(step), probe=probe, kind="stage", level=self.level,
-            title=make_title(f"grokmon: {label} {new}"), text=text, value=float(STAGE_CODES[new]),
+            title=make_title(f"grokmon: {label} {_HEADLINE.get(new, new)}"), text=text, value=float(STAGE_CODES[new]),
             wait_duration=self.wait_duration, extra={"group": group, "previous": old, "stage": new},
         )]
 
     def _classify(self, t: _Track) -> str:
         if not t.converged:
             return "memorizing"
+        if self.claims == "none":
+            return "unknown"
         if t.dist.best is None or t.dist.num_bad < self.distance_patience:
             return "grokking"
         if self.min_drop > 0.0:
@@ -276,6 +294,9 @@ class GroupStageTracker:
             if t.peak - t.dist.best < self.min_drop * abs(t.peak):
                 return "grokking"
         return "saturated"
+
+
+_HEADLINE = {"unknown": "memorized (generalization unknown)"}
 
 
 def _fmt(v: float | None) -> str:
