@@ -23,12 +23,13 @@ from .run import Cell, run_cell
 
 
 def full_plan() -> list[Cell]:
-    """The matrix, most informative cells first (a partial run still covers every family)."""
-    plan = [Cell(f, t) for t in ("add", "div", "rand", "mix") for f in FAMILIES]
-    plan += [Cell(f, t) for t in ("sub", "quad") for f in FAMILIES]
-    plan += [Cell(f, t, layers=4) for f in ("olmoe", "qwen3_moe", "deepseek_v3") for t in ("div", "rand")]
-    plan += [Cell(f, t, seed=1) for f in ("olmoe", "qwen3_moe") for t in ("div", "mix")]
-    return plan
+    """The matrix, most informative cells first (a partial run still covers every family, task,
+    depth and a second seed): 30 two-layer cells, 6 four-layer cells, 4 second-seed cells."""
+    two_layer = [Cell(f, t) for t in ("add", "div", "rand", "mix") for f in FAMILIES]
+    deep = [Cell(f, t, layers=4) for f in ("olmoe", "deepseek_v3", "qwen3_moe") for t in ("div", "rand")]
+    seed1 = [Cell(f, t, seed=1) for t in ("div", "mix") for f in ("olmoe", "qwen3_moe")]
+    late = [Cell(f, t) for t in ("sub", "quad") for f in FAMILIES]
+    return two_layer + deep[:4] + seed1[:2] + late + deep[4:] + seed1[2:]
 
 
 def quick_plan() -> list[Cell]:

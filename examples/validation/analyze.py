@@ -34,7 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
-from grokmon.alerts import GroupStageTracker
+from grokmon.alerts import GroupStageTracker, PlateauRule
 from grokmon.metrics import MemorizationTracker, MetricConfig, compute_metrics
 from grokmon.metrics.distance import pathway_distance
 from grokmon.pathways import Pathways, pathway_sequences
@@ -220,6 +220,30 @@ def stage_timeline(rows: list[dict[str, Any]], domain: str, tracker: GroupStageT
     return {"transitions": transitions, "alert_steps": alert_steps}
 
 
+#: the rules the docs recommend, replayed over each run's live metrics (docs/alerts.md, README)
+RULES: dict[str, Any] = {
+    "readme": lambda g: PlateauRule("pathway_distance", mode="min", patience=5, min_delta=0.01),
+    "median": lambda g: PlateauRule("pathway_distance", patience=5, min_delta=0.01, smooth="median"),
+    "per_group": lambda g: PlateauRule(f"group/{g}/pathway_distance", patience=5, smooth="median", warmup=10),
+    "consistency_any": lambda g: PlateauRule("pathway_consistency", mode="any", patience=5, min_delta=0.01,
+                                             smooth="median"),
+}
+
+
+def rule_firings(rows: list[dict[str, Any]], domain: str) -> dict[str, list[int]]:
+    """Steps at which each recommended rule fired (events, not the steps it stayed on)."""
+    out = {}
+    for name, make in RULES.items():
+        rule = make(domain)
+        fired = []
+        for row in rows:
+            metrics = {k.removeprefix("grokmon/"): v for k, v in row["metrics"].items()}
+            if rule.update(row["step"], metrics):
+                fired.append(row["step"])
+        out[name] = fired
+    return out
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     """The metric rows of a JSONL record (alert rows are left out: their effect is in the metrics)."""
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -238,6 +262,8 @@ def analyze_cell(folder: Path) -> dict[str, Any]:
         unit = unit_measures(series[d], result["cell"]["task"])
         unit["stages_live"] = stage_timeline(rows, d)
         unit["stages_replayed"] = stage_timeline(rows, d, GroupStageTracker())
+        unit["stages_distance_rule"] = stage_timeline(rows, d, GroupStageTracker(claims="distance"))
+        unit["rules"] = rule_firings(rows, d)
         units[d] = unit
     return {"name": result["name"], "cell": result["cell"], "seconds": result["seconds"], "units": units,
             "series": series}
@@ -259,6 +285,22 @@ def stage_verdict(unit: dict[str, Any], timeline: dict[str, Any]) -> dict[str, A
         verdict["false_claims"] = sum(1 for _, s in timeline["transitions"] if s in ("grokking", "saturated"))
         verdict["false_alerts"] = len(timeline["alert_steps"])
     return verdict
+
+
+def rule_verdict(unit: dict[str, Any], series: dict[str, list[float]]) -> dict[str, Any]:
+    """For each recommended rule: its first firing, held-out accuracy then, and whether it misled."""
+    out = {}
+    for name, fired in unit["rules"].items():
+        first = fired[0] if fired else None
+        held = None if first is None else series["held"][series["step"].index(first)]
+        entry: dict[str, Any] = {"first": first, "held_at_first": held, "firings": len(fired)}
+        if unit["class"] == "grokked":
+            ninety = unit.get("held_90_of_final")
+            entry["before_90"] = first is not None and ninety is not None and first < ninety
+        if unit["class"] in ("control", "not generalized"):
+            entry["false"] = first is not None
+        out[name] = entry
+    return out
 
 
 def _auc(positive: Iterable[float], negative: Iterable[float]) -> float:
@@ -322,6 +364,8 @@ def summarize(root: Path, series_dir: Path, summary_path: Path) -> dict[str, Any
                         seed=cell["cell"]["seed"])
             unit["verdict_live"] = stage_verdict(unit, unit["stages_live"])
             unit["verdict_replayed"] = stage_verdict(unit, unit["stages_replayed"])
+            unit["verdict_distance_rule"] = stage_verdict(unit, unit["stages_distance_rule"])
+            unit["rule_verdict"] = rule_verdict(unit, cell["series"][d])
             units.append(unit)
     summary = {"runs": runs, "units": units, "metrics": metric_table(units),
                "cpu_seconds": round(sum(r["seconds"] for r in runs), 1)}
@@ -363,7 +407,16 @@ def render(summary: dict[str, Any]) -> str:
             f"{_f(row['median_rho_after'])} | {_f(row['median_partial_loss'])} | {_f(row['median_partial_step'])} | "
             f"{_f(row['median_change_grokked'], 3)} | {_f(row['median_change_negative'], 3)} | "
             f"{_f(row['auc_grokked_falls_more'])} | {_f(row['median_lead_steps'], 0)}, {row['leads']}/{row['lead_units']} |")
-    for which in ("live", "replayed"):
+    lines += ["", "| rule | fired in grokked units | of which before held-out reached 90 % of final | "
+              "median held-out at first firing | fired in negative units |", "|---|---|---|---|---|"]
+    for name in RULES:
+        grok = [u["rule_verdict"][name] for u in units if u["class"] == "grokked" and "rule_verdict" in u]
+        neg = [u["rule_verdict"][name] for u in units if u["class"] in ("control", "not generalized") and "rule_verdict" in u]
+        held = [v["held_at_first"] for v in grok if v["held_at_first"] is not None]
+        lines.append(f"| {name} | {sum(1 for v in grok if v['first'] is not None)}/{len(grok)} | "
+                     f"{sum(1 for v in grok if v['before_90'])} | {_f(_median(held))} | "
+                     f"{sum(1 for v in neg if v['false'])}/{len(neg)} |")
+    for which in ("live", "replayed", "distance_rule"):
         v = [u[f"verdict_{which}"] for u in units]
         grok = [x for u, x in zip(units, v) if u["class"] == "grokked"]
         neg = [x for u, x in zip(units, v) if u["class"] in ("control", "not generalized")]

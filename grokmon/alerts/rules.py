@@ -26,7 +26,9 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar, NamedTuple
@@ -399,10 +401,11 @@ class RuleSet:
         ([2], {'alert/dist': 1.0})
     """
 
-    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, rules: Iterable[Rule] | Rule = ()) -> None:
         self._rules: dict[str, Rule] = {}
         self.stop_requested = False
-        for rule in rules:
+        self._checked_keys = False
+        for rule in [rules] if isinstance(rules, Rule) else rules:
             self.add(rule)
 
     def add(self, rule: Rule) -> None:
@@ -417,11 +420,30 @@ class RuleSet:
         self._rules[rule.name] = rule
 
     def update(self, step: int, metrics: Mapping[str, Any]) -> list[AlertEvent]:
-        """Feed one probe to every rule, in the order they were added; return all events."""
+        """Feed one probe to every rule, in the order they were added; return all events.
+
+        At the first probe, a rule whose metric is not among the probe's keys (a typo, or a key that
+        needs an option such as per-group metrics) gets a warning naming the closest keys: such a
+        rule would otherwise never fire and log 0 for ever.
+        """
+        if not self._checked_keys and self._rules:
+            self._checked_keys = True
+            self._warn_missing_metrics(metrics)
         events = [e for rule in self._rules.values() for e in rule.update(step, metrics)]
         if any(e.stop for e in events):
             self.stop_requested = True
         return events
+
+    def _warn_missing_metrics(self, metrics: Mapping[str, Any]) -> None:
+        keys = [strip_prefix(k) for k in metrics]
+        for rule in self._rules.values():
+            metric = strip_prefix(rule.metric)
+            if metric not in keys:
+                close = difflib.get_close_matches(metric, keys, n=3, cutoff=0.6)
+                hint = f"closest: {', '.join(close)}" if close else f"the probe logs e.g. {', '.join(sorted(keys)[:5])}"
+                warnings.warn(f"grokmon: alert rule {rule.name!r} watches {metric!r}, which the first probe did not "
+                              f"log, so it cannot fire ({hint}); check the name, or turn on the option that "
+                              "logs it (per-group keys need a probe with groups)", RuntimeWarning, stacklevel=4)
 
     def active_metrics(self) -> dict[str, float]:
         """``alert/<name>`` -> 1.0 while the rule is active, else 0.0 (the monitor adds ``grokmon/``)."""
