@@ -16,6 +16,14 @@ larger step – those came from the lost part of the previous run. After that, :
 keep the file free of duplicate or backwards steps across restarts. A half-written last line
 (a crash mid-write) is removed on open.
 
+Write errors never lose a record and never leave half a line: each line goes to the file in one
+``os.write`` on an ``O_APPEND`` descriptor, and a write that fails (a full disk, a hung or
+read-only filesystem) is cut back to the last whole line. The line is kept in memory, in order,
+and retried at the next call, so when space returns the missing steps are written in order. The
+sink never raises for it (so the monitor never detaches it): it warns once, and counts the lines
+waiting in ``pending`` and any it had to give up (more than ``max_pending`` waiting; the oldest go
+first, with a warning) in ``lost``.
+
 Example:
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "grokmon.jsonl")
@@ -27,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import os
@@ -86,10 +95,14 @@ class JsonlSink(Sink):
 
     name = "jsonl"
 
-    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None, max_pending: int = 100_000) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dropped = 0
+        self.lost = 0
+        self.max_pending = max_pending
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._warned_write = False
         records: list[dict] = []
         if self.path.exists():
             records, damaged = _parse(self.path)
@@ -101,7 +114,12 @@ class JsonlSink(Sink):
             records = kept
         steps = [r["step"] for r in records if "metrics" in r and r.get("step") is not None]
         self.last_step: int | None = max(steps) if steps else None
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    @property
+    def pending(self) -> int:
+        """Lines waiting for the file to take them (after a write error)."""
+        return len(self._pending)
 
     def _rewrite(self, records: list[dict]) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
@@ -111,10 +129,39 @@ class JsonlSink(Sink):
         os.replace(tmp, self.path)
 
     def _write(self, record: dict[str, Any]) -> None:
-        if self._fh.closed:
+        if self._fd is None:
             raise SinkError(f"JsonlSink({self.path}) is closed: create a new sink to log again")
-        self._fh.write(json.dumps(record, allow_nan=False) + "\n")
-        self._fh.flush()
+        self._pending.append((json.dumps(record, allow_nan=False) + "\n").encode("utf-8"))
+        if len(self._pending) > self.max_pending:
+            self._pending.popleft()
+            self.lost += 1
+            if self.lost == 1:
+                warnings.warn(f"JsonlSink({self.path}): more than {self.max_pending} lines could not be written; "
+                              "the oldest are given up (counted in .lost)", RuntimeWarning, stacklevel=3)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Write the waiting lines in order, each whole or not at all; stop at the first error."""
+        assert self._fd is not None
+        while self._pending:
+            line = self._pending[0]
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            try:
+                written = os.write(self._fd, line)
+                if written != len(line):
+                    raise OSError(f"short write ({written} of {len(line)} bytes)")
+            except OSError as error:
+                try:  # never leave half a line for a reader or the next append
+                    os.ftruncate(self._fd, start)
+                except OSError:
+                    pass
+                if not self._warned_write:
+                    self._warned_write = True
+                    warnings.warn(f"JsonlSink({self.path}): write failed ({error}); the lines are kept in memory "
+                                  "and written, in order, once the file takes them again", RuntimeWarning, stacklevel=4)
+                return
+            self._pending.popleft()
+        self._warned_write = False
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         step = int(step)
@@ -138,9 +185,23 @@ class JsonlSink(Sink):
         step = alert.step if alert.step is not None else self.last_step
         self._write({"step": step, "time": time.time(), "alert": _jsonable(alert.to_dict())})
 
+    def flush(self) -> None:
+        """Try the waiting lines again now."""
+        if self._fd is not None:
+            self._drain()
+
     def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
+        """Write what can be written, then close the file; lines still waiting are counted in ``lost``."""
+        if self._fd is None:
+            return
+        self._drain()
+        if self._pending:
+            self.lost += len(self._pending)
+            warnings.warn(f"JsonlSink({self.path}): closed with {len(self._pending)} lines the file would not take "
+                          "(counted in .lost)", RuntimeWarning, stacklevel=2)
+            self._pending.clear()
+        os.close(self._fd)
+        self._fd = None
 
     def __repr__(self) -> str:
         return f"JsonlSink({str(self.path)!r}, last_step={self.last_step})"
