@@ -28,8 +28,8 @@ def full_plan() -> list[Cell]:
     two_layer = [Cell(f, t) for t in ("add", "div", "rand", "mix") for f in FAMILIES]
     deep = [Cell(f, t, layers=4) for f in ("olmoe", "deepseek_v3", "qwen3_moe") for t in ("div", "rand")]
     seed1 = [Cell(f, t, seed=1) for t in ("div", "mix") for f in ("olmoe", "qwen3_moe")]
-    late = [Cell(f, t) for t in ("sub", "quad") for f in FAMILIES]
-    return two_layer + deep[:4] + seed1[:2] + late + deep[4:] + seed1[2:]
+    late = [Cell(f, t) for f in FAMILIES for t in ("sub", "quad")]
+    return two_layer + deep[:2] + seed1[:2] + late + deep[2:] + seed1[2:]
 
 
 def quick_plan() -> list[Cell]:

@@ -66,6 +66,7 @@ VARIANTS: dict[str, str] = {
     "train_loss": "training loss on the answer (baseline)",
 }
 MEMORIZED = 0.99
+SPAN = 1000  # steps after memorization for the fixed-span change (runs memorize at different times)
 ANSWER_POSITION = 3  # [a, op, b, =, c]: the answer is predicted at '='
 
 
@@ -165,6 +166,12 @@ def _lead(steps: np.ndarray, metric: np.ndarray, held: np.ndarray) -> float | No
     return None if h is None or m is None else h - m
 
 
+def _relative(first: float, last: float) -> float:
+    if not (np.isfinite(first) and np.isfinite(last)) or abs(first) < 1e-12:
+        return math.nan
+    return float((last - first) / abs(first))
+
+
 def unit_measures(series: dict[str, list[float]], task: str) -> dict[str, Any]:
     steps = np.array(series["step"])
     held = np.array(series["held"])
@@ -183,14 +190,18 @@ def unit_measures(series: dict[str, list[float]], task: str) -> dict[str, Any]:
     unit["window"] = None if end is None else [mem, end]
     unit["held_50"] = _first(series["step"], series["held"], 0.5, after=0)
     unit["held_90_of_final"] = _first(series["step"], series["held"], 0.9 * held[-1], after=mem)
+    span = after & (steps <= mem + SPAN)
     for name in VARIANTS:
         x = np.array(series[name])
-        first = x[after][0]
+        finite = x[after][np.isfinite(x[after])]
+        first = finite[0] if len(finite) else math.nan
+        in_span = x[span][np.isfinite(x[span])]
         measures = {
             "rho_after": spearman(x[after], held[after]),
             "partial_loss": partial_spearman(x[after], held[after], np.array(series["train_loss"])[after]),
             "partial_step": partial_spearman(x[after], held[after], steps[after]),
-            "change": float((x[after][-1] - first) / abs(first)) if np.isfinite(first) and abs(first) > 1e-12 else math.nan,
+            "change": _relative(first, x[after][-1]),
+            "change_span": _relative(first, in_span[-1] if len(in_span) else math.nan),
             "rho_window": spearman(x[window], held[window]) if window is not None and window.sum() >= 3 else math.nan,
             "lead": _lead(steps[after], x[after], held[after]) if unit["class"] == "grokked" else None,
         }
@@ -287,6 +298,23 @@ def stage_verdict(unit: dict[str, Any], timeline: dict[str, Any]) -> dict[str, A
     return verdict
 
 
+#: A rule fixed on the cells finished when it was written (``seen``) and judged on the cells that
+#: finished later, which it never saw: "a unit has generalized if its ``metric`` fell by at least
+#: ``fall`` (relative) within ``SPAN`` steps after memorization". The threshold is the midpoint of
+#: the seen grokked units' median fall (-6.2 percent) and the seen random-label units' (-0.4 percent).
+PREREGISTERED: dict[str, Any] = {
+    "metric": "distance", "fall": 0.03, "span": SPAN,
+    "written": "2026-11-29 16:10 UTC, before the other cells had run",
+    "seen": ['deepseek_v3-add-L2-s0', 'deepseek_v3-div-L2-s0', 'deepseek_v3-rand-L2-s0', 'granitemoe-add-L2-s0', 'granitemoe-div-L2-s0', 'mixtral-add-L2-s0', 'mixtral-div-L2-s0', 'mixtral-rand-L2-s0', 'olmoe-add-L2-s0', 'olmoe-div-L2-s0', 'olmoe-rand-L2-s0', 'qwen3_moe-add-L2-s0', 'qwen3_moe-div-L2-s0', 'qwen3_moe-rand-L2-s0'],
+}
+
+
+def preregistered_call(unit: dict[str, Any]) -> bool | None:
+    """The pre-registered rule's verdict on one unit (None when it cannot be applied)."""
+    change = unit.get("metrics", {}).get(PREREGISTERED["metric"], {}).get("change_span")
+    return None if change is None else change <= -PREREGISTERED["fall"]
+
+
 def rule_verdict(unit: dict[str, Any], series: dict[str, list[float]]) -> dict[str, Any]:
     """For each recommended rule: its first firing, held-out accuracy then, and whether it misled."""
     out = {}
@@ -337,6 +365,9 @@ def metric_table(units: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "median_change_grokked": _median(values(grokked, "change")),
             "median_change_negative": _median(values(negative, "change")),
             "auc_grokked_falls_more": _auc(values(grokked, "change"), values(negative, "change")),
+            "median_span_grokked": _median(values(grokked, "change_span")),
+            "median_span_negative": _median(values(negative, "change_span")),
+            "auc_span": _auc(values(grokked, "change_span"), values(negative, "change_span")),
             "median_lead_steps": _median(leads), "leads": sum(1 for x in leads if x > 0), "lead_units": len(leads),
         }
     return table
@@ -398,15 +429,18 @@ def render(summary: dict[str, Any]) -> str:
                      f"{stages(u['stages_live'])} | {stages(u['stages_replayed'])} | "
                      f"{'first at ' + str(alert[0]) + f' ({len(alert)} probes on)' if alert else '-'} |")
     lines += ["", "| metric | grokked units | median ρ window | \\|ρ\\|≥0.9 | sign agrees | median ρ after mem. | "
-              "partial given loss | partial given step | change, grokked | change, negative | AUC | lead (steps), leads/units |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "partial given loss | partial given step | change, grokked | change, negative | AUC | "
+              f"change in {SPAN} steps, grokked / negative | AUC ({SPAN}) | lead (steps), leads/units |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in summary["metrics"].items():
         lines.append(
             f"| {name} | {row['units']} | {_f(row['median_rho_window'])} | {row['abs_rho_ge_0.9']} | "
             f"{row['sign_agrees']}/{row['units']} ({'−' if row['majority_sign'] < 0 else '+'}) | "
             f"{_f(row['median_rho_after'])} | {_f(row['median_partial_loss'])} | {_f(row['median_partial_step'])} | "
             f"{_f(row['median_change_grokked'], 3)} | {_f(row['median_change_negative'], 3)} | "
-            f"{_f(row['auc_grokked_falls_more'])} | {_f(row['median_lead_steps'], 0)}, {row['leads']}/{row['lead_units']} |")
+            f"{_f(row['auc_grokked_falls_more'])} | {_f(row['median_span_grokked'], 3)} / "
+            f"{_f(row['median_span_negative'], 3)} | {_f(row['auc_span'])} | "
+            f"{_f(row['median_lead_steps'], 0)}, {row['leads']}/{row['lead_units']} |")
     lines += ["", "| rule | fired in grokked units | of which before held-out reached 90 % of final | "
               "median held-out at first firing | fired in negative units |", "|---|---|---|---|---|"]
     for name in RULES:
