@@ -441,6 +441,16 @@ def render(summary: dict[str, Any]) -> str:
             f"{_f(row['auc_grokked_falls_more'])} | {_f(row['median_span_grokked'], 3)} / "
             f"{_f(row['median_span_negative'], 3)} | {_f(row['auc_span'])} | "
             f"{_f(row['median_lead_steps'], 0)}, {row['leads']}/{row['lead_units']} |")
+    lines += ["", f"Pre-registered rule ({PREREGISTERED['metric']} falls >= {PREREGISTERED['fall']:.0%} within "
+              f"{PREREGISTERED['span']} steps of memorization), called 'generalized' / units:", "",
+              "| units | grokked | partial | not generalized | control |", "|---|---|---|---|---|"]
+    for label, pick in (("seen (rule fixed on these)", True), ("unseen (judged only)", False)):
+        cells = []
+        for cls in ("grokked", "partial", "not generalized", "control"):
+            group = [u for u in units if u["class"] == cls and (u["run"] in PREREGISTERED["seen"]) == pick]
+            calls = [preregistered_call(u) for u in group]
+            cells.append(f"{sum(1 for c in calls if c)}/{sum(1 for c in calls if c is not None)}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += ["", "| rule | fired in grokked units | of which before held-out reached 90 % of final | "
               "median held-out at first firing | fired in negative units |", "|---|---|---|---|---|"]
     for name in RULES:
