@@ -402,7 +402,11 @@ def summarize(root: Path, series_dir: Path, summary_path: Path) -> dict[str, Any
                "cpu_seconds": round(sum(r["seconds"] for r in runs), 1)}
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1, default=float))
-    print(render(summary))
+    tables = render(summary)
+    (summary_path.parent / "tables.md").write_text(
+        "# Validation matrix: the tables\n\nWritten by `python -m examples.validation summary` from "
+        "`summary.json`; docs/validation.md explains them.\n\n" + tables + "\n")
+    print(tables)
     return summary
 
 
