@@ -169,7 +169,8 @@ def test_config_record_and_probe_file_are_shown(tmp_path):
     probe = ProbeSet.from_token_ids(torch.arange(2, 34).reshape(4, 8), groups=["code", "prose"] * 2)
     probe.save(tmp_path / "probe.pt")
     els = parse(_page(write_report(record, tmp_path / "out")))
-    assert _facts(els)["probe"] == f"probe.pt: 4 samples × 8 tokens (code 2, prose 2), fingerprint {probe.fingerprint()[:16]}"
+    want = f"probe.pt: 4 samples × 8 tokens (code 2, prose 2), fingerprint {probe.fingerprint()[:16]}"
+    assert _facts(els)["probe"] == want
     assert "metrics.form" in "".join(by_id(els, "config-record").text)
     # a damaged probe file does not stop the report; the page says what is wrong
     (tmp_path / "probe.pt").write_bytes(b"not a probe")

@@ -140,7 +140,7 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
         ax.tick_params(labelsize=8)
         if band is not None:
             for start, width, stage in _intervals(run.stages[band], x1):
-                ax.axvspan(start, start + width, color=STAGE_COLORS[stage], alpha=0.16, lw=0, zorder=0)
+                ax.axvspan(start, start + width, color=STAGE_COLORS[stage], alpha=0.2, lw=0, zorder=0)
         if kind == "metric":
             by_metric[name] = ax
     if n == 0:
