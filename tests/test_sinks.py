@@ -327,6 +327,81 @@ def test_tensorboard_sink_read_back(tmp_path):
     assert b"grokmon: plateau" in texts[0].tensor_proto.string_val[0]
 
 
+def _custom_scalars(logdir):
+    """What TensorBoard's Custom Scalars tab shows for ``logdir``: its layout, and each chart's lines.
+
+    Runs TensorBoard's own plugin (layout and per-regex scalar lookup) on the event files.
+    """
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.custom_scalar import custom_scalars_plugin
+    from tensorboard.plugins.scalar import scalars_plugin
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    plugins: dict = {}
+    ctx = base_plugin.TBContext(logdir=str(logdir), multiplexer=mux, plugin_name_to_instance=plugins,
+                                data_provider=data_provider.MultiplexerDataProvider(mux, str(logdir)))
+    plugins["scalars"] = scalars_plugin.ScalarsPlugin(ctx)
+    plugin = custom_scalars_plugin.CustomScalarsPlugin(ctx)
+    request = context.RequestContext()
+    layout = json.loads(plugin.layout_impl(request, ""))  # the JSON the tab fetches
+    charts = {}
+    for category in layout["category"]:
+        for chart in category["chart"]:
+            lines = {}
+            for pattern in chart["multiline"]["tag"]:
+                found = plugin.scalars_impl(request, ".", pattern, "")
+                assert found["regex_valid"], pattern
+                for tag, events in found["tag_to_events"].items():
+                    lines[tag] = [(step, round(value, 5)) for _, step, value in events]  # float32 in the file
+            charts[(category["title"], chart["title"])] = lines
+    return charts
+
+
+def test_tensorboard_sink_puts_each_metrics_groups_on_one_chart(tmp_path):
+    pytest.importorskip("tensorboard.plugins.custom_scalar.custom_scalars_plugin")
+    sink = TensorBoardSink(tmp_path / "tb")
+    sink.log({"grokmon/probe_seconds": 0.1}, step=0)  # no group keys yet: no layout
+    assert sink.layout is None
+    sink.log({"grokmon/pathway_distance": 0.5, "grokmon/pathway_distance_raw": 4.0,
+              "grokmon/group/a/pathway_distance": 0.4, "grokmon/group/b/pathway_distance": 0.6,
+              "grokmon/group/a/probe_loss": 2.0}, step=100)
+    layout = sink.layout
+    # a group first seen later still lands on the chart (the layout selects tags by regex)
+    sink.log({"grokmon/pathway_distance": 0.45, "grokmon/group/a/pathway_distance": 0.35,
+              "grokmon/group/b/pathway_distance": 0.55, "grokmon/group/c/pathway_distance": 0.7,
+              "grokmon/group/c/stage": 3.0}, step=200)
+    assert sink.layout is layout  # written once
+    sink.close()
+    charts = _custom_scalars(tmp_path / "tb")
+    assert set(charts) == {("grokmon by group", "grokmon/pathway_distance"),
+                           ("grokmon by group", "grokmon/probe_loss")}
+    dist = charts[("grokmon by group", "grokmon/pathway_distance")]
+    assert dist == {"grokmon/pathway_distance": [(100, 0.5), (200, 0.45)],
+                    "grokmon/group/a/pathway_distance": [(100, 0.4), (200, 0.35)],
+                    "grokmon/group/b/pathway_distance": [(100, 0.6), (200, 0.55)],
+                    "grokmon/group/c/pathway_distance": [(200, 0.7)]}  # not _raw, not stage
+    assert charts[("grokmon by group", "grokmon/probe_loss")] == {"grokmon/group/a/probe_loss": [(100, 2.0)]}
+    # the layout is one summary in the event file, as TensorBoard expects
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = ea_mod.EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert len(acc.Tensors("custom_scalars__config__")) == 1
+
+
+def test_tensorboard_sink_group_layout_off(tmp_path):
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    sink = TensorBoardSink(tmp_path / "tb", group_layout=False)
+    sink.log({"grokmon/group/a/pathway_distance": 0.4}, step=1)
+    sink.close()
+    acc = ea_mod.EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert acc.Tags()["tensors"] == [] and sink.layout is None
+
+
 def test_tensorboard_sink_borrowed_writer_is_not_closed(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 
