@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
@@ -186,7 +187,7 @@ def test_folder_input(record, tmp_path):
         write_report(tmp_path / "out", tmp_path / "out2")
 
 
-def test_errors_name_the_problem_and_the_fix(tmp_path):
+def test_errors_name_the_problem_and_the_fix(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"does not exist: pass the grokmon.jsonl a run"):
         write_report(tmp_path / "missing.jsonl", tmp_path / "out")
     empty = tmp_path / "empty.jsonl"
@@ -217,6 +218,9 @@ def test_errors_name_the_problem_and_the_fix(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(ConfigError, match="out_dir .* is a file: pass a folder"):
         write_report(good, tmp_path / "file")
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
+    with pytest.raises(ConfigError, match=r"the report needs matplotlib: pip install 'grokmon\[plot\]'"):
+        write_report(good, tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------- eval files

@@ -263,6 +263,8 @@ def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
     assert alerts["count"] == 2 and alerts["last"]["text"] == "flat again" and alerts["last"]["step"] == 6
     assert alerts["by_rule"] == {"plateau_pd": {"count": 2, "first_step": 4, "last_step": 6, "level": "WARN"}}
     assert [a["text"] for a in rec.alerts] == ["flat", "flat again"]  # run.alert as before
+    with pytest.raises(SinkError, match="no history value 'nope' in .*: was the table logged under another key"):
+        rec.table("nope")
 
 
 def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
