@@ -44,6 +44,7 @@ HEADLINE: dict[str, str] = {
 }
 MAX_EXTERNAL = 3   # held-out curves drawn in the headline chart
 MAX_LAYERS = 8     # expert-load heatmaps drawn (evenly spaced when the model has more)
+MAX_DOTS = 120     # curves with more probes are drawn as lines without a dot per probe
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
             "#ff7f0e", "#7f7f7f")
 
@@ -56,9 +57,19 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def _marker(points: Points) -> str:
+    """Dots on the probes of short curves only: one SVG element per dot adds up on long runs."""
+    return "o" if len(points) <= MAX_DOTS else ""
+
+
 def group_color(i: int) -> str:
     """The colour of the ``i``-th group (the same in every chart of a report)."""
     return _PALETTE[i % len(_PALETTE)]
+
+
+def group_style(i: int) -> str:
+    """The line style of the ``i``-th group: solid for the first ten, then dash-dot, then dotted."""
+    return ("-", "-.", ":")[(i // len(_PALETTE)) % 3]
 
 
 def external_curves(run: RunData) -> list[str]:
@@ -133,7 +144,7 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
         points = run.external[name] if kind == "external" else run.series[name]
         color = "#7b2cbf" if kind == "external" else "black"
         steps, values = zip(*points) if points else ((), ())
-        ax.plot(steps, values, color=color, lw=1.4, marker="o", ms=2.5)
+        ax.plot(steps, values, color=color, lw=1.4, marker=_marker(points), ms=2.5)
         label = f"held-out: {name}" if kind == "external" else HEADLINE.get(name, name)
         ax.set_ylabel(label, fontsize=8.5)
         ax.grid(alpha=0.25)
@@ -226,13 +237,18 @@ def group_chart(run: RunData, metric: str, *, label: str | None = None) -> str |
             continue
         steps, values = zip(*per_group[group])
         gid = f"group-line-{i}"
-        ax.plot(steps, values, color=group_color(i), lw=1.4, marker="o", ms=2, label=group, gid=gid)
+        ax.plot(steps, values, color=group_color(i), ls=group_style(i), lw=1.4, marker=_marker(per_group[group]),
+                ms=2, label=group, gid=gid)
         marks[gid] = {"class": "group-line", "data-group": group, "title": f"{group}: {metric}"}
     ax.set_xlabel("step", fontsize=9)
     ax.set_ylabel(label or metric, fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.25)
-    ax.legend(fontsize=7.5, loc="best", ncol=1 if len(per_group) <= 8 else 2, framealpha=0.85)
+    if len(per_group) <= 8:
+        ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    else:  # many groups: beside the plot, not over the lines
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(per_group) // 16,
+                  frameon=False)
     return to_svg(fig, f"group-{metric}", marks, f"{label or metric} per group against the step")
 
 
