@@ -1,6 +1,7 @@
 """The HTML report in a real browser: headless Chromium renders it, dumps its DOM and a screenshot.
 
-Skipped when no Chromium is installed (Debian/Ubuntu: ``apt-get install -y chromium``). With
+Skipped when no Chromium is installed (Debian/Ubuntu: ``apt-get install -y chromium``); set
+``GROKMON_CHROMIUM`` to use a browser binary that is not on PATH under those names. With
 ``GROKMON_WRITE_DOCS_IMAGES=1`` the screenshot is also saved, palette-compressed, as
 ``docs/images/report.png`` (the image in docs/quickstart.md).
 """
@@ -23,8 +24,9 @@ from report_fixtures import GROUPS, write_eval_csv, write_record  # noqa: E402
 from grokmon.report import write_report  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-BROWSER = next((shutil.which(b) for b in BROWSERS if shutil.which(b)), None)
+BROWSERS = (os.environ.get("GROKMON_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome",
+            "google-chrome-stable")
+BROWSER = next((shutil.which(b) for b in BROWSERS if b and shutil.which(b)), None)
 pytestmark = pytest.mark.skipif(
     BROWSER is None, reason="no Chromium on PATH: apt-get install -y chromium (Debian/Ubuntu) runs this browser test")
 
