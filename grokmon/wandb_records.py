@@ -52,6 +52,9 @@ class WandbRunRecords:
       ``run.alert``).
     * ``summary`` / ``config``: the final state after every update and removal (``_wandb``
       internals dropped from ``config``).
+    * ``visualize``: the custom charts logged (``wandb.plot.line_series`` ...), by key: W&B keeps
+      their panel spec in ``config["_wandb"]["visualize"]``; the data is the ``<key>_table`` history
+      value (read it with :meth:`table`).
     * ``run``: ``run_id``, ``project``, ``entity``, ``display_name``; ``exit_code`` if the run finished.
     """
 
@@ -62,11 +65,32 @@ class WandbRunRecords:
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
     run: dict = field(default_factory=dict)
+    visualize: dict = field(default_factory=dict)
     exit_code: int | None = None
 
     def column(self, key: str) -> list[Any]:
         """Values of ``key`` in the history rows that have it, in order."""
         return [row[key] for row in self.history if key in row]
+
+    def table(self, value: Any) -> dict:
+        """The ``columns`` and ``data`` of a logged ``wandb.Table``, from its history value (or key: the last one).
+
+        Example:
+            >>> rec.table("grokmon/stage_timeline")["columns"]          # doctest: +SKIP
+            ['group', 'stage', 'stage_code', 'start_step', 'end_step', 'probes']
+        """
+        if isinstance(value, str):
+            found = self.column(value)
+            if not found:
+                raise SinkError(f"no history value {value!r} in {self.path}: was the table logged under another key?")
+            value = found[-1]
+        if not isinstance(value, dict) or value.get("_type") not in ("table-file", "table"):
+            raise SinkError(f"{value!r} is not a logged wandb.Table (a history value with _type 'table-file')")
+        f = self.path.parent / "files" / value["path"]
+        if not f.is_file():
+            raise SinkError(f"table file {f} is missing: read the run folder W&B wrote, with its files/")
+        data = json.loads(f.read_text(encoding="utf-8"))
+        return {"columns": data["columns"], "data": data["data"]}
 
 
 def find_wandb_file(path: str | os.PathLike | None = None) -> Path:
@@ -239,5 +263,7 @@ def _read(f: Path) -> WandbRunRecords:
             _apply(config, r.config)
         elif kind == "exit":
             out.exit_code = int(rec.exit.exit_code)
+    internals = config.get("_wandb")
+    out.visualize = dict(internals.get("visualize", {})) if isinstance(internals, dict) else {}
     out.config = {k: v for k, v in config.items() if k != "_wandb"}
     return out

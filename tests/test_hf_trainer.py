@@ -181,6 +181,14 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
 
     # grokmon/* is defined against the Trainer's step metric
     assert any(m["glob_name"] == "grokmon/*" and m["step_metric"] == "train/global_step" for m in run.metrics)
+    # at train end the callback closes the monitor, whose W&B sink logs the per-group charts and
+    # the stage timeline into the same run; the summary holds every group's stage
+    chart = run.table("grokmon/by_group/pathway_distance_table")
+    assert "grokmon/by_group/pathway_distance" in run.visualize
+    lines = {(step, key) for step, key, _ in chart["data"]}
+    assert lines == {(s, k) for s in (0, 2, 4, 6) for k in ("a", "b", "all samples")}
+    assert {row[0] for row in run.table("grokmon/stage_timeline")["data"]} == {"overall", "a", "b"}
+    assert set(run.summary["grokmon/stages"]) == {"overall", "a", "b"}
     # no row was dropped by W&B for a step behind its counter (all four probe rows are above,
     # in strictly increasing W&B order)
     assert "less than the current step" not in err

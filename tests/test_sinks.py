@@ -206,6 +206,108 @@ def test_wandb_sink_without_run_raises():
         WandbSink(metric_glob="*/grokmon")
 
 
+def _group_probe(step_codes, distance):
+    """One probe of two groups: a stage code per group, a pathway distance per group (b's is NaN)."""
+    (a, b) = step_codes
+    return {"grokmon/pathway_distance": distance, "grokmon/group/a/pathway_distance": distance - 0.1,
+            "grokmon/group/b/pathway_distance": float("nan"), "grokmon/group/a/probe_loss": 2.0 * distance,
+            "grokmon/stage": 0.0, "grokmon/group/a/stage": float(a), "grokmon/group/b/stage": float(b)}
+
+
+def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
+    from grokmon.wandb_records import read_wandb_run
+
+    run, tmp_path = wandb_run
+    for gs in range(1, 7):  # the host is ahead: W&B's _step is 6 when grokmon first logs
+        run.log({"train/loss": 1.0 / gs, "train/global_step": gs})
+    sink = WandbSink(run, charts_every=2)
+    probes = {0: (0, 0), 2: (0, 3), 4: (3, 3)}
+    for step, codes in probes.items():
+        sink.log(_group_probe(codes, 0.5 - step / 100), step=step)
+    sink.alert(_Event("grokmon: plateau_pathway_distance plateau", "flat", "WARN", 4, rule="plateau_pd"))
+    sink.alert(_Event("grokmon: plateau_pathway_distance plateau", "flat again", "WARN", 6, rule="plateau_pd"))
+    sink.close()
+    run.finish()
+
+    rec = read_wandb_run(tmp_path / "wandb", wait=10)
+    rows = [r for r in rec.history if any(k.startswith("grokmon/") for k in r)]
+    assert all("train/global_step" in r for r in rows)  # every grokmon row on the host's step axis
+    assert [r["_step"] for r in rows] == sorted(r["_step"] for r in rows) and rows[0]["_step"] >= 6
+    assert [r["train/global_step"] for r in rows if "grokmon/pathway_distance" in r] == [0, 2, 4]
+
+    # one line-series chart per metric with group keys; refreshed at probe 2 and at close
+    assert set(rec.visualize) == {"grokmon/by_group/pathway_distance", "grokmon/by_group/probe_loss"}
+    spec = rec.visualize["grokmon/by_group/pathway_distance"]["panel_config"]
+    assert spec["panelDefId"] == "wandb/lineseries/v0"
+    assert [r["train/global_step"] for r in rows if "grokmon/by_group/pathway_distance_table" in r] == [2, 4]
+    chart = rec.table("grokmon/by_group/pathway_distance_table")
+    assert chart["columns"] == ["step", "lineKey", "lineVal"]
+    lines = {}
+    for step, key, value in chart["data"]:
+        lines.setdefault(key, []).append((step, round(value, 6)))
+    assert lines == {"a": [(0, 0.4), (2, 0.38), (4, 0.36)],          # b is all NaN: no line
+                     "all samples": [(0, 0.5), (2, 0.48), (4, 0.46)]}
+
+    # the stage timeline: one row per stretch of a group in one stage
+    timeline = rec.table("grokmon/stage_timeline")
+    assert timeline["columns"] == ["group", "stage", "stage_code", "start_step", "end_step", "probes"]
+    assert timeline["data"] == [["overall", "memorizing", 0, 0, 4, 3], ["a", "memorizing", 0, 0, 2, 2],
+                                ["b", "memorizing", 0, 0, 0, 1], ["b", "unknown", 3, 2, 4, 2],
+                                ["a", "unknown", 3, 4, 4, 1]]
+    # the summary: stages now, transitions, alert firings
+    assert rec.summary["grokmon/stages"] == {"overall": "memorizing", "a": "unknown", "b": "unknown"}
+    assert rec.summary["grokmon/stage_transitions"] == [
+        {"step": 2, "group": "b", "previous": "memorizing", "stage": "unknown"},
+        {"step": 4, "group": "a", "previous": "memorizing", "stage": "unknown"}]
+    alerts = rec.summary["grokmon/alerts"]
+    assert alerts["count"] == 2 and alerts["last"]["text"] == "flat again" and alerts["last"]["step"] == 6
+    assert alerts["by_rule"] == {"plateau_pd": {"count": 2, "first_step": 4, "last_step": 6, "level": "WARN"}}
+    assert [a["text"] for a in rec.alerts] == ["flat", "flat again"]  # run.alert as before
+    with pytest.raises(SinkError, match="no history value 'nope' in .*: was the table logged under another key"):
+        rec.table("nope")
+
+
+def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
+    from grokmon.wandb_records import read_wandb_run
+
+    run, tmp_path = wandb_run
+    sink = WandbSink(run, step_key=None)  # Accelerate-style: explicit step=
+    sink.log(_group_probe((0, 0), 0.5), step=5)
+    sink.log(_group_probe((3, 0), 0.4), step=10)
+    run.log({"user/loss": 1.0}, step=20)  # the user moved on to step 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "step below the run's step" drop, from us or from W&B
+        sink.close()
+    run.log({"user/loss": 0.5}, step=21)
+    run.finish()
+    rec = read_wandb_run(tmp_path / "wandb", wait=10)
+    assert [r["_step"] for r in rec.history] == [5, 10, 20, 21]
+    closing = rec.history[2]
+    assert closing["user/loss"] == 1 and "grokmon/by_group/pathway_distance_table" in closing  # merged into 20
+    assert [row[:2] for row in rec.table("grokmon/stage_timeline")["data"]] == [
+        ["overall", "memorizing"], ["a", "memorizing"], ["b", "memorizing"], ["a", "unknown"]]
+    assert rec.summary["grokmon/stage_transitions"] == [
+        {"step": 10, "group": "a", "previous": "memorizing", "stage": "unknown"}]
+
+
+def test_wandb_sink_extras_off_and_close_after_finish(wandb_run):
+    from grokmon.wandb_records import read_wandb_run
+
+    run, tmp_path = wandb_run
+    quiet = WandbSink(run, group_charts=False, stage_table=False, summary=False)
+    quiet.log(_group_probe((3, 3), 0.5), step=1)
+    quiet.close()  # nothing extra to log
+    sink = WandbSink(run)
+    sink.log({"grokmon/group/a/pathway_distance": 0.3}, step=2)  # a chart to log at close; no stage keys
+    run.finish()
+    with pytest.raises(SinkError, match=r"the W&B run finished before WandbSink.close\(\).*monitor.close\(\)"):
+        sink.close()
+    rec = read_wandb_run(tmp_path / "wandb", wait=10)
+    assert rec.visualize == {} and "grokmon/stages" not in rec.summary
+    with pytest.raises(SinkError, match="charts_every=0 must be a positive number of probes"):
+        WandbSink(run, charts_every=0)
+
+
 # ---------------------------------------------------------------------------- TensorBoard
 
 
@@ -225,6 +327,81 @@ def test_tensorboard_sink_read_back(tmp_path):
     texts = acc.Tensors("grokmon/alerts/text_summary")
     assert texts[0].step == 400
     assert b"grokmon: plateau" in texts[0].tensor_proto.string_val[0]
+
+
+def _custom_scalars(logdir):
+    """What TensorBoard's Custom Scalars tab shows for ``logdir``: its layout, and each chart's lines.
+
+    Runs TensorBoard's own plugin (layout and per-regex scalar lookup) on the event files.
+    """
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.custom_scalar import custom_scalars_plugin
+    from tensorboard.plugins.scalar import scalars_plugin
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    plugins: dict = {}
+    ctx = base_plugin.TBContext(logdir=str(logdir), multiplexer=mux, plugin_name_to_instance=plugins,
+                                data_provider=data_provider.MultiplexerDataProvider(mux, str(logdir)))
+    plugins["scalars"] = scalars_plugin.ScalarsPlugin(ctx)
+    plugin = custom_scalars_plugin.CustomScalarsPlugin(ctx)
+    request = context.RequestContext()
+    layout = json.loads(plugin.layout_impl(request, ""))  # the JSON the tab fetches
+    charts = {}
+    for category in layout["category"]:
+        for chart in category["chart"]:
+            lines = {}
+            for pattern in chart["multiline"]["tag"]:
+                found = plugin.scalars_impl(request, ".", pattern, "")
+                assert found["regex_valid"], pattern
+                for tag, events in found["tag_to_events"].items():
+                    lines[tag] = [(step, round(value, 5)) for _, step, value in events]  # float32 in the file
+            charts[(category["title"], chart["title"])] = lines
+    return charts
+
+
+def test_tensorboard_sink_puts_each_metrics_groups_on_one_chart(tmp_path):
+    pytest.importorskip("tensorboard.plugins.custom_scalar.custom_scalars_plugin")
+    sink = TensorBoardSink(tmp_path / "tb")
+    sink.log({"grokmon/probe_seconds": 0.1}, step=0)  # no group keys yet: no layout
+    assert sink.layout is None
+    sink.log({"grokmon/pathway_distance": 0.5, "grokmon/pathway_distance_raw": 4.0,
+              "grokmon/group/a/pathway_distance": 0.4, "grokmon/group/b/pathway_distance": 0.6,
+              "grokmon/group/a/probe_loss": 2.0}, step=100)
+    layout = sink.layout
+    # a group first seen later still lands on the chart (the layout selects tags by regex)
+    sink.log({"grokmon/pathway_distance": 0.45, "grokmon/group/a/pathway_distance": 0.35,
+              "grokmon/group/b/pathway_distance": 0.55, "grokmon/group/c/pathway_distance": 0.7,
+              "grokmon/group/c/stage": 3.0}, step=200)
+    assert sink.layout is layout  # written once
+    sink.close()
+    charts = _custom_scalars(tmp_path / "tb")
+    assert set(charts) == {("grokmon by group", "grokmon/pathway_distance"),
+                           ("grokmon by group", "grokmon/probe_loss")}
+    dist = charts[("grokmon by group", "grokmon/pathway_distance")]
+    assert dist == {"grokmon/pathway_distance": [(100, 0.5), (200, 0.45)],
+                    "grokmon/group/a/pathway_distance": [(100, 0.4), (200, 0.35)],
+                    "grokmon/group/b/pathway_distance": [(100, 0.6), (200, 0.55)],
+                    "grokmon/group/c/pathway_distance": [(200, 0.7)]}  # not _raw, not stage
+    assert charts[("grokmon by group", "grokmon/probe_loss")] == {"grokmon/group/a/probe_loss": [(100, 2.0)]}
+    # the layout is one summary in the event file, as TensorBoard expects
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    acc = ea_mod.EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert len(acc.Tensors("custom_scalars__config__")) == 1
+
+
+def test_tensorboard_sink_group_layout_off(tmp_path):
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    sink = TensorBoardSink(tmp_path / "tb", group_layout=False)
+    sink.log({"grokmon/group/a/pathway_distance": 0.4}, step=1)
+    sink.close()
+    acc = ea_mod.EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert acc.Tags()["tensors"] == [] and sink.layout is None
 
 
 def test_tensorboard_sink_borrowed_writer_is_not_closed(tmp_path):

@@ -14,15 +14,37 @@ Two step modes:
 ``alert`` calls ``run.alert(title=, text=, level=, wait_duration=)`` (seconds; titles are cut to
 64 characters, W&B's limit). Offline runs keep the alert in the ``.wandb`` file.
 
+What the sink adds beside the scalars (``<p>`` is the metric prefix, ``grokmon/``):
+
+* **Per-group charts** (``group_charts=True``): for every metric with ``group/<g>/<metric>`` keys,
+  a ``wandb.plot.line_series`` chart ``<p>by_group/<metric>`` with one line per group (and the
+  whole probe set, ``all samples``). W&B charts are static tables, so they are logged at
+  :meth:`close` and, with ``charts_every=K``, also every K probes (each refresh writes one small
+  table per metric; at most ``max_points`` points per line are kept, evenly spaced).
+* **Summary** (``summary=True``), updated as things happen: ``<p>stages`` (each group's current
+  stage name, ``overall`` for the whole probe set), ``<p>stage_transitions`` (the last 100
+  ``{step, group, previous, stage}``) and ``<p>alerts`` (``count``, ``last``, and per rule
+  ``count`` / ``first_step`` / ``last_step`` / ``level``).
+* **Stage timeline table** (``stage_table=True``): ``<p>stage_timeline``, a ``wandb.Table`` with
+  one row per stretch of a group in one stage (``group, stage, stage_code, start_step, end_step,
+  probes``), logged with the charts.
+
+These logs follow the same step rules: without ``step=`` in the first mode (the row carries the
+last probe's ``step_key``); in the second, at ``step=max(last step, run.step)``, never lower.
+Close the sink (``monitor.close()``) before ``run.finish()``: a finished run takes no more logs.
+
 Example:
     >>> import wandb                                                   # doctest: +SKIP
     >>> run = wandb.init(project="moe", mode="offline")                # doctest: +SKIP
-    >>> sink = WandbSink(run)                                          # doctest: +SKIP
-    >>> sink.log({"grokmon/pathway_distance": 3.5}, step=200)          # doctest: +SKIP
+    >>> sink = WandbSink(run, charts_every=10)                         # doctest: +SKIP
+    >>> sink.log({"grokmon/group/code/pathway_distance": 3.1}, step=200)  # doctest: +SKIP
+    >>> sink.close()                  # logs grokmon/by_group/pathway_distance  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import math
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -33,23 +55,58 @@ from .base import AlertInfo, Sink, to_float
 __all__ = ["WandbSink"]
 
 _MAX_TITLE = 64
+_MAX_TRANSITIONS = 100
+_STAGES = ("memorizing", "grokking", "saturated", "unknown")  # GroupStageTracker's codes 0..3
+_GROUP = re.compile(r"^group/(?P<group>[^/]+)/(?P<metric>.+)$")
+ALL_SAMPLES = "all samples"
 
 
 class WandbSink(Sink):
-    """Log grokmon metrics and alerts into a W&B run (see module doc for the step modes)."""
+    """Log grokmon metrics and alerts into a W&B run (see module doc for the step modes and extras).
+
+    Args:
+        run: the W&B run (default: ``wandb.run`` at first use).
+        step_key: the host's step metric, or None to log with ``step=``.
+        metric_glob: suffix glob of grokmon's keys for ``define_metric``; its stem (``grokmon/``)
+            is the prefix of the group keys and of the chart, table and summary keys.
+        group_charts: log ``<prefix>by_group/<metric>`` line-series charts.
+        charts_every: also refresh the charts and the stage table every this many probes
+            (None: only at :meth:`close`).
+        stage_table: log the ``<prefix>stage_timeline`` table.
+        summary: keep stages, transitions and alert firings in ``run.summary``.
+        max_points: most points per line of a chart.
+    """
 
     name = "wandb"
 
     def __init__(self, run: Any = None, step_key: str | None = "train/global_step", *,
-                 metric_glob: str | None = "grokmon/*") -> None:
+                 metric_glob: str | None = "grokmon/*", group_charts: bool = True, charts_every: int | None = None,
+                 stage_table: bool = True, summary: bool = True, max_points: int = 1000) -> None:
         if metric_glob is not None and "*" in metric_glob[:-1]:
             raise SinkError(f"metric_glob={metric_glob!r}: W&B accepts only a suffix glob such as 'grokmon/*'")
+        if charts_every is not None and (not isinstance(charts_every, int) or charts_every < 1):
+            raise SinkError(f"charts_every={charts_every!r} must be a positive number of probes, or None "
+                            "(charts only at close)")
+        if not isinstance(max_points, int) or max_points < 2:
+            raise SinkError(f"max_points={max_points!r} must be an int >= 2")
         self._run = run
         self.step_key = step_key
         self.metric_glob = metric_glob
+        self.prefix = metric_glob[:-1] if metric_glob and metric_glob.endswith("*") else "grokmon/"
+        self.group_charts = group_charts
+        self.charts_every = charts_every
+        self.stage_table = stage_table
+        self.summary = summary
+        self.max_points = max_points
         self.last_step: int | None = None
         self.dropped = 0
+        self.probes = 0
         self._defined = False
+        self._series: dict[str, dict[str, list[tuple[int, float]]]] = {}  # metric -> line -> points
+        self._stretches: list[list[Any]] = []         # [group, stage, start, end, probes], in order
+        self._open: dict[str, list[Any]] = {}         # group -> its current stretch
+        self._transitions: list[dict[str, Any]] = []
+        self._alerts: dict[str, Any] = {"count": 0, "last": None, "by_rule": {}}
 
     @property
     def run(self) -> Any:
@@ -71,37 +128,146 @@ class WandbSink(Sink):
                 run.define_metric(self.metric_glob, step_metric=self.step_key)
         self._defined = True
 
+    # ------------------------------------------------------------------ scalars
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         run = self.run
         self._define(run)
         step = int(step)
         values = {str(k): to_float(v, k) for k, v in metrics.items()}
+        if self.step_key is None:
+            # W&B's run.step is the row it is filling: a lower step= is dropped by W&B, an equal one merges
+            floor = max(self.last_step if self.last_step is not None else 0, _int(getattr(run, "step", 0)))
+            if step < floor:
+                self.dropped += 1
+                warnings.warn(
+                    f"WandbSink: step {step} is below the run's current step {floor}; W&B would drop it, so it is "
+                    "not logged. Use step_key='train/global_step' (log against a step metric) when other code logs "
+                    "too", RuntimeWarning, stacklevel=2,
+                )
+                return
+        self.probes += 1
+        changed = self._track(values, step)
+        if self.charts_every is not None and self.probes % self.charts_every == 0:
+            values.update(self._media())
         if self.step_key is not None:
             run.log({**values, self.step_key: step})
-            self.last_step = step
-            return
-        # W&B's run.step is the row it is filling: a lower step= is dropped by W&B, an equal one merges
-        floor = max(self.last_step if self.last_step is not None else 0, _int(getattr(run, "step", 0)))
-        if step < floor:
-            self.dropped += 1
-            warnings.warn(
-                f"WandbSink: step {step} is below the run's current step {floor}; W&B would drop it, so it is "
-                "not logged. Use step_key='train/global_step' (log against a step metric) when other code logs too",
-                RuntimeWarning, stacklevel=2,
-            )
-            return
-        run.log(values, step=step)
+        else:
+            run.log(values, step=step)
         self.last_step = step
+        if changed and self.summary:
+            run.summary.update(self._stage_summary())
 
+    def _track(self, values: Mapping[str, float], step: int) -> bool:
+        """Remember group series and stage stretches; True when a stage changed."""
+        changed = False
+        for key, value in values.items():
+            if not key.startswith(self.prefix):
+                continue
+            k = key[len(self.prefix):]
+            m = _GROUP.match(k)
+            group, metric = (m["group"], m["metric"]) if m else (None, k)
+            if metric == "stage" and math.isfinite(value):
+                changed |= self._stage(group or "overall", value, step)
+            elif m and self.group_charts and math.isfinite(value):
+                self._series.setdefault(metric, {}).setdefault(group, []).append((step, value))
+        if self.group_charts:  # the whole probe set, for the metrics that have groups
+            for metric, lines in self._series.items():
+                v = values.get(self.prefix + metric)
+                if v is not None and math.isfinite(v):
+                    lines.setdefault(ALL_SAMPLES, []).append((step, v))
+        return changed
+
+    def _stage(self, group: str, code: float, step: int) -> bool:
+        i = int(round(code))
+        stage = _STAGES[i] if 0 <= i < len(_STAGES) else "unknown"
+        current = self._open.get(group)
+        if current is not None and current[1] == stage:
+            current[3] = step
+            current[4] += 1
+            return False
+        previous = current[1] if current is not None else None
+        stretch = [group, stage, step, step, 1]
+        self._open[group] = stretch
+        self._stretches.append(stretch)
+        if previous is not None or stage != "memorizing":  # every group starts memorizing
+            self._transitions.append({"step": step, "group": group, "previous": previous or "memorizing",
+                                      "stage": stage})
+            del self._transitions[:-_MAX_TRANSITIONS]
+        return True
+
+    def _stage_summary(self) -> dict[str, Any]:
+        return {self.prefix + "stages": {g: s[1] for g, s in self._open.items()},
+                self.prefix + "stage_transitions": list(self._transitions)}
+
+    # ------------------------------------------------------------------ charts and table
+    def _thin(self, points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+        if len(points) <= self.max_points:
+            return points
+        n = len(points)
+        idx = sorted({round(i * (n - 1) / (self.max_points - 1)) for i in range(self.max_points)})
+        return [points[i] for i in idx]
+
+    def _media(self) -> dict[str, Any]:
+        """The charts and the stage table as they stand now (empty when there is nothing to show)."""
+        out: dict[str, Any] = {}
+        if not ((self.group_charts and self._series) or (self.stage_table and self._stretches)):
+            return out
+        import wandb
+
+        for metric, lines in sorted(self._series.items()):
+            names = sorted(g for g in lines if g != ALL_SAMPLES) + ([ALL_SAMPLES] if ALL_SAMPLES in lines else [])
+            xs, ys = [], []
+            for name in names:
+                pts = self._thin(lines[name])
+                xs.append([s for s, _ in pts])
+                ys.append([v for _, v in pts])
+            out[f"{self.prefix}by_group/{metric}"] = wandb.plot.line_series(
+                xs, ys, keys=names, title=f"{metric} by group", xname=self.step_key or "step")
+        if self.stage_table and self._stretches:
+            rows = [[g, s, _STAGES.index(s), start, end, n] for g, s, start, end, n in self._stretches]
+            out[f"{self.prefix}stage_timeline"] = wandb.Table(
+                columns=["group", "stage", "stage_code", "start_step", "end_step", "probes"], data=rows)
+        return out
+
+    # ------------------------------------------------------------------ alerts, close
     def _alert(self, alert: AlertInfo) -> None:
         kwargs: dict[str, Any] = {"title": alert.title[:_MAX_TITLE], "text": alert.text or alert.title,
                                   "level": alert.level}
         if alert.wait_duration is not None:
             kwargs["wait_duration"] = alert.wait_duration
-        self.run.alert(**kwargs)
+        run = self.run
+        run.alert(**kwargs)
+        if not self.summary:
+            return
+        step = alert.step if alert.step is not None else self.last_step
+        rule = str(alert.extra.get("rule") or alert.title)
+        kind = alert.extra.get("kind")
+        a = self._alerts
+        a["count"] += 1
+        a["last"] = {"step": step, "title": alert.title, "level": alert.level, "kind": kind, "text": alert.text}
+        r = a["by_rule"].setdefault(rule, {"count": 0, "first_step": step, "last_step": step, "level": alert.level})
+        r["count"] += 1
+        r["last_step"], r["level"] = step, alert.level
+        run.summary.update({self.prefix + "alerts": {"count": a["count"], "last": dict(a["last"]),
+                                                     "by_rule": {k: dict(v) for k, v in a["by_rule"].items()}}})
 
     def close(self) -> None:
-        """Nothing to release: the run belongs to the host, which finishes it."""
+        """Log the final per-group charts and stage table (the run itself belongs to the host)."""
+        media = self._media()
+        if not media:
+            return
+        run = self.run
+        if getattr(run, "_is_finished", False):
+            raise SinkError("the W&B run finished before WandbSink.close(): the per-group charts and the stage "
+                            "table were not logged. Close the monitor (monitor.close()) before run.finish()")
+        if self.step_key is not None:
+            run.log({**media, self.step_key: self.last_step if self.last_step is not None else 0})
+        else:
+            run.log(media, step=max(self.last_step if self.last_step is not None else 0,
+                                    _int(getattr(run, "step", 0))))
+        self._series.clear()
+        self._stretches.clear()
+        self._open.clear()
 
 
 def _int(x: Any) -> int:

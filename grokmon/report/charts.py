@@ -1,0 +1,333 @@
+"""The report's charts: matplotlib figures turned into inline SVG (and the overview PNG).
+
+Each ``*_chart`` function takes a :class:`~grokmon.report.data.RunData` and returns the SVG text
+of one chart, ready to paste into HTML (no XML prolog; ids salted per chart so several charts
+can share one page), or ``None`` when the run has nothing to draw there. Figures are built with
+``matplotlib.figure.Figure`` directly: no pyplot state, no backend switch in the caller's process.
+
+Interactive parts of the SVG carry classes a browser (or a test) can find: alert markers are
+``<g class="alert-marker" data-step=.. data-level=..>`` with a ``<title>`` tooltip, group lines
+``<g class="group-line" data-group=..>``, stage bars ``<g class="stage-bar" data-group=..
+data-stage=..>``.
+
+Example:
+    >>> from grokmon.report.data import load_run
+    >>> run = load_run([(0, {"grokmon/pathway_distance": 0.7}), (100, {"grokmon/pathway_distance": 0.6})])
+    >>> headline_chart(run).startswith("<svg")   # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .data import OVERALL, Points, RunData, stage_name
+
+__all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "headline_figure", "headline_chart", "group_chart",
+           "expert_load_chart", "save_png", "external_curves"]
+
+STAGE_COLORS: dict[str, str] = {"memorizing": "#f4a261", "grokking": "#2a9d8f", "saturated": "#264653",
+                                "unknown": "#aab2bd"}
+LEVEL_COLORS: dict[str, str] = {"INFO": "#3a86ff", "WARN": "#e76f00", "ERROR": "#c1121f"}
+HEADLINE: dict[str, str] = {
+    "pathway_distance": "pathway distance",
+    "probe_loss": "probe loss",
+    "routing_entropy": "routing entropy",
+    "pathway_cosine": "pathway cosine",
+}
+MAX_EXTERNAL = 3   # held-out curves drawn in the headline chart
+MAX_LAYERS = 8     # expert-load heatmaps drawn (evenly spaced when the model has more)
+MAX_DOTS = 120     # curves with more probes are drawn as lines without a dot per probe
+_PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+            "#ff7f0e", "#7f7f7f")
+
+
+def _figure(width: float, height: float) -> Any:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError("the report needs matplotlib: pip install 'grokmon[plot]'") from e
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _marker(points: Points) -> str:
+    """Dots on the probes of short curves only: one SVG element per dot adds up on long runs."""
+    return "o" if len(points) <= MAX_DOTS else ""
+
+
+def group_color(i: int) -> str:
+    """The colour of the ``i``-th group (the same in every chart of a report)."""
+    return _PALETTE[i % len(_PALETTE)]
+
+
+def group_style(i: int) -> str:
+    """The line style of the ``i``-th group: solid for the first ten, then dash-dot, then dotted."""
+    return ("-", "-.", ":")[(i // len(_PALETTE)) % 3]
+
+
+def external_curves(run: RunData) -> list[str]:
+    """The held-out curves the headline shows: accuracy-like names first, at most ``MAX_EXTERNAL``."""
+    names = sorted(run.external, key=lambda n: ("acc" not in n.lower(), n))
+    return names[:MAX_EXTERNAL]
+
+
+def _headline_metrics(run: RunData) -> list[str]:
+    names = [m for m in HEADLINE if m in run.series]
+    if not names:  # a record without the usual keys: show what it has
+        names = sorted(run.series)[:4]
+    return names
+
+
+def band_group(run: RunData) -> str | None:
+    """Whose stage is drawn behind the headline curves: the whole probe set, else the only group."""
+    if OVERALL in run.stages:
+        return OVERALL
+    return next(iter(run.stages)) if len(run.stages) == 1 else None
+
+
+def _x_range(run: RunData) -> tuple[float, float, float]:
+    gap = float(run.probe_every or 1)
+    return float(run.steps[0]), float(run.steps[-1]) + gap, gap
+
+
+def _intervals(points: list[tuple[int, float]], end: float) -> list[tuple[float, float, str]]:
+    """``(start, width, stage)`` runs: a stage holds from the probe that saw it to the next change."""
+    out: list[tuple[float, float, str]] = []
+    for i, (step, code) in enumerate(points):
+        nxt = float(points[i + 1][0]) if i + 1 < len(points) else end
+        stage = stage_name(code)
+        if out and out[-1][2] == stage:
+            start = out[-1][0]
+            out[-1] = (start, nxt - start, stage)
+        else:
+            out.append((float(step), nxt - float(step), stage))
+    return out
+
+
+def _value_at(points: Points, step: int) -> float | None:
+    """The finite value of the probe nearest to ``step`` (the earlier one on a tie)."""
+    finite = [p for p in points if math.isfinite(p[1])]
+    if not finite:
+        return None
+    return min(finite, key=lambda p: (abs(p[0] - step), p[0] > step))[1]
+
+
+def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
+    """The headline curves (and held-out curves) over a stage strip, with alert markers.
+
+    Returns the figure and ``{gid: attributes}`` of the SVG groups to annotate (alert markers,
+    stage bars). The stage of the whole probe set (or of the only group) is drawn as background
+    bands behind every curve; the strip below has one row of stage bars per group.
+    """
+    metrics = _headline_metrics(run)
+    external = external_curves(run)
+    rows = sorted(run.stages, key=lambda g: (g != OVERALL, g))
+    panels = [("external", n) for n in external] + [("metric", m) for m in metrics]
+    n = len(panels)
+    strip_h = 0.35 + 0.26 * len(rows) if rows else 0.0
+    fig = _figure(10.5, max(2.2, 1.75 * n + strip_h + 0.5))
+    ratios = [1.0] * n + ([strip_h / 1.75] if rows else [])
+    axes = fig.subplots(max(1, len(ratios)), 1, sharex=True, squeeze=False,
+                        gridspec_kw={"height_ratios": ratios or [1.0]})[:, 0]
+    x0, x1, gap = _x_range(run)
+    marks: dict[str, dict[str, str]] = {}
+    band = band_group(run)
+    by_metric: dict[str, Any] = {}
+    for ax, (kind, name) in zip(axes, panels):
+        points = run.external[name] if kind == "external" else run.series[name]
+        color = "#7b2cbf" if kind == "external" else "black"
+        steps, values = zip(*points) if points else ((), ())
+        ax.plot(steps, values, color=color, lw=1.4, marker=_marker(points), ms=2.5)
+        label = f"held-out: {name}" if kind == "external" else HEADLINE.get(name, name)
+        ax.set_ylabel(label, fontsize=8.5)
+        ax.grid(alpha=0.25)
+        ax.tick_params(labelsize=8)
+        if band is not None:
+            for start, width, stage in _intervals(run.stages[band], x1):
+                ax.axvspan(start, start + width, color=STAGE_COLORS[stage], alpha=0.2, lw=0, zorder=0)
+        if kind == "metric":
+            by_metric[name] = ax
+    if n == 0:
+        axes[0].text(0.5, 0.5, "no scalar grokmon curves in this record", ha="center", va="center",
+                     transform=axes[0].transAxes)
+    metric_axes = [ax for ax, (kind, _) in zip(axes, panels) if kind == "metric"] or list(axes[:max(1, n)])
+    for i, alert in enumerate(a for a in run.alerts if a.get("step") is not None):
+        step = int(alert["step"])
+        level = str(alert.get("level") or "WARN")
+        color = LEVEL_COLORS.get(level, LEVEL_COLORS["WARN"])
+        metric = str(alert.get("metric") or "")
+        metric = metric[len("grokmon/"):] if metric.startswith("grokmon/") else metric
+        for ax in axes[:max(1, n)]:
+            ax.axvline(step, color=color, lw=0.8, ls=":", alpha=0.8, zorder=1)
+        gid = f"alert-marker-{i}"
+        if metric in by_metric and _value_at(run.series[metric], step) is not None:
+            ax = by_metric[metric]
+            ax.plot([step], [_value_at(run.series[metric], step)], ls="none", marker="v", ms=10, color=color,
+                    mec="black", mew=0.6, zorder=6, gid=gid)
+        else:
+            ax = metric_axes[0]
+            ax.plot([step], [0.9], ls="none", marker="v", ms=10, color=color, mec="black", mew=0.6, zorder=6,
+                    transform=ax.get_xaxis_transform(), gid=gid)
+        marks[gid] = {"class": "alert-marker", "data-step": str(step), "data-level": level,
+                      "data-kind": str(alert.get("kind") or ""),
+                      "title": f"step {step} · {level} · {alert.get('title', '')}\n{alert.get('text', '')}".strip()}
+    if rows:
+        strip = axes[-1]
+        for r, group in enumerate(rows):
+            for j, (start, width, stage) in enumerate(_intervals(run.stages[group], x1)):
+                gid = f"stage-bar-{r}-{j}"
+                strip.barh(r, width, left=start, height=0.78, color=STAGE_COLORS[stage], lw=0, gid=gid)
+                marks[gid] = {"class": "stage-bar", "data-group": group, "data-stage": stage,
+                              "data-step": str(int(start)), "title": f"{group}: {stage} from step {int(start)}"}
+        strip.set_yticks(range(len(rows)), rows, fontsize=8)
+        strip.set_ylim(len(rows) - 0.5, -0.5)
+        strip.set_ylabel("stage", fontsize=8.5)
+        strip.tick_params(labelsize=8)
+        strip.grid(False)
+    axes[-1].set_xlim(x0, x1)
+    axes[-1].set_xlabel("step", fontsize=9)
+    return fig, marks
+
+
+def _png_legend(fig: Any, run: RunData, title: str) -> list[Any]:
+    """A title and a stage / alert legend, so the PNG reads on its own (the page has its own legend)."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=c, label=s) for s, c in STAGE_COLORS.items()]
+    levels = sorted({str(a.get("level") or "WARN") for a in run.alerts})
+    handles += [Line2D([], [], ls="none", marker="v", ms=8, color=LEVEL_COLORS.get(lv, LEVEL_COLORS["WARN"]),
+                       mec="black", mew=0.6, label=f"{lv} alert") for lv in levels]
+    legend = fig.legend(handles=handles, loc="outside upper right", ncol=len(handles), fontsize=8, frameon=False)
+    return [legend, fig.suptitle(title, x=0.01, ha="left", fontsize=11)]
+
+
+def headline_chart(run: RunData, png: str | Path | None = None, *, title: str = "grokmon") -> str:
+    """SVG of :func:`headline_figure`; also saves it, with ``title`` and a legend, as a PNG at ``png``."""
+    fig, marks = headline_figure(run)
+    if png is not None:
+        extra = _png_legend(fig, run, title)
+        save_png(fig, png)
+        for artist in extra:
+            artist.remove()
+    return to_svg(fig, "headline", marks, "Headline curves against the step, with stage bands and alert markers")
+
+
+def group_chart(run: RunData, metric: str, *, label: str | None = None) -> str | None:
+    """One line per group of ``group/<g>/<metric>`` (the whole probe set dashed), or None without groups."""
+    per_group = run.grouped.get(metric)
+    if not per_group:
+        return None
+    fig = _figure(5.6, 3.4)
+    ax = fig.subplots()
+    marks: dict[str, dict[str, str]] = {}
+    if metric in run.series:
+        steps, values = zip(*run.series[metric])
+        ax.plot(steps, values, color="black", ls="--", lw=1.2, label="all samples")
+    groups = run.groups
+    for i, group in enumerate(groups):
+        if group not in per_group:
+            continue
+        steps, values = zip(*per_group[group])
+        gid = f"group-line-{i}"
+        ax.plot(steps, values, color=group_color(i), ls=group_style(i), lw=1.4, marker=_marker(per_group[group]),
+                ms=2, label=group, gid=gid)
+        marks[gid] = {"class": "group-line", "data-group": group, "title": f"{group}: {metric}"}
+    ax.set_xlabel("step", fontsize=9)
+    ax.set_ylabel(label or metric, fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.25)
+    if len(per_group) <= 8:
+        ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
+    else:  # many groups: beside the plot, not over the lines
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(per_group) // 16,
+                  frameon=False)
+    return to_svg(fig, f"group-{metric}", marks, f"{label or metric} per group against the step")
+
+
+def _pick_layers(layers: list[int]) -> list[int]:
+    if len(layers) <= MAX_LAYERS:
+        return layers
+    idx = sorted({round(i * (len(layers) - 1) / (MAX_LAYERS - 1)) for i in range(MAX_LAYERS)})
+    return [layers[i] for i in idx]
+
+
+def expert_load_chart(run: RunData) -> tuple[str, list[int]] | None:
+    """Heatmaps of expert load (expert x probe) per MoE layer, and the layers drawn; None without load keys."""
+    if not run.expert_load:
+        return None
+    import numpy as np
+
+    layers = _pick_layers(sorted(run.expert_load))
+    steps = sorted({s for layer in layers for pts in run.expert_load[layer].values() for s, _ in pts})
+    col = {s: i for i, s in enumerate(steps)}
+    experts = max(e for layer in layers for e in run.expert_load[layer]) + 1
+    grids = []
+    for layer in layers:
+        grid = np.full((experts, len(steps)), np.nan)
+        for e, pts in run.expert_load[layer].items():
+            for s, v in pts:
+                grid[e, col[s]] = v
+        grids.append(grid)
+    vmax = float(np.nanmax([np.nanmax(g) for g in grids])) or 1.0
+    height = 0.6 + sum(0.35 + min(2.2, 0.05 * experts + 0.5) for _ in layers)
+    fig = _figure(10.5, height)
+    axes = fig.subplots(len(layers), 1, sharex=True, squeeze=False)[:, 0]
+    image = None
+    for ax, layer, grid in zip(axes, layers, grids):
+        image = ax.imshow(grid, aspect="auto", interpolation="nearest", cmap="viridis", vmin=0.0, vmax=vmax,
+                          origin="upper")
+        ax.set_ylabel(f"layer {layer}\nexpert", fontsize=8)
+        ax.tick_params(labelsize=7)
+    ticks = sorted({round(i * (len(steps) - 1) / 7) for i in range(8)}) if len(steps) > 1 else [0]
+    axes[-1].set_xticks(ticks, [str(steps[i]) for i in ticks])
+    axes[-1].set_xlabel("step (one column per probe)", fontsize=9)
+    fig.colorbar(image, ax=list(axes), label="load (fraction of routed tokens)", shrink=0.9)
+    return to_svg(fig, "expert-load", {}, "Expert load per MoE layer over the probes"), layers
+
+
+def save_png(fig: Any, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG (white background)."""
+    p = Path(path)
+    fig.savefig(p, format="png", dpi=dpi, facecolor="white")
+    return p
+
+
+def to_svg(fig: Any, salt: str, marks: Mapping[str, Mapping[str, str]], label: str) -> str:
+    """``fig`` as inline SVG: text kept as text, ids prefixed with ``salt-``, ``marks`` gids annotated.
+
+    ``marks`` maps an artist's gid to the attributes its ``<g>`` gets (``title`` becomes a
+    ``<title>`` child: the browser's tooltip).
+    """
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"grokmon-{salt}"}):
+        fig.savefig(buf, format="svg", metadata={"Date": None}, facecolor="white")
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg"):]
+    svg = svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(label)}" ', 1)
+    # matplotlib numbers its groups per figure (figure_1, axes_1, ...): namespace every id and
+    # every reference to one, so that several charts on one page never share an id
+    ns = f"{salt}-"
+    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{ns}{m[1]}"', svg)
+    svg = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{ns}{m[1]})", svg)
+    svg = re.sub(r'href="#([^"]+)"', lambda m: f'href="#{ns}{m[1]}"', svg)
+
+    def annotate(m: re.Match[str]) -> str:
+        attrs = dict(marks[m["gid"]])
+        title = attrs.pop("title", "")
+        extra = "".join(f' {k}="{html.escape(v)}"' for k, v in attrs.items())
+        return f'<g id="{ns}{m["gid"]}"{extra}>' + (f"<title>{html.escape(title)}</title>" if title else "")
+
+    if marks:
+        pattern = re.compile(rf'<g id="{re.escape(ns)}(?P<gid>' + "|".join(map(re.escape, marks)) + r')">')
+        svg = pattern.sub(annotate, svg)
+    return svg
