@@ -238,7 +238,7 @@ def test_by_default_a_converged_group_is_unknown_whatever_its_distance_does():
         want = ["memorizing" if e == "memorizing" else "unknown" for e in expected]
         assert [s["g"] for s in stages] == want
         assert [(e.extra["previous"], e.extra["stage"]) for e in events] == [("memorizing", "unknown")]
-        assert events[0].title == "grokmon: group g memorized (generalization unknown)"
+        assert events[0].title == "grokmon: group g probe loss converged (generalization unknown)"
         assert events[0].value == 3.0
 
 

@@ -287,6 +287,9 @@ def stage_verdict(unit: dict[str, Any], timeline: dict[str, Any]) -> dict[str, A
     for step, stage in timeline["transitions"]:
         first.setdefault(stage, step)
     verdict: dict[str, Any] = {"first": first, "alerts": len(timeline["alert_steps"])}
+    settled = first.get("unknown", first.get("grokking"))   # the step the loss counted as converged
+    verdict["converged_before_memorized"] = settled is not None and (
+        unit["memorized_step"] is None or settled < unit["memorized_step"])
     if unit["class"] == "grokked":
         sat, grok = first.get("saturated"), first.get("grokking")
         verdict["early_saturated"] = sat is not None and unit["held_90_of_final"] is not None and sat < unit["held_90_of_final"]
@@ -473,7 +476,8 @@ def render(summary: dict[str, Any]) -> str:
                   f"{sum(x['grokking_in_time'] for x in grok)}, `unknown` in {sum(x['said_unknown'] for x in grok)}; "
                   f"negative units {len(neg)}: false stage claims {sum(x['false_claims'] for x in neg)} "
                   f"(in {sum(1 for x in neg if x['false_claims'])} units), plateau alerts fired in "
-                  f"{sum(1 for x in neg if x['false_alerts'])} units"]
+                  f"{sum(1 for x in neg if x['false_alerts'])} units; loss counted as converged before train "
+                  f"accuracy reached {MEMORIZED} in {sum(x['converged_before_memorized'] for x in v)} of {len(v)} units"]
     return "\n".join(lines)
 
 

@@ -5,8 +5,11 @@ when asked to, the pathway distance:
 
 * ``memorizing`` (code 0): the probe loss is still falling — it has improved by more than
   ``min_delta`` within the last ``patience`` probes;
-* ``unknown`` (code 3, the default once the loss has converged): the group has memorized its
-  probe samples, and whether it generalizes **cannot be told** from the pathway signals. On the
+* ``unknown`` (code 3, the default once the loss has converged): the group's probe loss has stopped
+  falling (in the paper's terms, it is memorized), and whether it generalizes **cannot be told**
+  from the pathway signals. The probe loss averages every next-token position, some of which no
+  model can learn, so it can settle before the model fits its training answers: read the stage
+  as "the loss stopped falling", not as a verified memorization. On the
   validation matrix (docs/validation.md: 5 families, 6 tasks, random-label controls) the pathway
   distance fell after memorization in runs that never generalized about as much as in runs that
   grokked, so no rule on it separates the two; the tracker says so instead of guessing;
@@ -296,7 +299,7 @@ class GroupStageTracker:
         return "saturated"
 
 
-_HEADLINE = {"unknown": "memorized (generalization unknown)"}
+_HEADLINE = {"unknown": "probe loss converged (generalization unknown)"}
 
 
 def _fmt(v: float | None) -> str:
