@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from grokking_task import RECIPE, ArithmeticDataset, accuracy, make_dataset, make_model, make_optimizer  # noqa: E402
 
 from grokmon import GrokkingMonitor, MetricConfig, ProbeSet  # noqa: E402
+from grokmon.alerts import STAGES  # noqa: E402
 from grokmon.validation import (  # noqa: E402
     correlation_table, first_step_at_or_above, grokking_window, partial_spearman,
 )
@@ -76,12 +77,13 @@ def train_loss(model: torch.nn.Module, data: ArithmeticDataset) -> float:
 
 
 def make_accuracy_callback(train: ArithmeticDataset, held: ArithmeticDataset, every: int, out: Path,
-                           stop_after_grok: int):
+                           stop_after_grok: int, monitor: GrokkingMonitor | None = None):
     """A TrainerCallback measuring train / held-out accuracy and train loss every ``every`` steps.
 
     Values go to ``accuracy.jsonl`` and through ``trainer.log`` (so W&B has ``train/heldout_accuracy``
     next to the grokmon curves). Training stops ``stop_after_grok`` steps after held-out accuracy
-    first reaches 0.9, which keeps the demo short while showing the curves settle.
+    first reaches 0.9, which keeps the demo short while showing the curves settle. One progress line
+    per probe: step, accuracies, the training loss, and the monitor's latest distance and stage.
     """
     from transformers import TrainerCallback
 
@@ -102,8 +104,16 @@ def make_accuracy_callback(train: ArithmeticDataset, held: ArithmeticDataset, ev
                 self.grokked_at = step
             return row
 
+        def progress(self, step: int, max_steps: int, row: dict[str, float]) -> None:
+            last = monitor.last_metrics if monitor is not None else {}
+            distance, stage = last.get("grokmon/pathway_distance"), last.get("grokmon/stage")
+            print(f"step {step:5d}/{max_steps}  train acc {row['train_accuracy']:.3f}  held-out acc "
+                  f"{row['heldout_accuracy']:.3f}  train loss {row['train_loss_full']:.2e}  distance "
+                  f"{'-' if distance is None else f'{distance:.4f}'}  stage "
+                  f"{'-' if stage is None or stage != stage else STAGES[int(stage)]}", flush=True)
+
         def on_train_begin(self, args, state, control, model=None, **kwargs):
-            self.measure(model, state.global_step)
+            self.progress(state.global_step, state.max_steps, self.measure(model, state.global_step))
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step % every:
@@ -111,9 +121,7 @@ def make_accuracy_callback(train: ArithmeticDataset, held: ArithmeticDataset, ev
             row = self.measure(model, state.global_step)
             if self.trainer is not None:
                 self.trainer.log(dict(row))
-            if state.global_step % (4 * every) == 0:
-                print(f"step {state.global_step:5d}/{state.max_steps}  train acc {row['train_accuracy']:.3f}  held-out acc "
-                      f"{row['heldout_accuracy']:.3f}  train loss {row['train_loss_full']:.2e}", flush=True)
+            self.progress(state.global_step, state.max_steps, row)
             if self.grokked_at is not None and state.global_step >= self.grokked_at + stop_after_grok:
                 control.should_training_stop = True
 
@@ -160,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         logging_steps=args.every, save_strategy="no", report_to=report_to, use_cpu=True, seed=args.seed,
         run_name=f"grokking-demo-{args.op}-p{args.p}-seed{args.seed}", disable_tqdm=True, dataloader_num_workers=0,
     )
-    acc = make_accuracy_callback(train, held, args.every, out, args.stop_after_grok)
+    acc = make_accuracy_callback(train, held, args.every, out, args.stop_after_grok, monitor)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, optimizers=(optimizer, scheduler),
                       callbacks=[monitor.hf_callback(), acc])
     acc.trainer = trainer

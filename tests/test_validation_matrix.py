@@ -30,6 +30,7 @@ def test_quick_matrix_runs_end_to_end_and_is_cached(tmp_path) -> None:
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "1 cells, 0 cached, 1 to run" in run.stdout and "[1/1] olmoe-mix-L2-s0 done" in run.stdout
+    assert run.stdout.count("olmoe-mix-L2-s0 step ") == 5   # progress: a line per probe on the console
     cell = out / "olmoe-mix-L2-s0"
     log = (out / "olmoe-mix-L2-s0.log").read_text().splitlines()
     assert len(log) == 5 and log[0].startswith("olmoe-mix-L2-s0 step     0  held-out add")  # a line per probe

@@ -4,7 +4,8 @@
     python -m examples.validation run --quick --out /tmp/quick            # one tiny cell, about a minute
     python -m examples.validation summary --out validation_runs           # tables from the cached runs
 
-``run`` skips cells whose ``result.json`` exists; each cell uses one thread. ``summary`` computes
+``run`` skips cells whose ``result.json`` exists; each cell uses one thread and prints one line per
+probe (step, held-out accuracy per domain, the live distance and stage, seconds so far). ``summary`` computes
 every metric variant from each run's raw pathways, writes ``series/<cell>.json`` (small, committed
 under ``docs/validation/``) and ``summary.json``, and prints the tables of docs/validation.md.
 """
@@ -39,8 +40,12 @@ def quick_plan() -> list[Cell]:
 def _work(cell: Cell, out: str) -> tuple[str, float]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log = Path(out) / f"{cell.name}.log"
+    def both(line: str) -> None:  # one line per probe, to the cell's log and to the console
+        print(line, file=fh, flush=True)
+        print(line, flush=True)
+
     with open(log, "a") as fh:
-        result = run_cell(cell, Path(out), log=lambda line: print(line, file=fh, flush=True))
+        result = run_cell(cell, Path(out), log=both)
     return cell.name, result["seconds"]
 
 
@@ -67,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.out).mkdir(parents=True, exist_ok=True)
     todo = [c for c in plan if not (Path(args.out) / c.name / "result.json").exists()]
     print(f"{len(plan)} cells, {len(plan) - len(todo)} cached, {len(todo)} to run with {args.jobs} jobs; "
-          f"progress in {args.out}/<cell>.log", flush=True)
+          f"a line per probe here and in {args.out}/<cell>.log", flush=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(_work, c, args.out): c for c in todo}
