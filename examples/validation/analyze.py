@@ -66,6 +66,7 @@ VARIANTS: dict[str, str] = {
     "train_loss": "training loss on the answer (baseline)",
 }
 MEMORIZED = 0.99
+LEARNED = 0.3  # held-out accuracy rose at least this much over the run: the whole-run correlation means something
 SPAN = 1000  # steps after memorization for the fixed-span change (runs memorize at different times)
 ANSWER_POSITION = 3  # [a, op, b, =, c]: the answer is predicted at '='
 
@@ -166,6 +167,10 @@ def _lead(steps: np.ndarray, metric: np.ndarray, held: np.ndarray) -> float | No
     return None if h is None or m is None else h - m
 
 
+def _nan_none(v: Any) -> Any:
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
 def _relative(first: float, last: float) -> float:
     if not (np.isfinite(first) and np.isfinite(last)) or abs(first) < 1e-12:
         return math.nan
@@ -179,7 +184,8 @@ def unit_measures(series: dict[str, list[float]], task: str) -> dict[str, Any]:
     unit: dict[str, Any] = {"task": task, "memorized_step": mem, "max_held": float(held.max()),
                             "final_held": float(held[-1]), "held_at_memorization": None}
     unit["class"] = classify(unit)
-    unit["metrics"] = {}
+    unit["metrics"] = {name: {"rho_whole": _nan_none(spearman(np.array(series[name]), held))} for name in VARIANTS}
+    unit["learned"] = float(held.max() - held[0]) >= LEARNED
     if mem is None:
         return unit
     after = steps >= mem
@@ -205,7 +211,7 @@ def unit_measures(series: dict[str, list[float]], task: str) -> dict[str, Any]:
             "rho_window": spearman(x[window], held[window]) if window is not None and window.sum() >= 3 else math.nan,
             "lead": _lead(steps[after], x[after], held[after]) if unit["class"] == "grokked" else None,
         }
-        unit["metrics"][name] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in measures.items()}
+        unit["metrics"][name].update({k: _nan_none(v) for k, v in measures.items()})
     return unit
 
 
@@ -357,7 +363,9 @@ def metric_table(units: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         signs = [np.sign(r) for r in window if r != 0]
         majority = float(np.sign(sum(signs))) if signs else 0.0
         leads = values(grokked, "lead")
+        whole = [u["metrics"][name]["rho_whole"] for u in units if u.get("learned") and u["metrics"][name]["rho_whole"] is not None]
         table[name] = {
+            "median_rho_whole_learned": _median(whole), "learned_units": len(whole),
             "units": len(window),
             "median_rho_window": float(np.median(window)) if window else None,
             "abs_rho_ge_0.9": sum(1 for r in window if abs(r) >= 0.9),
@@ -437,8 +445,9 @@ def render(summary: dict[str, Any]) -> str:
                      f"{'first at ' + str(alert[0]) + f' ({len(alert)} probes on)' if alert else '-'} |")
     lines += ["", "| metric | grokked units | median ρ window | \\|ρ\\|≥0.9 | sign agrees | median ρ after mem. | "
               "partial given loss | partial given step | change, grokked | change, negative | AUC | "
-              f"change in {SPAN} steps, grokked / negative | AUC ({SPAN}) | lead (steps), leads/units |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"change in {SPAN} steps, grokked / negative | AUC ({SPAN}) | lead (steps), leads/units | "
+              f"median ρ whole run, units whose held-out rose ≥ {LEARNED} |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in summary["metrics"].items():
         lines.append(
             f"| {name} | {row['units']} | {_f(row['median_rho_window'])} | {row['abs_rho_ge_0.9']} | "
@@ -447,7 +456,8 @@ def render(summary: dict[str, Any]) -> str:
             f"{_f(row['median_change_grokked'], 3)} | {_f(row['median_change_negative'], 3)} | "
             f"{_f(row['auc_grokked_falls_more'])} | {_f(row['median_span_grokked'], 3)} / "
             f"{_f(row['median_span_negative'], 3)} | {_f(row['auc_span'])} | "
-            f"{_f(row['median_lead_steps'], 0)}, {row['leads']}/{row['lead_units']} |")
+            f"{_f(row['median_lead_steps'], 0)}, {row['leads']}/{row['lead_units']} | "
+            f"{_f(row['median_rho_whole_learned'])} ({row['learned_units']}) |")
     lines += ["", f"Pre-registered rule ({PREREGISTERED['metric']} falls >= {PREREGISTERED['fall']:.0%} within "
               f"{PREREGISTERED['span']} steps of memorization), called 'generalized' / units:", "",
               "| units | grokked | partial | not generalized | control |", "|---|---|---|---|---|"]
