@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,6 +179,29 @@ class ProbeSet(ProbeSources):
         torch.save(payload, tmp)
         os.replace(tmp, path)  # a crash mid-write never leaves a half probe behind
         return path
+
+    def save_once(self, path: str | os.PathLike) -> bool:
+        """Save to ``path`` unless a file is there; True when written.
+
+        An existing file of this probe is left alone; one of another probe (or unreadable) is kept,
+        with a warning: a resumed run must probe the samples it started with.
+
+        Example:
+            >>> probe.save_once("grokmon_out/probe.pt")   # doctest: +SKIP
+            True
+        """
+        path = Path(path)
+        if not path.exists():
+            self.save(path)
+            return True
+        try:
+            same = ProbeSet.load(path).fingerprint() == self.fingerprint()
+        except Exception:  # noqa: BLE001 - unreadable or another format: keep it, warn below
+            same = False
+        if not same:
+            warnings.warn(f"grokmon: {path} holds another probe than this monitor's; it is kept. A resumed run "
+                          f"must probe the same samples: ProbeSet.load({str(path)!r})", RuntimeWarning, stacklevel=2)
+        return False
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_fingerprint: str | None = None) -> ProbeSet:
