@@ -55,6 +55,7 @@ _EXPORTS: dict[str, str] = {
     "pairwise_edit_distance": "grokmon.editdistance",
     # monitor, alerts, sinks
     "GrokkingMonitor": "grokmon.monitor",
+    "MonitorConfig": "grokmon.config",
     "PlateauRule": "grokmon.alerts",
     "ThresholdRule": "grokmon.alerts",
     "DivergenceRule": "grokmon.alerts",
@@ -65,10 +66,14 @@ _EXPORTS: dict[str, str] = {
     "TensorBoardSink": "grokmon.sinks",
     "CallbackSink": "grokmon.sinks",
     "AccelerateSink": "grokmon.sinks",
-    "GrokkingCallback": "grokmon.integrations.hf",
+    "BufferSink": "grokmon.sinks",
+    "GrokkingHFCallback": "grokmon.integrations.hf",
+    "GrokkingLightningCallback": "grokmon.integrations.lightning",
+    "GrokkingCallback": "grokmon.integrations.hf",  # first names of the two above
     "GrokmonLightningCallback": "grokmon.integrations.lightning",
     "read_wandb_run": "grokmon.wandb_records",
     "read_jsonl": "grokmon.sinks",
+    "read_metrics": "grokmon.sinks",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

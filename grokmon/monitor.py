@@ -269,16 +269,16 @@ class GrokkingMonitor:
             self.load_pathways_state(data.get("previous"))
 
     def hf_callback(self, trainer: Any = None) -> Any:
-        """A ``transformers.TrainerCallback`` driving this monitor."""
-        from .integrations.hf import GrokkingCallback
+        """A ``transformers.TrainerCallback`` driving this monitor (:class:`~grokmon.integrations.hf.GrokkingHFCallback`)."""
+        from .integrations.hf import GrokkingHFCallback  # the adapters import the core, never the reverse
 
-        return GrokkingCallback(self, trainer=trainer)
+        return GrokkingHFCallback(self, trainer=trainer)
 
     def lightning_callback(self) -> Any:
-        """A Lightning ``Callback`` driving this monitor."""
-        from .integrations.lightning import GrokmonLightningCallback
+        """A Lightning ``Callback`` driving this monitor (:class:`~grokmon.integrations.lightning.GrokkingLightningCallback`)."""
+        from .integrations.lightning import GrokkingLightningCallback
 
-        return GrokmonLightningCallback(self)
+        return GrokkingLightningCallback(self)
 
     def __enter__(self) -> GrokkingMonitor:
         return self
