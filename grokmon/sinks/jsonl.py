@@ -45,7 +45,7 @@ from typing import Any
 from ..errors import SinkError
 from .base import PREFIX, AlertInfo, Sink, _jsonable, to_float
 
-__all__ = ["JsonlSink", "read_jsonl", "read_metrics"]
+__all__ = ["JsonlSink", "read_jsonl", "read_metrics", "unprefixed"]
 
 _RESERVED = ("step", "time", "metrics", "alert")
 
@@ -103,9 +103,12 @@ def read_metrics(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
         >>> read_metrics(path)
         [(200, {'pathway_distance': 3.5, 'probe_loss': nan})]
     """
-    return [(int(r["step"]), {(k[len(PREFIX):] if k.startswith(PREFIX) else k): (math.nan if v is None else v)
-                              for k, v in r["metrics"].items()})
-            for r in read_jsonl(path) if "metrics" in r]
+    return [(int(r["step"]), unprefixed(r["metrics"])) for r in read_jsonl(path) if "metrics" in r]
+
+
+def unprefixed(metrics: Mapping[str, float | None]) -> dict[str, float]:
+    """A record's metrics as :func:`read_metrics` gives them: no ``grokmon/`` prefix, ``None`` as NaN."""
+    return {(k[len(PREFIX):] if k.startswith(PREFIX) else k): (math.nan if v is None else v) for k, v in metrics.items()}
 
 
 class JsonlSink(Sink):
