@@ -71,7 +71,7 @@ _EXPORTS: dict[str, str] = {
     "GrokkingLightningCallback": "grokmon.integrations.lightning",
     "GrokkingCallback": "grokmon.integrations.hf",  # first names of the two above
     "GrokmonLightningCallback": "grokmon.integrations.lightning",
-    "read_wandb_run": "grokmon.wandb_records",
+    "read_wandb_run": "grokmon.testing.wandb_records",
     "read_jsonl": "grokmon.sinks",
     "read_metrics": "grokmon.sinks",
 }
