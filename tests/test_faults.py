@@ -17,7 +17,8 @@ import pytest
 from child_env import child_env
 import torch
 from moe_models import tiny_model
-from test_monitor import make_probe, train
+from moe_models import random_probe as make_probe
+from test_monitor import train
 
 import grokmon.results as results_module  # the metric job (compute_metrics) lives on the result path
 import grokmon.routing

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import functools
 import csv
 import math
 
 import pytest
 import torch
-from moe_models import tiny_model
+from moe_models import random_probe, tiny_model
 
 pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
@@ -31,14 +32,7 @@ pytestmark = [
 KEY = "grokmon/pathway_distance"
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-def make_probe(seed: int = 123) -> ProbeSet:
-    g = torch.Generator().manual_seed(seed)
-    return ProbeSet.from_token_ids(torch.randint(2, VOCAB, (8, SEQ), generator=g), groups=["a", "b"] * 4)
+make_probe = functools.partial(random_probe, 8, seed=123, seq_len=SEQ, vocab_size=VOCAB, groups="alternate")
 
 
 def loader() -> DataLoader:

@@ -13,7 +13,8 @@ import pytest
 import torch
 from moe_models import tiny_model
 from references import lev
-from test_monitor import make_probe, train
+from moe_models import random_probe as make_probe
+from test_monitor import train
 
 from grokmon import GrokkingMonitor, MetricConfig
 from grokmon.errors import ConfigError

@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 from child_env import child_env
 import torch
+from moe_models import random_probe as make_probe  # 8 samples of 12 tokens, groups a/b halves
 from moe_models import tiny_model
 
 import grokmon.results as results_module  # the metric job (compute_metrics) lives on the result path
 from grokmon import GrokkingMonitor, MetricConfig, ProbeSet, ThresholdRule, capture_pathways, compute_metrics
 from grokmon.errors import ConfigError, GrokmonError, ProbeError
 from grokmon.sinks import CallbackSink
-
-
-def make_probe(n: int = 8, seed: int = 0) -> ProbeSet:
-    ids = torch.randint(2, 128, (n, 12), generator=torch.Generator().manual_seed(seed))
-    return ProbeSet.from_token_ids(ids, groups=["a"] * (n // 2) + ["b"] * (n - n // 2))
 
 
 def train(model, steps: int, monitor: GrokkingMonitor | None = None, seed: int = 0, opt=None) -> list[float]:
