@@ -15,8 +15,9 @@ W&B or Lightning only when the part that needs them is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -55,6 +56,7 @@ _EXPORTS: dict[str, str] = {
     "pairwise_edit_distance": "grokmon.editdistance",
     # monitor, alerts, sinks
     "GrokkingMonitor": "grokmon.monitor",
+    "MonitorConfig": "grokmon.config",
     "PlateauRule": "grokmon.alerts",
     "ThresholdRule": "grokmon.alerts",
     "DivergenceRule": "grokmon.alerts",
@@ -65,26 +67,20 @@ _EXPORTS: dict[str, str] = {
     "TensorBoardSink": "grokmon.sinks",
     "CallbackSink": "grokmon.sinks",
     "AccelerateSink": "grokmon.sinks",
-    "GrokkingCallback": "grokmon.integrations.hf",
+    "BufferSink": "grokmon.sinks",
+    "GrokkingHFCallback": "grokmon.integrations.hf",
+    "GrokkingLightningCallback": "grokmon.integrations.lightning",
+    "GrokkingCallback": "grokmon.integrations.hf",  # first names of the two above
     "GrokmonLightningCallback": "grokmon.integrations.lightning",
-    "read_wandb_run": "grokmon.wandb_records",
+    "read_wandb_run": "grokmon.testing.wandb_records",
     "read_jsonl": "grokmon.sinks",
+    "read_metrics": "grokmon.sinks",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'grokmon' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("grokmon", _EXPORTS, globals(), __all__)
 
 
 if TYPE_CHECKING:  # pragma: no cover - static analysers see the real names

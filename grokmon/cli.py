@@ -69,15 +69,22 @@ def scan(
 ) -> list[tuple[int, dict]]:
     """Compute every metric for each checkpoint (sorted by step); resumable; writes JSONL and CSV.
 
+    The metrics are a live run's (the same metric job, probe loss per group included), written
+    by :class:`~grokmon.sinks.JsonlSink` in the one grokmon record format with the checkpoint as
+    an extra field; ``grokmon.csv`` has one row per checkpoint, keys without the prefix.
     Checkpoints already recorded in ``out_dir/grokmon.jsonl`` are skipped, so an interrupted scan
-    picks up where it stopped. Returns the ``(step, metrics)`` records of the whole scan.
+    picks up where it stopped. Returns the ``(step, metrics)`` records of the whole scan (keys
+    without the prefix).
     """
     import torch
     from tqdm.auto import tqdm
 
-    from .metrics import MetricConfig, compute_metrics
+    from .metrics import MetricConfig
     from .probe import ProbeSet
+    from .results import metric_job
     from .routing import capture_pathways
+    from .sinks import JsonlSink
+    from .sinks.base import PREFIX
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,22 +96,11 @@ def scan(
         raise GrokmonError(f"checkpoint(s) not found: {', '.join(missing)}")
     ordered = sorted(paths, key=checkpoint_step)
     jsonl = out / "grokmon.jsonl"
-    done: dict[str, tuple[int, dict]] = {}
-    if jsonl.exists():
-        for number, line in enumerate(jsonl.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    done[row["checkpoint"]] = (row["step"], row["metrics"])
-                except (ValueError, KeyError, TypeError):
-                    raise GrokmonError(
-                        f"line {number} of {jsonl} is not a grokmon scan record: --out already holds a "
-                        "grokmon.jsonl that grokmon scan did not write (a training run's?); pass --out a new folder"
-                    ) from None
+    done = _scanned(jsonl)
     config = MetricConfig(per_group=per_group, per_layer=per_layer, per_expert=per_expert)
     previous = None
     records = []
-    with jsonl.open("a") as sink:
+    with JsonlSink(jsonl, ordered=False) as sink:  # checkpoints come in the order the user gives them
         for path in tqdm(ordered, desc="grokmon scan", unit="ckpt", disable=not progress):
             key = str(path.resolve())
             if key in done:
@@ -118,13 +114,9 @@ def scan(
                 None if probe.attention_mask is None else probe.attention_mask.to(device),
                 batch_size=batch_size, groups=probe.groups, group_names=probe.group_names,
             )
-            metrics = compute_metrics(result.pathways, previous, config)
-            if result.loss_per_sample is not None:
-                metrics["probe_loss"] = float(result.loss_per_sample.float().mean())
-            metrics["probe_seconds"] = result.seconds
             step = checkpoint_step(path)
-            sink.write(json.dumps({"step": step, "checkpoint": key, "metrics": _json_floats(metrics)}) + "\n")
-            sink.flush()
+            metrics = metric_job(step, result, previous, config)()
+            sink.log({PREFIX + k: v for k, v in metrics.items()}, step, fields={"checkpoint": key})
             records.append((step, metrics))
             previous = result.pathways
             del model
@@ -132,8 +124,20 @@ def scan(
     return records
 
 
-def _json_floats(metrics: dict) -> dict:
-    return {k: (None if v != v else v) for k, v in metrics.items()}  # NaN -> null
+def _scanned(jsonl: Path) -> dict[str, tuple[int, dict]]:
+    """The checkpoints a scan already recorded in ``jsonl``: ``{checkpoint: (step, metrics)}``."""
+    from .sinks import read_jsonl
+    from .sinks.jsonl import unprefixed
+
+    done: dict[str, tuple[int, dict]] = {}
+    for number, row in enumerate(read_jsonl(jsonl) if jsonl.exists() else [], 1):
+        if "checkpoint" not in row or "metrics" not in row:
+            raise GrokmonError(
+                f"line {number} of {jsonl} is not a grokmon scan record: --out already holds a "
+                "grokmon.jsonl that grokmon scan did not write (a training run's?); pass --out a new folder"
+            )
+        done[row["checkpoint"]] = (row["step"], unprefixed(row["metrics"]))
+    return done
 
 
 def _write_csv(records: Sequence[tuple[int, dict]], path: Path) -> None:
@@ -146,16 +150,13 @@ def _write_csv(records: Sequence[tuple[int, dict]], path: Path) -> None:
 
 
 def read_records(path: str | Path) -> list[tuple[int, dict]]:
-    """``(step, metrics)`` pairs of a grokmon JSONL file (a live run's or a scan's); alerts skipped."""
-    records = []
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        row = json.loads(line)
-        if "metrics" in row:
-            metrics = {k: (float("nan") if v is None else v) for k, v in row["metrics"].items()}
-            records.append((int(row["step"]), metrics))
-    return records
+    """``(step, metrics)`` pairs of a grokmon JSONL file (a live run's or a scan's); alerts skipped.
+
+    The same as :func:`grokmon.sinks.read_metrics` (keys without the ``grokmon/`` prefix, NaN for null).
+    """
+    from .sinks import read_metrics
+
+    return read_metrics(path)
 
 
 def report(jsonl: str | Path, out_dir: str | Path) -> list[Path]:

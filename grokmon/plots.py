@@ -1,7 +1,8 @@
 """PNG plots of grokmon records: metric curves against step, per group, and expert-load heatmaps.
 
-Input is a list of ``(step, metrics)`` pairs, as in ``monitor.history`` or a JSONL record read back
-with :func:`grokmon.sinks.read_jsonl`. Needs matplotlib (``pip install grokmon[plot]``).
+Input is a list of ``(step, metrics)`` pairs: a JSONL record read back with
+:func:`grokmon.sinks.read_metrics` (keys without the prefix), or ``monitor.history`` (keys with
+it: the ``grokmon/`` prefix is removed on the way in). Needs matplotlib (``pip install grokmon[plot]``).
 
 Example:
     >>> records = [(0, {"pathway_distance": 0.8}), (100, {"pathway_distance": 0.6})]
@@ -17,11 +18,12 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from .errors import ConfigError
+from .sinks.base import PREFIX
 
 Record = tuple[int, Mapping[str, float]]
 
-_GROUP_KEY = re.compile(r"^(?:grokmon/)?group/(?P<group>[^/]+)/(?P<metric>.+)$")
-_LOAD_KEY = re.compile(r"^(?:grokmon/)?layer/(?P<layer>\d+)/expert/(?P<expert>\d+)/load$")
+_GROUP_KEY = re.compile(r"^group/(?P<group>[^/]+)/(?P<metric>.+)$")
+_LOAD_KEY = re.compile(r"^layer/(?P<layer>\d+)/expert/(?P<expert>\d+)/load$")
 
 
 def _pyplot():
@@ -36,7 +38,7 @@ def _pyplot():
 
 
 def _strip(key: str) -> str:
-    return key[len("grokmon/"):] if key.startswith("grokmon/") else key
+    return key[len(PREFIX):] if key.startswith(PREFIX) else key
 
 
 def _finite(value: object) -> bool:
@@ -71,7 +73,7 @@ def plot_metrics(
     """Write one PNG per metric (``<metric>.png``, groups as separate lines) into ``out_dir``.
 
     Args:
-        records: ``(step, metrics)`` pairs; keys with or without the ``grokmon/`` prefix.
+        records: ``(step, metrics)`` pairs (``read_metrics`` output or ``monitor.history``).
         out_dir: folder for the PNGs (created).
         metrics: only these metric names (default: every scalar and per-group metric found).
         marks: vertical lines to draw, e.g. ``{"memorized": 300, "generalized": 1200}``.
@@ -132,7 +134,7 @@ def plot_expert_load(records: Sequence[Record], out_dir: str | Path) -> Path | N
     for step, metrics in reversed(list(records)):
         cells = {}
         for key, value in metrics.items():
-            match = _LOAD_KEY.match(key)
+            match = _LOAD_KEY.match(_strip(key))
             if match and _finite(value):
                 cells[int(match["layer"]), int(match["expert"])] = float(value)
         if cells:

@@ -1,9 +1,11 @@
-"""Tiny random-init models of the 12 supported MoE families (no downloads), for tests and benchmarks.
+"""Tiny random-init models of the 12 supported MoE families (no downloads), and random probes for them.
 
-Configs follow ../shared/docs/integration-facts.md §1.7.
+For tests and benchmarks; tests/conftest.py turns them into fixtures. Configs follow
+../shared/docs/integration-facts.md §1.7.
 
 Example:
     >>> model = tiny_model("olmoe")          # doctest: +SKIP
+    >>> probe = random_probe(8, seed=0)      # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -80,3 +82,18 @@ def tiny_model(family: str = "olmoe", seed: int = 0, num_layers: int = 2, num_ex
             if hasattr(module, "e_score_correction_bias"):
                 module.e_score_correction_bias.copy_(torch.randn(module.e_score_correction_bias.shape, generator=g))
     return model.eval()
+
+
+def random_probe(n: int = 8, seed: int = 0, seq_len: int = 12, *, vocab_size: int = 128,
+                 groups: str | None = "halves", min_length: int = 8):
+    """A seeded ``ProbeSet`` of ``n`` random samples of ``seq_len`` ids in ``[2, vocab_size)``.
+
+    ``groups``: ``"halves"`` (the first half ``a``, the rest ``b``), ``"alternate"`` (``a, b, a, ...``)
+    or None.
+    """
+    from grokmon import ProbeSet
+
+    ids = torch.randint(2, vocab_size, (n, seq_len), generator=torch.Generator().manual_seed(seed))
+    labels = {"halves": ["a"] * (n // 2) + ["b"] * (n - n // 2), "alternate": ["ab"[i % 2] for i in range(n)],
+              None: None}[groups]
+    return ProbeSet.from_token_ids(ids, groups=labels, min_length=min_length)

@@ -34,11 +34,6 @@ def _reference_loss(model, ids, mask):
     return (ce * valid).sum(1) / valid.sum(1)
 
 
-@pytest.fixture(scope="module")
-def olmoe():
-    return tiny_model("olmoe", seed=4)
-
-
 def test_rows_sum_to_one_and_counts_match_token_ids(olmoe):
     ids = _ids(5, 10)
     mask = torch.ones_like(ids)

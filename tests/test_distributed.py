@@ -79,14 +79,14 @@ def _rank_main(out_path: str) -> None:
 
     # a stop asked for by rank 1's rules alone (rank-local values, e.g. probe_seconds, can differ):
     # every rank stops at the same step, at once without background metrics, at the next probe with them
-    import grokmon.monitor
+    import grokmon.results  # the metric job (compute_metrics) lives on the result path
 
-    real_compute = grokmon.monitor.compute_metrics
+    real_compute = grokmon.results.compute_metrics
 
     def rank_local(*args, **kwargs):
         return {**real_compute(*args, **kwargs), "rank_flag": float(rank == 1)}
 
-    grokmon.monitor.compute_metrics = rank_local
+    grokmon.results.compute_metrics = rank_local
     for mode in ("sync", "async"):
         monitor = GrokkingMonitor(_probe(N), every=1, output_dir=os.path.join(out_dir, f"local_stop_{mode}"),
                                   alerts=[ThresholdRule("rank_flag", above=0.5, stop_training=True)], batch_size=2,
@@ -98,7 +98,7 @@ def _rank_main(out_path: str) -> None:
                 result[f"local_stop_{mode}"] = step
                 break
         monitor.close()
-    grokmon.monitor.compute_metrics = real_compute
+    grokmon.results.compute_metrics = real_compute
 
     # a capture failing on rank 1 only: every rank skips that probe, nobody hangs, the next one works
     real_capture = grokmon.routing.capture_pathways

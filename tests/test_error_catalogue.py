@@ -682,7 +682,7 @@ def _(tmp, mp):
 @case("sinks-wandb-file-chunk-type", SinkError, "unexpected chunk type")
 def _(tmp, mp):
     pytest.importorskip("wandb")
-    from grokmon.wandb_records import _HEADER, iter_wandb_records
+    from grokmon.testing.wandb_records import _HEADER, iter_wandb_records
 
     kind, payload = 9, b"x"
     chunk = struct.pack("<IHB", zlib.crc32(bytes([kind]) + payload), len(payload), kind) + payload

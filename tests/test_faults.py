@@ -17,9 +17,10 @@ import pytest
 from child_env import child_env
 import torch
 from moe_models import tiny_model
-from test_monitor import make_probe, train
+from moe_models import random_probe as make_probe
+from test_monitor import train
 
-import grokmon.monitor as monitor_module
+import grokmon.results as results_module  # the metric job (compute_metrics) lives on the result path
 import grokmon.routing
 from grokmon import GrokkingMonitor, WandbSink
 from grokmon.errors import GrokmonError, RoutingError
@@ -184,7 +185,7 @@ def test_out_of_memory_at_batch_size_one_skips_the_probe(tmp_path, monkeypatch) 
 
 
 def test_out_of_memory_in_the_metrics_retries_on_the_cpu(tmp_path, monkeypatch) -> None:
-    real, calls = monitor_module.compute_metrics, []
+    real, calls = results_module.compute_metrics, []
 
     def flaky(*args, **kwargs):
         calls.append(1)
@@ -192,7 +193,7 @@ def test_out_of_memory_in_the_metrics_retries_on_the_cpu(tmp_path, monkeypatch) 
             raise torch.OutOfMemoryError("CUDA out of memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(monitor_module, "compute_metrics", flaky)
+    monkeypatch.setattr(results_module, "compute_metrics", flaky)
     monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False)
     with pytest.warns(RuntimeWarning, match="computed on the CPU"):
         monitor.step(tiny_model("olmoe"), 1)
@@ -232,7 +233,7 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     ids = torch.randint(2, 128, (8, 12), generator=torch.Generator().manual_seed(0))
     monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), every=1, output_dir={out!r})
     monitor.step(tiny_model("olmoe"), 1)        # metrics computed in the background, not yet written
-    while monitor._worker.pending and not monitor._worker._results.qsize():
+    while monitor.results._worker.pending and not monitor.results._worker._results.qsize():
         time.sleep(0.01)
     print("probed", flush=True)
     time.sleep(120)                             # a long training step, preempted

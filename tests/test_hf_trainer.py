@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import copy
+import functools
 import logging
 import math
 import os
 
 import pytest
 import torch
-from moe_models import tiny_model
+from moe_models import random_probe, tiny_model
 
 pytest.importorskip("transformers")
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
@@ -44,10 +45,7 @@ def _offline(monkeypatch, tmp_path):
 
 # ---------------------------------------------------------------- shared helpers (test_resume uses them)
 
-def make_probe(n: int = 8, seed: int = 123) -> ProbeSet:
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(2, VOCAB, (n, SEQ), generator=g)
-    return ProbeSet.from_token_ids(ids, groups=["a", "b"] * (n // 2), min_length=8)
+make_probe = functools.partial(random_probe, seed=123, seq_len=SEQ, vocab_size=VOCAB, groups="alternate")
 
 
 def make_dataset(n: int = 64, seed: int = 0) -> list[dict]:
@@ -133,7 +131,7 @@ def same(a, b) -> bool:
 def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
     import wandb
 
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
     initial = reference(model, make_probe())

@@ -13,7 +13,8 @@ import pytest
 import torch
 from moe_models import tiny_model
 from references import lev
-from test_monitor import make_probe, train
+from moe_models import random_probe as make_probe
+from test_monitor import train
 
 from grokmon import GrokkingMonitor, MetricConfig
 from grokmon.errors import ConfigError
@@ -131,7 +132,7 @@ def test_live_selection_logs_counts_and_survives_a_resume(tmp_path) -> None:
     assert a["grokmon/group/a/memorized_samples"] + a["grokmon/group/b/memorized_samples"] == 6
     assert a["grokmon/pathway_distance"] == b["grokmon/pathway_distance"]
     # and the value is the distance over the memorized samples, paired by group and step
-    since = straight._memorization.since
+    since = straight.results.memorization.since  # the tracker moved to the result path
     p = pathway_sequences(straight._previous, "threshold")
     direct = pathway_distance(p, straight._previous.groups, strata=since)
     assert a["grokmon/pathway_distance"] == direct.normalized

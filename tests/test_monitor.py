@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 from child_env import child_env
 import torch
+from moe_models import random_probe as make_probe  # 8 samples of 12 tokens, groups a/b halves
 from moe_models import tiny_model
 
-import grokmon.monitor as monitor_module
+import grokmon.results as results_module  # the metric job (compute_metrics) lives on the result path
 from grokmon import GrokkingMonitor, MetricConfig, ProbeSet, ThresholdRule, capture_pathways, compute_metrics
 from grokmon.errors import ConfigError, GrokmonError, ProbeError
 from grokmon.sinks import CallbackSink
-
-
-def make_probe(n: int = 8, seed: int = 0) -> ProbeSet:
-    ids = torch.randint(2, 128, (n, 12), generator=torch.Generator().manual_seed(seed))
-    return ProbeSet.from_token_ids(ids, groups=["a"] * (n // 2) + ["b"] * (n - n // 2))
 
 
 def train(model, steps: int, monitor: GrokkingMonitor | None = None, seed: int = 0, opt=None) -> list[float]:
@@ -95,13 +91,13 @@ def test_values_equal_direct_capture(tmp_path) -> None:
 
 def test_async_results_arrive_later_with_their_step(tmp_path, monkeypatch) -> None:
     release = threading.Event()
-    real = monitor_module.compute_metrics
+    real = results_module.compute_metrics
 
     def slow(*args, **kwargs):
         release.wait(10)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(monitor_module, "compute_metrics", slow)
+    monkeypatch.setattr(results_module, "compute_metrics", slow)
     seen = []
     monitor = GrokkingMonitor(make_probe(), every=2, output_dir=tmp_path,
                               sinks=[CallbackSink(lambda m, s: seen.append((s, threading.current_thread().name)))])
@@ -217,7 +213,7 @@ def test_worker_exception_reaches_the_training_thread(tmp_path, monkeypatch, on_
     def explode(*args, **kwargs):
         raise RuntimeError("metric bug")
 
-    monkeypatch.setattr(monitor_module, "compute_metrics", explode)
+    monkeypatch.setattr(results_module, "compute_metrics", explode)
     monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, on_error=on_error)
     monitor.step(tiny_model("olmoe"), 1)  # never raises inside the worker thread
     if on_error == "warn":

@@ -25,12 +25,6 @@ from grokmon.sinks import read_jsonl
 EVERY = 2
 
 
-@pytest.fixture(autouse=True)
-def _offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-
-
 def _rule() -> ThresholdRule:
     # pathway distance >= 0: fires on the first probe and stays active; a monitor that forgot its
     # alert state would fire it again after the restart

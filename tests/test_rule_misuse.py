@@ -6,7 +6,8 @@ import warnings
 
 import pytest
 from moe_models import tiny_model
-from test_monitor import make_probe, train
+from moe_models import random_probe as make_probe
+from test_monitor import train
 
 from grokmon import GrokkingMonitor, PlateauRule
 from grokmon.alerts import RuleSet

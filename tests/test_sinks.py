@@ -151,7 +151,7 @@ def wandb_run(tmp_path, monkeypatch):
 
 
 def test_wandb_sink_logs_against_step_key_without_drops(wandb_run):
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink()  # picks up wandb.run
@@ -180,7 +180,7 @@ def test_wandb_sink_logs_against_step_key_without_drops(wandb_run):
 
 
 def test_wandb_sink_own_steps_never_below_run_step(wandb_run):
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink(run, step_key=None)
@@ -455,7 +455,7 @@ def test_accelerate_sink_with_real_wandb_tracker(tmp_path, monkeypatch):
     """Late background results are never dropped by W&B: no step=, plotted against grokmon_step."""
     pytest.importorskip("wandb")
     accelerate = pytest.importorskip("accelerate")
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     acc = accelerate.Accelerator(log_with="wandb", project_dir=str(tmp_path))

@@ -19,7 +19,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, Mapping
 
-from ..errors import ConfigError, GrokmonError
+from ..errors import ConfigError
+from ..scalars import to_float  # noqa: F401 - the rules and the stage tracker import it from here
 
 Level = Literal["INFO", "WARN", "ERROR"]
 Kind = Literal["plateau", "threshold", "divergence", "nonfinite", "stage"]
@@ -107,12 +108,3 @@ def strip_prefix(metric: str) -> str:
     return metric[len("grokmon/"):] if metric.startswith("grokmon/") else metric
 
 
-def to_float(value: Any, key: str) -> float:
-    """``float(value)`` for Python numbers, numpy scalars and 0-d tensors, with a clear error."""
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise GrokmonError(
-            f"metric {key!r} has value {value!r} of type {type(value).__name__}, not a number; "
-            "pass scalar metrics (dict[str, float]) to update()"
-        ) from None

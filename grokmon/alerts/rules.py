@@ -383,11 +383,14 @@ class DivergenceRule(Rule):
         self._history = [float(v) for v in state.get("history", [])][-self.window:]
 
 
-class LoadResult(NamedTuple):
+class RuleLoadReport(NamedTuple):
     """What :meth:`RuleSet.load_state_dict` matched: rules without saved state, and saved states without a rule."""
 
     missing: list[str]
     unexpected: list[str]
+
+
+LoadResult = RuleLoadReport  # its first name; grokmon.metrics.LoadResult is the unrelated expert-load result
 
 
 class RuleSet:
@@ -453,14 +456,14 @@ class RuleSet:
         return {"rules": {name: rule.state_dict() for name, rule in self._rules.items()},
                 "stop_requested": self.stop_requested}
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> LoadResult:
+    def load_state_dict(self, state: Mapping[str, Any]) -> RuleLoadReport:
         """Restore the rules that have saved state; the others start fresh (reported as missing)."""
         saved = state.get("rules", {})
         for name, rule in self._rules.items():
             if name in saved:
                 rule.load_state_dict(saved[name])
         self.stop_requested = bool(state.get("stop_requested", False))
-        return LoadResult(missing=[n for n in self._rules if n not in saved],
+        return RuleLoadReport(missing=[n for n in self._rules if n not in saved],
                           unexpected=[n for n in saved if n not in self._rules])
 
     def reset(self) -> None:

@@ -1,41 +1,34 @@
 """Adapters from a :class:`~grokmon.monitor.GrokkingMonitor` to training frameworks.
 
-* :class:`~grokmon.integrations.hf.GrokkingCallback`: Hugging Face ``transformers.Trainer``.
-* :class:`~grokmon.integrations.lightning.GrokmonLightningCallback`: Lightning
-  (``pip install grokmon[lightning]``).
+* :class:`~grokmon.integrations.hf.GrokkingHFCallback`: Hugging Face ``transformers.Trainer``
+  (first name ``GrokkingCallback``, still valid).
+* :class:`~grokmon.integrations.lightning.GrokkingLightningCallback`: Lightning
+  (``pip install grokmon[lightning]``; first name ``GrokmonLightningCallback``, still valid).
 
 Plain Accelerate loops and frameworks without callbacks call ``monitor.step(model, step)``
 themselves (``docs/integrations.md``). Integrations only schedule, route logs and keep state;
-they never compute metrics.
+they never compute metrics. They depend on the core and never the reverse: what every adapter
+does with a monitor is written once in ``_common.py``.
 
 Names are imported lazily, so importing this package pulls in neither transformers nor Lightning.
 
 Example:
-    >>> from grokmon.integrations import GrokkingCallback       # doctest: +SKIP
-    >>> trainer = Trainer(..., callbacks=[GrokkingCallback(monitor)])  # doctest: +SKIP
+    >>> from grokmon.integrations import GrokkingHFCallback     # doctest: +SKIP
+    >>> trainer = Trainer(..., callbacks=[GrokkingHFCallback(monitor)])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_exports
 
-__all__ = ["GrokkingCallback", "GrokmonLightningCallback"]
+__all__ = ["GrokkingCallback", "GrokkingHFCallback", "GrokkingLightningCallback", "GrokmonLightningCallback"]
 
 _EXPORTS = {
+    "GrokkingHFCallback": "grokmon.integrations.hf",
     "GrokkingCallback": "grokmon.integrations.hf",
+    "GrokkingLightningCallback": "grokmon.integrations.lightning",
     "GrokmonLightningCallback": "grokmon.integrations.lightning",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'grokmon.integrations' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports("grokmon.integrations", _EXPORTS, globals(), __all__)

@@ -1,4 +1,7 @@
-"""GrokkingCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside a Hugging Face ``Trainer``.
+"""GrokkingHFCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside a Hugging Face ``Trainer``.
+
+``GrokkingCallback`` is the same class under its first name (kept: the Trainer files a callback's
+saved state under its class name, ``GrokkingCallback``, in ``trainer_state.json``).
 
 What it does, per Trainer event:
 
@@ -6,8 +9,8 @@ What it does, per Trainer event:
   ``WandbCallback`` created it just before us), world rank 0 adds a
   ``WandbSink(step_key="train/global_step")``: grokmon values land in the Trainer's own run as
   ``grokmon/...`` keys on the ``train/global_step`` axis, logged without ``step=`` (W&B drops a
-  ``step=`` behind its own counter). Then a baseline probe at the current step (``monitor.baseline``),
-  unless the monitor's state was restored from a checkpoint.
+  ``step=`` behind its own counter). Then a baseline probe at the current step
+  (``monitor.config.baseline``), unless the monitor's state was restored from a checkpoint.
 * ``on_step_end`` (once per optimizer update, so gradient accumulation is respected by
   construction): ``monitor.step(model, state.global_step, optimizer=...)`` on **every rank** (the
   probe forward is a collective under FSDP / ZeRO-3). ``model`` is passed as the Trainer gives it
@@ -56,12 +59,12 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from transformers.trainer_callback import ExportableState
 
 from ..errors import ConfigError
-from ..sinks.base import Sink, to_float
+from ._common import MonitorAdapter
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..monitor import GrokkingMonitor
 
-__all__ = ["GrokkingCallback", "PATHWAYS_FILE", "STATE_FILE", "read_callback_state"]
+__all__ = ["GrokkingCallback", "GrokkingHFCallback", "PATHWAYS_FILE", "STATE_FILE", "read_callback_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,27 +72,6 @@ STATE_FILE = "grokmon_state.json"
 PATHWAYS_FILE = "grokmon_pathways.pt"  # the last probe's pathways, for pathway_drift after resume
 _FORMAT = "grokmon.callback_state"
 _VERSION = 1
-
-
-class _PendingSink(Sink):
-    """A sink that keeps what the monitor logs until the host framework forwards it.
-
-    The monitor writes sinks from the main thread only (at ``step`` / ``poll`` / ``flush``), so the
-    callback can drain this right after each of those calls and hand the values to the framework's
-    own logging with their probe step.
-    """
-
-    name = "host"
-
-    def __init__(self) -> None:
-        self.items: list[tuple[int, dict[str, float]]] = []
-
-    def log(self, metrics: Mapping[str, float], step: int) -> None:
-        self.items.append((int(step), {str(k): to_float(v, k) for k, v in metrics.items()}))
-
-    def drain(self) -> list[tuple[int, dict[str, float]]]:
-        items, self.items = self.items, []
-        return items
 
 
 # Live callbacks, newest last: the Trainer restores an ExportableState by building a new instance
@@ -157,8 +139,10 @@ def read_callback_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | N
     return data
 
 
-class GrokkingCallback(TrainerCallback, ExportableState):
+class GrokkingCallback(MonitorAdapter, TrainerCallback, ExportableState):
     """Probe a MoE model every ``monitor.every`` optimizer steps of a ``transformers.Trainer``.
+
+    Also named :data:`GrokkingHFCallback` (beside :class:`~grokmon.integrations.lightning.GrokkingLightningCallback`).
 
     Args:
         monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive (``monitor.hf_callback()``
@@ -185,21 +169,11 @@ class GrokkingCallback(TrainerCallback, ExportableState):
             if trainer is not None:
                 self.trainer = trainer
         else:
-            from ..monitor import GrokkingMonitor
-
-            if not isinstance(monitor, GrokkingMonitor):
-                raise ConfigError(
-                    f"GrokkingCallback needs a GrokkingMonitor, got {type(monitor).__name__}: "
-                    "pass GrokkingCallback(monitor) or use monitor.hf_callback()"
-                )
-            self.monitor = monitor
+            self._attach(monitor, who="GrokkingCallback", close_on_train_end=close_on_train_end)
             self.trainer = trainer
-            self.close_on_train_end = close_on_train_end
             self._fingerprint = _fingerprint(monitor)
-            self._pending = _PendingSink()
             self._wandb_sink: Any = None
             self._restored: str | None = None  # where the monitor state came from on resume
-            monitor.add_sink(self._pending)
         _LIVE.append(weakref.ref(self))
 
     # ---------------------------------------------------------------- state (ExportableState)
@@ -275,14 +249,12 @@ class GrokkingCallback(TrainerCallback, ExportableState):
             self._restore_from_checkpoint(args, state)
         if state.global_step > 0 and self._restored is not None:
             self._restore_pathways(args, state)
-        if getattr(self.monitor, "baseline", True) and self._restored is None:
-            self.monitor.probe(model, state.global_step, optimizer=optimizer)
+        self._baseline(model, state.global_step, optimizer)
         self._forward(args, state)
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                     model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
-        self.monitor.step(model, state.global_step, optimizer=optimizer)
-        stop = bool(self.monitor.should_stop)
+        stop = self._step(model, state.global_step, optimizer)
         # Results must be in before a checkpoint records the monitor state, and before the last
         # step ends (integrations close their writers in on_train_end). Same decision on all ranks.
         if control.should_save or control.should_training_stop or stop or state.global_step >= state.max_steps:
@@ -315,10 +287,7 @@ class GrokkingCallback(TrainerCallback, ExportableState):
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                      **kwargs: Any) -> None:
-        self.monitor.flush()
-        self._forward(args, state)
-        if self.close_on_train_end:
-            self.monitor.close()
+        self._finish(lambda items: self._forward(args, state, items))
 
     # ---------------------------------------------------------------- logging
 
@@ -339,8 +308,8 @@ class GrokkingCallback(TrainerCallback, ExportableState):
         self._wandb_sink = WandbSink(run, step_key="train/global_step")
         self.monitor.add_sink(self._wandb_sink)
 
-    def _forward(self, args: TrainingArguments, state: TrainerState) -> None:
-        items = self._pending.drain()
+    def _forward(self, args: TrainingArguments, state: TrainerState, items: list | None = None) -> None:
+        items = self._drain() if items is None else items
         if not items:
             return
         report = _report_to(args)
@@ -361,3 +330,6 @@ class GrokkingCallback(TrainerCallback, ExportableState):
 
     def __repr__(self) -> str:
         return f"GrokkingCallback(monitor={self.monitor!r})"
+
+
+GrokkingHFCallback = GrokkingCallback  # the name that pairs with GrokkingLightningCallback

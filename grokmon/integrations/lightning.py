@@ -1,7 +1,10 @@
-"""GrokmonLightningCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside Lightning.
+"""GrokkingLightningCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside Lightning.
 
-* ``on_train_start``: a baseline probe at ``trainer.global_step`` (``monitor.baseline``), unless
-  the monitor's state came back from a checkpoint.
+``GrokmonLightningCallback`` is the same class under its first name (its checkpoint state is still
+filed under that name, so older checkpoints load).
+
+* ``on_train_start``: a baseline probe at ``trainer.global_step`` (``monitor.config.baseline``),
+  unless the monitor's state came back from a checkpoint.
 * ``on_train_batch_end``: fires once per micro-batch; the callback acts only when
   ``trainer.global_step`` (optimizer updates) has changed since its last call, so
   ``accumulate_grad_batches`` is respected. ``monitor.step`` runs on every rank.
@@ -23,23 +26,23 @@ The class is built on first use against whichever of the two is in use.
 
 Example:
     >>> import lightning.pytorch as pl                                   # doctest: +SKIP
-    >>> trainer = pl.Trainer(max_steps=1000, callbacks=[GrokmonLightningCallback(monitor)])  # doctest: +SKIP
+    >>> trainer = pl.Trainer(max_steps=1000, callbacks=[GrokkingLightningCallback(monitor)])  # doctest: +SKIP
     >>> trainer.fit(lit_module, train_loader)                            # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..errors import GrokmonError
+from ._common import MonitorAdapter
 
-__all__ = ["GrokmonLightningCallback", "lightning_module"]
+__all__ = ["GrokkingLightningCallback", "GrokmonLightningCallback", "lightning_module"]
 
-logger = logging.getLogger(__name__)
+_STATE_KEY = "GrokmonLightningCallback"  # the class's first name: Lightning files checkpoint state under it
 
 
 def lightning_module() -> Any:
@@ -79,8 +82,10 @@ def _find_hf_model(module: Any) -> Any:
 def _build_class() -> type:
     pl = lightning_module()
 
-    class GrokmonLightningCallback(pl.Callback):
+    class GrokkingLightningCallback(MonitorAdapter, pl.Callback):
         """Probe a MoE model every ``monitor.every`` optimizer updates of a Lightning ``Trainer``.
+
+        Also named ``GrokmonLightningCallback`` (its first name).
 
         Args:
             monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive.
@@ -89,22 +94,20 @@ def _build_class() -> type:
             close_on_train_end: close the monitor when training ends.
 
         Example:
-            >>> cb = GrokmonLightningCallback(monitor)                       # doctest: +SKIP
+            >>> cb = GrokkingLightningCallback(monitor)                      # doctest: +SKIP
             >>> pl.Trainer(max_steps=100, callbacks=[cb]).fit(module, loader)  # doctest: +SKIP
         """
 
         def __init__(self, monitor: Any, *, model: str | Callable[[Any], Any] | None = None,
                      close_on_train_end: bool = True) -> None:
-            from .hf import _PendingSink
-
             super().__init__()
-            self.monitor = monitor
+            self._attach(monitor, who="GrokkingLightningCallback", close_on_train_end=close_on_train_end)
             self.model = model
-            self.close_on_train_end = close_on_train_end
-            self._pending = _PendingSink()
             self._last_step: int | None = None
-            self._restored = False
-            monitor.add_sink(self._pending)
+
+        @property
+        def state_key(self) -> str:
+            return _STATE_KEY
 
         # ------------------------------------------------------------ helpers
         def probe_model(self, pl_module: Any) -> Any:
@@ -125,8 +128,8 @@ def _build_class() -> type:
             opts = getattr(trainer, "optimizers", None) or []
             return opts[0] if opts else None
 
-        def _forward(self, trainer: Any) -> None:
-            items = self._pending.drain()
+        def _forward(self, trainer: Any, items: list | None = None) -> None:
+            items = self._drain() if items is None else items
             if not items or not trainer.is_global_zero:
                 return
             for step, metrics in items:
@@ -136,8 +139,7 @@ def _build_class() -> type:
         # ------------------------------------------------------------ hooks
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             step = int(trainer.global_step)
-            if getattr(self.monitor, "baseline", True) and not self._restored:
-                self.monitor.probe(self.probe_model(pl_module), step, optimizer=self._optimizer(trainer))
+            self._baseline(self.probe_model(pl_module), step, self._optimizer(trainer))
             self._last_step = step
             self._forward(trainer)
 
@@ -147,24 +149,16 @@ def _build_class() -> type:
             if step == self._last_step:
                 return  # a micro-batch that did not step the optimizer
             self._last_step = step
-            self.monitor.step(self.probe_model(pl_module), step, optimizer=self._optimizer(trainer))
+            stop = self._step(self.probe_model(pl_module), step, self._optimizer(trainer))
             self._forward(trainer)
-            if self.monitor.should_stop:
+            if stop:
                 trainer.should_stop = True
 
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
-            self.monitor.flush()
-            self._forward(trainer)
-            if self.close_on_train_end:
-                self.monitor.close()
+            self._finish(lambda items: self._forward(trainer, items))
 
         def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-            try:  # keep what was measured; never mask the training error
-                self.monitor.flush()
-                self._forward(trainer)
-                self.monitor.close()
-            except Exception as e:  # pragma: no cover - best effort
-                logger.warning("grokmon: could not flush the monitor after %r: %r", exception, e)
+            self._abort(lambda items: self._forward(trainer, items), exception)
 
         # ------------------------------------------------------------ checkpoint state
         def state_dict(self) -> dict[str, Any]:
@@ -178,14 +172,14 @@ def _build_class() -> type:
             self._restored = True
 
         def __repr__(self) -> str:
-            return f"GrokmonLightningCallback(monitor={self.monitor!r})"
+            return f"GrokkingLightningCallback(monitor={self.monitor!r})"
 
-    GrokmonLightningCallback.__module__ = __name__
-    GrokmonLightningCallback.__qualname__ = "GrokmonLightningCallback"
-    return GrokmonLightningCallback
+    GrokkingLightningCallback.__module__ = __name__
+    GrokkingLightningCallback.__qualname__ = "GrokkingLightningCallback"
+    return GrokkingLightningCallback
 
 
 def __getattr__(name: str) -> Any:
-    if name == "GrokmonLightningCallback":
+    if name in ("GrokkingLightningCallback", "GrokmonLightningCallback"):  # built on first use
         return _build_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

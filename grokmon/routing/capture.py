@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError, ProbeError, RoutingError
+from ..errors import ConfigError, RoutingError
 from ..pathways import Pathways
+from ..probe.checks import check_model_inputs
 from .discovery import find_routers
 from .types import RouterOutput, RouterSite
 
@@ -76,33 +77,6 @@ def _vocab_size(model: nn.Module) -> int | None:
         if isinstance(m, nn.Embedding):
             return m.num_embeddings
     return None
-
-
-def _check_inputs(input_ids: Any, attention_mask: Any, vocab: int | None) -> None:
-    if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
-        shape = tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__
-        raise ProbeError(f"input_ids must be a 2-D [samples, seq] integer tensor, got {shape}")
-    if input_ids.numel() == 0:
-        raise ProbeError(f"input_ids is empty (shape {tuple(input_ids.shape)}): build a non-empty ProbeSet")
-    if input_ids.is_floating_point() or input_ids.dtype == torch.bool:
-        raise ProbeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
-    if attention_mask is not None and attention_mask.shape != input_ids.shape:
-        raise ProbeError(
-            f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}"
-        )
-    lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0:
-        raise ProbeError(f"input_ids contains a negative id ({lo}): replace padding ids by a real token id "
-                         "and mark them with attention_mask=0")
-    if vocab is not None and hi >= vocab:
-        raise ProbeError(
-            f"tokenizer/vocab mismatch: the probe has token id {hi} but the model's vocab size is {vocab}; "
-            "build the ProbeSet with this model's tokenizer"
-        )
-    if attention_mask is not None:
-        empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
-        if empty:
-            raise ProbeError(f"probe samples {empty[:10]} have no non-padding token: drop them from the ProbeSet")
 
 
 def _full_tensor(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -286,7 +260,7 @@ def capture_pathways(
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     target = _unwrap_compiled(model)
-    _check_inputs(input_ids, attention_mask, _vocab_size(target))
+    check_model_inputs(input_ids, attention_mask, _vocab_size(target))
     sites = find_routers(target)
     device = _model_device(target)
     ids_all = input_ids.to(device=device, dtype=torch.long)

@@ -2,6 +2,8 @@
 
 Every sink has ``name``, ``log(metrics, step)``, ``alert(title_or_event, ...)`` and ``close()``
 (:mod:`grokmon.sinks.base`). Sinks import their backend (wandb, tensorboard) only when created.
+:class:`BufferSink` holds results for a host framework to forward (the integrations use it);
+:class:`JsonlSink` writes grokmon's one record format and :func:`read_metrics` reads it back.
 
 Example:
     >>> from grokmon.sinks import CallbackSink
@@ -12,13 +14,14 @@ Example:
 from __future__ import annotations
 
 from .accelerate import AccelerateSink
-from .base import ALERT_LEVELS, AlertInfo, Sink, SinkLike, as_alert
+from .base import ALERT_LEVELS, AlertInfo, Sink, SinkLike, as_alert, check_sinks
+from .buffer import BufferSink
 from .callback import CallbackSink
-from .jsonl import JsonlSink, read_jsonl
+from .jsonl import JsonlSink, read_jsonl, read_metrics
 from .tensorboard import TensorBoardSink
 from .wandb import WandbSink
 
 __all__ = [
-    "ALERT_LEVELS", "AccelerateSink", "AlertInfo", "CallbackSink", "JsonlSink", "Sink", "SinkLike",
-    "TensorBoardSink", "WandbSink", "as_alert", "read_jsonl",
+    "ALERT_LEVELS", "AccelerateSink", "AlertInfo", "BufferSink", "CallbackSink", "JsonlSink", "Sink", "SinkLike",
+    "TensorBoardSink", "WandbSink", "as_alert", "check_sinks", "read_jsonl", "read_metrics",
 ]

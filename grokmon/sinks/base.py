@@ -27,14 +27,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import SinkError
+from ..errors import ConfigError, SinkError
+from ..scalars import to_float as _to_float
 
-__all__ = ["Sink", "SinkLike", "AlertInfo", "as_alert", "ALERT_LEVELS"]
+__all__ = ["Sink", "SinkLike", "AlertInfo", "as_alert", "check_sinks", "to_float", "ALERT_LEVELS", "PREFIX"]
+
+#: The key prefix the monitor puts on every metric it logs (``grokmon/pathway_distance``).
+PREFIX = "grokmon/"
 
 ALERT_LEVELS = ("INFO", "WARN", "ERROR")
 _MAIN_FIELDS = ("title", "text", "message", "level", "wait_duration", "step")
@@ -140,11 +144,29 @@ class Sink:
 
 
 def to_float(value: Any, key: str) -> float:
-    """A metric value as a Python float (0-d tensors and numpy scalars included)."""
-    try:
-        return float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError) as e:
-        raise SinkError(f"metric {key!r} is not a scalar number ({type(value).__name__}): log scalars only") from e
+    """A metric value as a Python float (0-d tensors and numpy scalars included); SinkError otherwise."""
+    return _to_float(value, key, error=SinkError, fix="log scalars only")
+
+
+def check_sinks(sinks: Any) -> list[Any]:
+    """A list of sink objects (one sink alone is accepted), or a ConfigError naming the bad entry.
+
+    Example:
+        >>> check_sinks(["wandb"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        grokmon.errors.ConfigError: sinks[0] is a str, not a sink: ... (grokmon.WandbSink() for W&B), ...
+    """
+    if hasattr(sinks, "log") and callable(sinks.log):
+        return [sinks]
+    if isinstance(sinks, (str, bytes)) or not isinstance(sinks, Sequence):
+        raise ConfigError(f"sinks must be a list of sink objects (e.g. [WandbSink()]), got {type(sinks).__name__}")
+    for i, sink in enumerate(sinks):
+        if not (hasattr(sink, "log") and callable(sink.log)):
+            hint = " (grokmon.WandbSink() for W&B)" if isinstance(sink, str) else ""
+            raise ConfigError(f"sinks[{i}] is a {type(sink).__name__}, not a sink: pass objects with a "
+                              f"log(metrics, step) method{hint}, or wrap a function in grokmon.CallbackSink")
+    return list(sinks)
 
 
 def _jsonable(x: Any) -> Any:

@@ -1,11 +1,16 @@
 """JsonlSink: one JSON object per line, the embedded default sink.
 
-Line format (one per :meth:`JsonlSink.log` / alert)::
+The one record format of grokmon: live runs and ``grokmon scan`` write it through this class, and
+``grokmon report`` reads it back with :func:`read_metrics`. Line format (one per
+:meth:`JsonlSink.log` / alert)::
 
     {"step": 200, "time": 1732400000.1, "metrics": {"grokmon/pathway_distance": 3.5, "grokmon/x": null}}
     {"step": 200, "time": 1732400000.2, "alert": {"title": "...", "text": "...", "level": "WARN", ...}}
+    {"step": 600, "time": 1732400009.5, "checkpoint": "/abs/ckpts/checkpoint-600", "metrics": {...}}
 
-Metrics are nested under ``"metrics"`` so that keys never collide with ``step`` / ``time``.
+Metrics are nested under ``"metrics"`` so that keys never collide with ``step`` / ``time``; their
+keys carry the monitor's prefix (``grokmon/``). Extra top-level fields describe where a record
+comes from (``grokmon scan`` writes ``"checkpoint"``: ``log(..., fields={"checkpoint": path})``).
 Non-finite values (NaN, ±inf) are written as ``null``, so every line is strict JSON. Each line is
 flushed as it is written.
 
@@ -14,7 +19,8 @@ Resume: opening an existing file appends to it, and metric lines only ever move 
 larger step – those came from the lost part of the previous run. After that, :meth:`log` drops
 (with one warning) any step that is not above the last metric step in the file. Together these
 keep the file free of duplicate or backwards steps across restarts. A half-written last line
-(a crash mid-write) is removed on open.
+(a crash mid-write) is removed on open. ``ordered=False`` turns the forward-only rule off (``grokmon
+scan`` records checkpoints in the order it is given them).
 
 Write errors never lose a record and never leave half a line: each line goes to the file in one
 ``os.write`` on an ``O_APPEND`` descriptor, and a write that fails (a full disk, a hung or
@@ -46,9 +52,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SinkError
-from .base import AlertInfo, Sink, _jsonable, to_float
+from .base import PREFIX, AlertInfo, Sink, _jsonable, to_float
 
-__all__ = ["JsonlSink", "read_jsonl"]
+__all__ = ["JsonlSink", "read_jsonl", "read_metrics", "unprefixed"]
+
+_RESERVED = ("step", "time", "metrics", "alert")
 
 
 def _parse(path: Path) -> tuple[list[dict], bool]:
@@ -90,13 +98,37 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return _parse(path)[0]
 
 
+def read_metrics(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
+    """The ``(step, metrics)`` pairs of a grokmon JSONL file, in file order; alerts skipped.
+
+    Keys lose the ``grokmon/`` prefix (``pathway_distance``, ``group/<g>/probe_loss``) and ``null``
+    values come back as NaN. Older ``grokmon scan`` files, whose keys had no prefix, read the same.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "grokmon.jsonl")
+        >>> with JsonlSink(path) as sink:
+        ...     sink.log({"grokmon/pathway_distance": 3.5, "grokmon/probe_loss": float("nan")}, step=200)
+        >>> read_metrics(path)
+        [(200, {'pathway_distance': 3.5, 'probe_loss': nan})]
+    """
+    return [(int(r["step"]), unprefixed(r["metrics"])) for r in read_jsonl(path) if "metrics" in r]
+
+
+def unprefixed(metrics: Mapping[str, float | None]) -> dict[str, float]:
+    """A record's metrics as :func:`read_metrics` gives them: no ``grokmon/`` prefix, ``None`` as NaN."""
+    return {(k[len(PREFIX):] if k.startswith(PREFIX) else k): (math.nan if v is None else v) for k, v in metrics.items()}
+
+
 class JsonlSink(Sink):
     """Append probe metrics and alerts to a JSON-lines file (see module doc for format and resume)."""
 
     name = "jsonl"
 
-    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None, max_pending: int = 100_000) -> None:
+    def __init__(self, path: str | os.PathLike, *, resume_step: int | None = None, ordered: bool = True,
+                 max_pending: int = 100_000) -> None:
         self.path = Path(path)
+        self.ordered = ordered
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dropped = 0
         self.lost = 0
@@ -163,9 +195,13 @@ class JsonlSink(Sink):
             self._pending.popleft()
         self._warned_write = False
 
-    def log(self, metrics: Mapping[str, float], step: int) -> None:
+    def log(self, metrics: Mapping[str, float], step: int, *, fields: Mapping[str, Any] | None = None) -> None:
+        """Append one metric record; ``fields`` are extra top-level JSON fields (e.g. the checkpoint)."""
         step = int(step)
-        if self.last_step is not None and step <= self.last_step:
+        clash = [k for k in fields or {} if k in _RESERVED]
+        if clash:
+            raise SinkError(f"fields {clash} would overwrite the record's own keys {_RESERVED}: rename them")
+        if self.ordered and self.last_step is not None and step <= self.last_step:
             self.dropped += 1
             if self.dropped == 1:
                 warnings.warn(
@@ -178,8 +214,8 @@ class JsonlSink(Sink):
         for k, v in metrics.items():
             f = to_float(v, k)
             values[str(k)] = f if math.isfinite(f) else None
-        self._write({"step": step, "time": time.time(), "metrics": values})
-        self.last_step = step
+        self._write({"step": step, "time": time.time(), **_jsonable(dict(fields or {})), "metrics": values})
+        self.last_step = step if self.last_step is None else max(step, self.last_step)
 
     def _alert(self, alert: AlertInfo) -> None:
         step = alert.step if alert.step is not None else self.last_step

@@ -1,0 +1,121 @@
+"""MonitorConfig: every setting of a :class:`~grokmon.monitor.GrokkingMonitor` that is not a live object.
+
+Plain, JSON-able data, checked when built (a :class:`~grokmon.errors.ConfigError` naming the fix)
+and saved in ``monitor.state_dict()["config"]``. The live objects (the probe, sinks, alert rules,
+a configured stage tracker, the accelerator, ``on_alert``) are passed to the monitor itself.
+
+Example:
+    >>> config = MonitorConfig(every=100, batch_size=8, jsonl=False)
+    >>> config.every, config.to_dict()["metrics"]["form"]
+    (100, 'threshold')
+    >>> MonitorConfig.from_dict(config.to_dict()) == config
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ConfigError
+from .metrics import MetricConfig
+
+__all__ = ["MonitorConfig"]
+
+
+@dataclass
+class MonitorConfig:
+    """The settings of a :class:`~grokmon.monitor.GrokkingMonitor`.
+
+    Attributes:
+        every: probe cadence in optimizer steps (steps where ``step % every == 0``).
+        metrics: what to compute (:class:`~grokmon.metrics.MetricConfig`, or a dict of its fields);
+            per-group keys appear when the probe has groups.
+        jsonl: the JSONL record: True for ``output_dir/grokmon.jsonl``, a file path, or False.
+        output_dir: folder of the default JSONL record and of the saved probe (``probe.pt``).
+        stages: track the per-group grokking stage (memorizing / grokking / saturated); to change its
+            patience, thresholds or alert level pass a configured ``GroupStageTracker`` as
+            ``GrokkingMonitor(stages=...)`` instead.
+        batch_size: probe samples per forward (the probe's memory budget); halved, down to 1, when a
+            probe runs out of memory, and kept at the size that worked.
+        keep_token_ids: keep per-token expert ids (always on when a metric form is ``"token"``).
+        compute_loss: compute each probe sample's next-token loss (``probe_loss``,
+            ``group/<g>/probe_loss``; needed by ``MetricConfig(selection="memorized")``).
+        baseline: the integrations (Trainer, Lightning) probe once before the first training step.
+        async_metrics: compute metrics on a background thread (False: inline, for tests).
+        on_error: ``"warn"`` (count, warn, go on) or ``"raise"``.
+        prefix: put before every metric key (``grokmon/pathway_distance``).
+        flush_on_sigterm: on SIGTERM (preemption), write the finished results before the process ends
+            (:mod:`grokmon.shutdown`; chained to any handler already installed).
+        save_probe: write the probe beside the JSONL record (``probe.pt``), so a restarted or later
+            job can ``ProbeSet.load`` exactly the same samples.
+    """
+
+    every: int = 200
+    metrics: MetricConfig = field(default_factory=MetricConfig)
+    jsonl: str | bool = True
+    output_dir: str = "grokmon_out"
+    stages: bool = True
+    batch_size: int = 32
+    keep_token_ids: bool = False
+    compute_loss: bool = True
+    baseline: bool = True
+    async_metrics: bool = True
+    on_error: Literal["warn", "raise"] = "warn"
+    prefix: str = "grokmon/"
+    flush_on_sigterm: bool = True
+    save_probe: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.every, int) or self.every < 1:
+            raise ConfigError(f"every must be a positive number of optimizer steps, got {self.every!r}")
+        if self.on_error not in ("warn", "raise"):
+            raise ConfigError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}")
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive number of probe samples per forward, got {self.batch_size!r}")
+        if self.metrics is None:
+            self.metrics = MetricConfig()
+        elif isinstance(self.metrics, Mapping):
+            self.metrics = MetricConfig(**self.metrics)
+        if not isinstance(self.metrics, MetricConfig):
+            raise ConfigError(f"metrics must be a grokmon.MetricConfig (or a dict of its fields), got "
+                              f"{type(self.metrics).__name__}")
+        if isinstance(self.jsonl, (str, Path)):
+            if Path(self.jsonl).is_dir():
+                raise ConfigError(f"jsonl={str(self.jsonl)!r} is a folder: pass a file path (e.g. "
+                                  f"{Path(self.jsonl) / 'grokmon.jsonl'}), True for output_dir/grokmon.jsonl, or False")
+            self.jsonl = str(self.jsonl)
+        self.output_dir = str(self.output_dir)
+        if not isinstance(self.stages, bool):
+            raise ConfigError(f"stages must be True, False or a GroupStageTracker, got {type(self.stages).__name__}")
+        if self.metrics.selection == "memorized" and not self.compute_loss:
+            raise ConfigError("MetricConfig(selection='memorized') selects samples by their probe loss: "
+                              "keep compute_loss=True")
+
+    @property
+    def capture_token_ids(self) -> bool:
+        """Keep per-token expert ids: asked for, or needed by a ``"token"`` form (headline or extra)."""
+        return self.keep_token_ids or "token" in (self.metrics.form, *self.metrics.extra_forms)
+
+    @property
+    def jsonl_path(self) -> Path | None:
+        """The JSONL record's path, or None when it is off."""
+        if not self.jsonl:
+            return None
+        return Path(self.output_dir) / "grokmon.jsonl" if self.jsonl is True else Path(self.jsonl)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (``metrics`` as a dict of its fields)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MonitorConfig:
+        """The inverse of :meth:`to_dict`."""
+        data = dict(data)
+        metrics = dict(data.pop("metrics", {}) or {})
+        if "extra_forms" in metrics:
+            metrics["extra_forms"] = tuple(metrics["extra_forms"])
+        return cls(metrics=MetricConfig(**metrics), **data)

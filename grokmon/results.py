@@ -1,0 +1,327 @@
+"""The result path: from a captured probe to its metrics, rules, stages, sinks and the stop decision.
+
+::
+
+    CaptureResult (runner.py)
+      ─► metric job: compute_metrics + timings; out of memory → again on the CPU   (worker thread, or inline)
+      ─► alert rules and per-group stages (alerts/) ─► prefixed keys (grokmon/...)
+      ─► every sink, in step order; then alerts (sinks, log, on_alert)             (training thread)
+      ─► stop agreement across ranks ─► history / last_metrics
+
+Only the metric job runs off the training thread; sinks are written at ``poll`` / ``flush`` from
+the thread that calls them, so W&B's step counter and ``trainer.log`` are only touched where the
+host loop expects it. A failure anywhere is counted by :class:`Faults` (``grokmon/errors``), warned
+once per place and never raised (``on_error="raise"`` for tests). A sink that fails
+``MAX_SINK_FAILURES`` times in a row is dropped; ``history`` keeps every result.
+
+Example:
+    >>> from grokmon.config import MonitorConfig
+    >>> from grokmon.sinks import CallbackSink
+    >>> path = ResultPath(MonitorConfig(async_metrics=False), sinks=[CallbackSink(lambda m, s: print(s, m))])
+    >>> path.submit(200, lambda: {"pathway_distance": 0.5})
+    >>> _ = path.poll()
+    200 {'grokmon/pathway_distance': 0.5, 'grokmon/errors': 0.0}
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .alerts import AlertEvent, GroupStageTracker, Rule, RuleSet
+from .config import MonitorConfig
+from .distributed import all_agree, rank_and_world
+from .metrics import MemorizationTracker, MetricConfig, compute_metrics
+from .pathways import Pathways
+from .routing.capture import CaptureResult
+from .sinks import JsonlSink
+from .worker import MetricWorker
+
+__all__ = ["Faults", "MAX_SINK_FAILURES", "ResultPath", "metric_job"]
+
+log = logging.getLogger("grokmon")
+MAX_SINK_FAILURES = 3
+Results = list[tuple[int, dict[str, float]]]
+
+
+class Faults:
+    """Counts the monitor's failures; warns once per place, or re-raises with ``on_error="raise"``.
+
+    Example:
+        >>> faults = Faults("warn")
+        >>> import warnings; warnings.simplefilter("ignore")
+        >>> faults("sink jsonl", OSError("disk full")); faults.count
+        1
+    """
+
+    def __init__(self, on_error: str = "warn") -> None:
+        self.on_error = on_error
+        self.count = 0
+        self._warned: set[str] = set()
+
+    def __call__(self, where: str, error: BaseException) -> None:
+        self.count += 1
+        if self.on_error == "raise":
+            raise error
+        if where not in self._warned:
+            self._warned.add(where)
+            warnings.warn(f"grokmon: {where} failed, training goes on (counted in grokmon/errors): {error!r}",
+                          RuntimeWarning, stacklevel=3)
+
+
+def metric_job(step: int, capture: CaptureResult, previous: Pathways | None, config: MetricConfig, *,
+               memorization: MemorizationTracker | None = None,
+               drift_invalid: bool = False) -> Callable[[], dict[str, float]]:
+    """The one path from a captured probe to its unprefixed metrics (the monitor's and ``grokmon scan``'s).
+
+    Returns a function to run later (on the worker): :func:`compute_metrics` with the per-sample
+    loss (``probe_loss``, ``group/<g>/probe_loss``), plus ``probe_seconds``, ``probe_tokens`` and
+    ``metric_seconds``. Out of GPU memory, it computes again on the CPU (the GPU is the training
+    run's). ``memorization`` (the paper's sample selection) is fed in step order: jobs run one at a time.
+
+    Example:
+        >>> metrics = metric_job(200, capture_pathways(model, ids), None, MetricConfig())()  # doctest: +SKIP
+    """
+    pathways, loss = capture.pathways, capture.loss_per_sample
+
+    def compute(memorized_since: torch.Tensor | None) -> dict[str, float]:
+        try:
+            return compute_metrics(pathways, previous, config, loss_per_sample=loss, memorized_since=memorized_since)
+        except torch.OutOfMemoryError:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            warnings.warn(f"grokmon: out of memory computing the metrics of step {step}; computed on the CPU "
+                          "instead", RuntimeWarning, stacklevel=2)
+            return compute_metrics(pathways.to("cpu"), None if previous is None else previous.to("cpu"), config,
+                                   loss_per_sample=loss, memorized_since=memorized_since)
+
+    def run() -> dict[str, float]:
+        start = time.perf_counter()
+        memorized_since = None
+        if memorization is not None:
+            memorized_since = (torch.full((pathways.num_samples,), -1) if loss is None
+                               else memorization.update(step, loss, pathways.groups))
+        metrics = compute(memorized_since)
+        if drift_invalid:
+            metrics["pathway_drift"] = math.nan
+        metrics["probe_seconds"] = capture.seconds
+        metrics["probe_tokens"] = float(capture.num_tokens)
+        metrics["metric_seconds"] = time.perf_counter() - start
+        return metrics
+
+    return run
+
+
+class ResultPath:
+    """Computes, judges and delivers probe results (see the module doc); owns the sinks and the stop flag.
+
+    Args:
+        config: the monitor's settings (``prefix``, ``on_error``, ``async_metrics``, ``metrics``).
+        sinks: where results go (already set up; empty on ranks other than 0).
+        rules: alert rules, evaluated on every result in step order.
+        stage_tracker: the per-group stage tracker, or None.
+        on_alert: called with each :class:`AlertEvent` after the sinks.
+    """
+
+    def __init__(self, config: MonitorConfig, *, sinks: Sequence[Any] = (), rules: Sequence[Rule] = (),
+                 stage_tracker: GroupStageTracker | None = None,
+                 on_alert: Callable[[AlertEvent], None] | None = None) -> None:
+        self.config = config
+        self.prefix = config.prefix
+        self.fail = Faults(config.on_error)
+        self.sinks: list[Any] = list(sinks)
+        self.rules = RuleSet(rules)
+        self.stage_tracker = stage_tracker
+        self.on_alert = on_alert
+        self.memorization = None
+        if config.metrics.selection == "memorized":
+            self.memorization = MemorizationTracker(config.metrics.memorized_fraction,
+                                                    config.metrics.memorized_tolerance)
+        self.rank, self.world_size = rank_and_world()
+        self.history: Results = []
+        self.last_metrics: dict[str, float] = {}
+        self.should_stop = False
+        self._stop_pending_step: int | None = None
+        self._sink_failures: dict[int, int] = {}
+        self._worker: MetricWorker | None = None
+        self._inline: list[tuple[int, Any, BaseException | None]] = []
+
+    # ------------------------------------------------------------------ jobs in
+    def submit_probe(self, step: int, capture: CaptureResult, previous: Pathways | None, *,
+                     drift_invalid: bool = False) -> None:
+        """Compute this probe's metrics in the background (or now); they are delivered in step order."""
+        job = metric_job(step, capture, previous, self.config.metrics, memorization=self.memorization,
+                         drift_invalid=drift_invalid)
+        self.submit(step, job, device=capture.pathways.mean_weights.device)
+
+    def submit_failed(self, step: int, device: torch.device | None = None) -> None:
+        """Log ``step`` with its metrics NaN: visibly invalid (see :meth:`_invalid_row`)."""
+        self.submit(step, self._invalid_row, device=device)
+
+    def _invalid_row(self) -> dict[str, float]:
+        """NaN for every headline metric (those of the last good probe, or the defaults)."""
+        keys = [k[len(self.prefix):] for k in self.last_metrics if k.startswith(self.prefix)]
+        keys = [k for k in keys if not k.startswith(("alert/", "group/")) and k not in ("stage", "errors")]
+        return {k: math.nan for k in keys or ("pathway_distance", "probe_loss")}
+
+    def submit(self, step: int, job: Callable[[], dict[str, float]], device: torch.device | None = None) -> None:
+        """Run ``job`` for ``step`` on the worker (started on ``device`` at first use) or inline."""
+        if not self.config.async_metrics:
+            try:
+                self._inline.append((step, job(), None))
+            except Exception as error:  # noqa: BLE001
+                self._inline.append((step, None, error))
+            return
+        if self._worker is None:
+            self._worker = MetricWorker(device=device)
+        self._worker.submit(step, job)
+
+    # ------------------------------------------------------------------ results out (training thread)
+    def poll(self) -> Results:
+        """Deliver the results finished so far; ``(step, prefixed metrics)`` pairs in step order."""
+        return self._deliver(self._take(wait=False))
+
+    def flush(self, timeout: float | None = 300.0) -> Results:
+        """Wait for pending metric computation (at most ``timeout`` s per result) and deliver everything."""
+        return self._deliver(self._take(wait=True, timeout=timeout))
+
+    def _take(self, wait: bool, timeout: float | None = None) -> list:
+        finished, self._inline = self._inline, []
+        if self._worker is not None:
+            finished += self._worker.drain(wait=wait, timeout=timeout)
+        return finished
+
+    def _deliver(self, finished: list) -> Results:
+        out = []
+        for step, metrics, error in sorted(finished, key=lambda item: item[0]):
+            if error is not None:
+                self.fail("metrics", error)
+                continue
+            events = self.rules.update(step, metrics) if len(self.rules) else []
+            metrics.update(self.rules.active_metrics() if len(self.rules) else {})
+            if self.stage_tracker is not None:
+                events += self.stage_tracker.update(step, metrics)
+                metrics.update(self.stage_tracker.stage_metrics())
+            metrics["errors"] = float(self.fail.count)
+            prefixed = {self.prefix + k: v for k, v in metrics.items()}
+            self._log(prefixed, step)
+            for event in events:
+                self._alert(event)
+            if self.rules.stop_requested and not self.should_stop and self._stop_pending_step is None:
+                if self.world_size > 1:
+                    self._stop_pending_step = step  # rank-local values (probe_seconds) may differ: agree first
+                else:
+                    self.should_stop = True
+            self.history.append((step, prefixed))
+            self.last_metrics = prefixed
+            out.append((step, prefixed))
+        return out
+
+    # ------------------------------------------------------------------ stop agreement (all ranks)
+    def agree_before_probe(self) -> None:
+        """With background metrics on several ranks: settle the previous probes, then decide together.
+
+        Results reach each rank at different times; a stop asked for by probe p takes effect at the
+        next probe, after every rank has all of p's results.
+        """
+        if self.world_size > 1 and self.config.async_metrics:
+            self.flush()
+            self.agree_on_stop()
+
+    def agree_after_probe(self) -> None:
+        """With inline metrics on several ranks: this probe's results are in everywhere, decide now."""
+        if self.world_size > 1 and not self.config.async_metrics:
+            self.agree_on_stop()
+
+    def agree_on_stop(self) -> None:
+        """Every rank stops if any rank's rules asked to (a collective: all ranks call it at the same probe)."""
+        if not all_agree(self._stop_pending_step is None) and not self.should_stop:
+            self.should_stop = True
+
+    # ------------------------------------------------------------------ sinks and their drop policy
+    def add_sink(self, sink: Any) -> None:
+        """Add a sink (only world rank 0 writes)."""
+        if self.rank == 0 and sink not in self.sinks:
+            self.sinks.append(sink)
+
+    def reopen_jsonl(self, path: Path, resume_step: int) -> None:
+        """Reopen the JSONL record at ``path`` for a resumed run (lines after ``resume_step`` are dropped)."""
+        for i, sink in enumerate(self.sinks):
+            if isinstance(sink, JsonlSink):
+                sink.close()
+                self.sinks[i] = JsonlSink(path, resume_step=resume_step)
+
+    def _log(self, metrics: Mapping[str, float], step: int) -> None:
+        for sink in list(self.sinks):
+            try:
+                sink.log(metrics, step)
+                self._sink_failures[id(sink)] = 0
+            except Exception as error:  # noqa: BLE001
+                self._sink_error(sink, error)
+
+    def _alert(self, event: AlertEvent) -> None:
+        if self.rank == 0:  # stage changes are INFO: news, not a problem
+            log.log(logging.INFO if event.level == "INFO" else logging.WARNING, "grokmon alert at step %s: %s — %s",
+                    event.step, event.title, event.text)
+        for sink in list(self.sinks):
+            try:
+                sink.alert(event)
+            except Exception as error:  # noqa: BLE001
+                self._sink_error(sink, error)
+        if self.on_alert is not None:
+            try:
+                self.on_alert(event)
+            except Exception as error:  # noqa: BLE001
+                self.fail("on_alert", error)
+
+    def _sink_error(self, sink: Any, error: Exception) -> None:
+        name = getattr(sink, "name", type(sink).__name__)
+        failures = self._sink_failures.get(id(sink), 0) + 1
+        self._sink_failures[id(sink)] = failures
+        if failures >= MAX_SINK_FAILURES and sink in self.sinks:
+            self.sinks.remove(sink)
+            warnings.warn(f"grokmon: sink {name} failed {failures} times in a row and is dropped: {error!r}",
+                          RuntimeWarning, stacklevel=3)
+        self.fail(f"sink {name}", error)
+
+    # ------------------------------------------------------------------ lifecycle and state
+    def close(self, timeout: float | None = 300.0) -> None:
+        """Deliver what is pending, stop the worker, close the sinks."""
+        self.flush(timeout)
+        if self._worker is not None:
+            self._worker.close()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as error:  # noqa: BLE001
+                self.fail("sink close", error)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Errors, the stop decision, alert, stage and memorization state (JSON-able)."""
+        return {
+            "errors": self.fail.count,
+            "should_stop": self.should_stop,
+            "stop_pending_step": self._stop_pending_step,
+            "alerts": self.rules.state_dict(),
+            "stages": self.stage_tracker.state_dict() if self.stage_tracker is not None else None,
+            "memorization": None if self.memorization is None else self.memorization.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (missing keys start fresh)."""
+        self.fail.count = state.get("errors", 0)
+        self.should_stop = bool(state.get("should_stop", False))
+        self._stop_pending_step = state.get("stop_pending_step")
+        if state.get("alerts"):
+            self.rules.load_state_dict(state["alerts"])
+        if state.get("stages") and self.stage_tracker is not None:
+            self.stage_tracker.load_state_dict(state["stages"])
+        if state.get("memorization") and self.memorization is not None:
+            self.memorization.load_state_dict(state["memorization"])

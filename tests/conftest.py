@@ -1,0 +1,54 @@
+"""Fixtures shared by the test files: offline hubs, a tiny MoE model, a probe, a monitor factory.
+
+The helpers behind them are plain functions in ``moe_models.py`` (``tiny_model``,
+``random_probe``), which tests and the subprocesses they start import by bare name.
+
+Example:
+    >>> def test_probe_once(make_monitor, olmoe):               # doctest: +SKIP
+    ...     monitor = make_monitor(every=1)
+    ...     monitor.step(olmoe, 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from moe_models import random_probe, tiny_model
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reaches the Hugging Face Hub or W&B servers."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+
+
+@pytest.fixture(scope="module")
+def olmoe() -> Any:
+    """A tiny OLMoE (seed 4), shared by the tests of one module: do not train it."""
+    return tiny_model("olmoe", seed=4)
+
+
+@pytest.fixture
+def probe() -> Any:
+    """8 random samples of 12 tokens, groups ``a`` and ``b`` (``random_probe()``)."""
+    return random_probe()
+
+
+@pytest.fixture
+def make_monitor(tmp_path, probe) -> Iterator[Callable[..., Any]]:
+    """``make_monitor(**settings)``: a GrokkingMonitor of ``probe`` writing under ``tmp_path``, closed after the test."""
+    from grokmon import GrokkingMonitor
+
+    made = []
+
+    def make(**settings: Any) -> Any:
+        settings.setdefault("output_dir", tmp_path)
+        made.append(GrokkingMonitor(settings.pop("probe", probe), **settings))
+        return made[-1]
+
+    yield make
+    for monitor in made:
+        monitor.close()
