@@ -1,7 +1,7 @@
-"""``grokmon`` command line: scan saved checkpoints, plot a run, build a probe file.
+"""``grokmon`` command line: scan saved checkpoints, report on a run, build a probe file.
 
     grokmon scan ckpts/checkpoint-* --probe probe.pt --out scan/   # metrics per checkpoint
-    grokmon report scan/grokmon.jsonl --out plots/                 # PNG curves + load heatmap
+    grokmon report scan/grokmon.jsonl --out report/                # one HTML page + overview.png
     grokmon probe corpus.jsonl --tokenizer tok/ --n 512 --seq-len 256 --out probe.pt
 
 Example:
@@ -43,6 +43,20 @@ def checkpoint_step(path: Path) -> int:
     return int(match.group(1))
 
 
+def _check_device(device: str) -> None:
+    """A clear error for a device this machine does not have, before any checkpoint is loaded."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as error:
+        raise GrokmonError(f"--device {device!r} is not a device ({error}): use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise GrokmonError(f"--device {device} asks for CUDA, which this machine does not have: use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise GrokmonError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def _load_model(path: Path, device: str):
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -66,6 +80,7 @@ def scan(
     per_layer: bool = False,
     per_expert: bool = True,
     progress: bool = True,
+    metric_options: dict | None = None,
 ) -> list[tuple[int, dict]]:
     """Compute every metric for each checkpoint (sorted by step); resumable; writes JSONL and CSV.
 
@@ -74,7 +89,8 @@ def scan(
     an extra field; ``grokmon.csv`` has one row per checkpoint, keys without the prefix.
     Checkpoints already recorded in ``out_dir/grokmon.jsonl`` are skipped, so an interrupted scan
     picks up where it stopped. Returns the ``(step, metrics)`` records of the whole scan (keys
-    without the prefix).
+    without the prefix). ``metric_options`` are further :class:`~grokmon.MetricConfig` fields
+    (``form``, ``threshold``, ``extra_forms``, ``max_pairs``, ``seed``).
     """
     import torch
     from tqdm.auto import tqdm
@@ -90,6 +106,7 @@ def scan(
     out.mkdir(parents=True, exist_ok=True)
     probe = ProbeSet.load(probe_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    _check_device(device)
     paths = [Path(c) for c in checkpoints]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
@@ -97,7 +114,7 @@ def scan(
     ordered = sorted(paths, key=checkpoint_step)
     jsonl = out / "grokmon.jsonl"
     done = _scanned(jsonl)
-    config = MetricConfig(per_group=per_group, per_layer=per_layer, per_expert=per_expert)
+    config = MetricConfig(per_group=per_group, per_layer=per_layer, per_expert=per_expert, **(metric_options or {}))
     previous = None
     records = []
     with JsonlSink(jsonl, ordered=False) as sink:  # checkpoints come in the order the user gives them
@@ -113,6 +130,7 @@ def scan(
                 model, probe.input_ids.to(device),
                 None if probe.attention_mask is None else probe.attention_mask.to(device),
                 batch_size=batch_size, groups=probe.groups, group_names=probe.group_names,
+                keep_token_ids="token" in (config.form, *config.extra_forms),
             )
             step = checkpoint_step(path)
             metrics = metric_job(step, result, previous, config)()
@@ -159,22 +177,30 @@ def read_records(path: str | Path) -> list[tuple[int, dict]]:
     return read_metrics(path)
 
 
-def report(jsonl: str | Path, out_dir: str | Path) -> list[Path]:
-    """PNG plots of every metric in ``jsonl`` (per group when present) plus an expert-load heatmap."""
-    from .plots import plot_expert_load, plot_metrics
+def report(jsonl: str | Path, out_dir: str | Path, *, eval_file: str | Path | None = None, title: str | None = None,
+           pngs: bool = False) -> list[Path]:
+    """One self-contained HTML page and an overview PNG of ``jsonl`` (and, with ``pngs``, a PNG per
+    metric plus an expert-load heatmap); returns the files written, the page first."""
+    from .report import OVERVIEW_FILE, write_report
 
     path = Path(jsonl)
     if not path.is_file():
         raise GrokmonError(f"{path} does not exist: pass the grokmon.jsonl a run or a scan wrote")
-    records = read_records(path)
-    written = plot_metrics(records, out_dir)
-    heatmap = plot_expert_load(records, out_dir)
-    return written + ([heatmap] if heatmap else [])
+    page = write_report(path, out_dir, eval_file=eval_file, title=title)
+    written = [page, Path(out_dir) / OVERVIEW_FILE]
+    if pngs:
+        from .plots import plot_expert_load, plot_metrics
+
+        records = read_records(path)
+        written += plot_metrics(records, out_dir)
+        heatmap = plot_expert_load(records, out_dir)
+        written += [heatmap] if heatmap else []
+    return written
 
 
 def build_probe(
     corpus: str | Path, tokenizer: str, out: str | Path, *, n: int, seq_len: int, seed: int = 0,
-    text_key: str = "text", group_key: str | None = None,
+    text_key: str = "text", group_key: str | None = None, min_length: int = 8,
 ) -> Path:
     """Build a probe file from a JSONL (one object per line) or plain-text (one sample per line) corpus."""
     from transformers import AutoTokenizer
@@ -214,6 +240,10 @@ def build_probe(
         raise GrokmonError(f"the corpus has {len(texts)} samples, fewer than --n {n}: lower --n")
     import torch
 
+    bad = next(((i, t) for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise GrokmonError(f"sample {bad[0] + 1} of {path} has a {type(bad[1]).__name__} in its {text_key!r} field, "
+                           "not text: fix the corpus, or pass --text-key the field that holds the text")
     picked = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer)
@@ -223,50 +253,86 @@ def build_probe(
             f"cannot load the tokenizer {tokenizer} ({why}): pass --tokenizer a folder saved with "
             "tokenizer.save_pretrained(...) (or a Hub model id)"
         ) from None
-    probe = ProbeSet.from_texts([texts[i] for i in picked], tok, seq_len=seq_len,
+    probe = ProbeSet.from_texts([texts[i] for i in picked], tok, seq_len=seq_len, min_length=min_length,
                                 groups=[groups[i] for i in picked] if groups else None)
     probe.save(out)
     return Path(out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="grokmon", description=__doc__.split("\n\n")[0])
+def _plain(doc: str | None) -> str:
+    """A docstring's first paragraph as plain terminal text (no reST backticks)."""
+    return (doc or "").split("\n\n")[0].replace("``", "").replace("`", "")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``grokmon`` argument parser (every option has help text; a test walks them all)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="grokmon", description=_plain(__doc__),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Run 'grokmon <command> --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"grokmon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p_scan = sub.add_parser("scan", help="compute metrics for saved checkpoints")
-    p_scan.add_argument("checkpoints", nargs="+")
+    p_scan = sub.add_parser("scan", help="compute the metrics of saved checkpoints (resumable)",
+                            description="Probe each saved Hugging Face checkpoint and write every metric to "
+                                        "OUT/grokmon.jsonl and OUT/grokmon.csv, one row per checkpoint, in step order.")
+    p_scan.add_argument("checkpoints", nargs="+", help="checkpoint folders (save_pretrained), e.g. ckpts/checkpoint-*")
     p_scan.add_argument("--probe", required=True, help="probe file (ProbeSet.save / grokmon probe)")
-    p_scan.add_argument("--out", required=True)
-    p_scan.add_argument("--batch-size", type=int, default=16)
-    p_scan.add_argument("--device", default=None)
-    p_scan.add_argument("--per-layer", action="store_true")
+    p_scan.add_argument("--out", required=True, help="output folder; a scan already there is resumed")
+    p_scan.add_argument("--batch-size", type=int, default=16, help="probe samples per forward (default 16)")
+    p_scan.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    p_scan.add_argument("--per-layer", action="store_true", help="also log layer/<i>/... keys")
+    p_scan.add_argument("--form", choices=("threshold", "topk", "token"), default="threshold",
+                        help="pathway form of the headline distance (default: threshold, the paper's)")
+    p_scan.add_argument("--threshold", type=float, default=0.7, help="cumulative weight of the threshold form (0.7)")
+    p_scan.add_argument("--extra-forms", nargs="*", choices=("threshold", "topk", "token"), default=(),
+                        help="further forms logged as pathway_distance/<form>")
+    p_scan.add_argument("--max-pairs", type=int, default=100_000,
+                        help="most sample pairs per group for the distance; more are subsampled (100000)")
+    p_scan.add_argument("--seed", type=int, default=0, help="seed of the pair subsample (0)")
 
-    p_report = sub.add_parser("report", help="plot a grokmon JSONL record")
-    p_report.add_argument("jsonl")
-    p_report.add_argument("--out", required=True)
+    p_report = sub.add_parser("report", help="one HTML page and an overview PNG of a run",
+                              description="Write OUT/report.html (self-contained: open it from disk) and "
+                                          "OUT/overview.png from a grokmon JSONL record of a run or a scan.")
+    p_report.add_argument("jsonl", help="the grokmon.jsonl of a run or a scan")
+    p_report.add_argument("--out", required=True, help="output folder")
+    p_report.add_argument("--eval", default=None, dest="eval_file",
+                          help="held-out curves to draw beside the pathway curves: CSV with a step column, "
+                               "JSONL of {step, name: value}, or JSON {name: [[step, value], ...]}")
+    p_report.add_argument("--title", default=None, help="page title (default: from the file name)")
+    p_report.add_argument("--pngs", action="store_true", help="also write one PNG per metric and the load heatmap")
 
-    p_probe = sub.add_parser("probe", help="build a probe file from a corpus")
+    p_probe = sub.add_parser("probe", help="build a probe file from a corpus",
+                             description="Sample N texts from a corpus, tokenize them and save a probe file.")
     p_probe.add_argument("corpus", help=".jsonl (objects with a text field) or text, one sample a line")
     p_probe.add_argument("--tokenizer", required=True, help="a local tokenizer folder")
-    p_probe.add_argument("--out", required=True)
-    p_probe.add_argument("--n", type=int, default=512)
-    p_probe.add_argument("--seq-len", type=int, default=256)
-    p_probe.add_argument("--seed", type=int, default=0)
-    p_probe.add_argument("--text-key", default="text")
-    p_probe.add_argument("--group-key", default=None)
+    p_probe.add_argument("--out", required=True, help="the probe file to write (e.g. probe.pt)")
+    p_probe.add_argument("--n", type=int, default=512, help="samples in the probe (512)")
+    p_probe.add_argument("--seq-len", type=int, default=256, help="tokens kept per sample (256)")
+    p_probe.add_argument("--seed", type=int, default=0, help="seed of the sample draw (0)")
+    p_probe.add_argument("--text-key", default="text", help="JSONL field holding the text (text)")
+    p_probe.add_argument("--group-key", default=None, help="JSONL field holding the group, e.g. domain")
+    p_probe.add_argument("--min-length", type=int, default=8, help="fewest tokens a sample may have (8)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "scan":
+            options = dict(form=args.form, threshold=args.threshold, extra_forms=tuple(args.extra_forms),
+                           max_pairs=args.max_pairs, seed=args.seed)
             records = scan(args.checkpoints, args.probe, args.out, batch_size=args.batch_size,
-                           device=args.device, per_layer=args.per_layer)
+                           device=args.device, per_layer=args.per_layer, metric_options=options)
             print(f"{len(records)} checkpoints -> {Path(args.out) / 'grokmon.jsonl'}, grokmon.csv")
         elif args.command == "report":
-            for path in report(args.jsonl, args.out):
+            for path in report(args.jsonl, args.out, eval_file=args.eval_file, title=args.title, pngs=args.pngs):
                 print(path)
         else:
             print(build_probe(args.corpus, args.tokenizer, args.out, n=args.n, seq_len=args.seq_len,
-                              seed=args.seed, text_key=args.text_key, group_key=args.group_key))
+                              seed=args.seed, text_key=args.text_key, group_key=args.group_key,
+                              min_length=args.min_length))
     except GrokmonError as error:
         print(f"grokmon: error: {error}", file=sys.stderr)
         return 2

@@ -48,9 +48,11 @@ def test_scan_writes_metrics_per_checkpoint_and_resumes(run_dir, capsys) -> None
     assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out)]) == 0
     assert (out / "grokmon.jsonl").read_text().count("\n") == lines
 
-    assert main(["report", str(out / "grokmon.jsonl"), "--out", str(run_dir / "plots")]) == 0
+    assert main(["report", str(out / "grokmon.jsonl"), "--out", str(run_dir / "page")]) == 0
+    assert {p.name for p in (run_dir / "page").iterdir()} == {"report.html", "overview.png"}
+    assert main(["report", str(out / "grokmon.jsonl"), "--out", str(run_dir / "plots"), "--pngs"]) == 0
     names = {p.name for p in (run_dir / "plots").iterdir()}
-    assert {"pathway_distance.png", "expert_load.png"} <= names
+    assert {"report.html", "overview.png", "pathway_distance.png", "expert_load.png"} <= names
 
 
 def test_scan_errors_are_clear(run_dir, capsys) -> None:
