@@ -52,3 +52,17 @@ def make_monitor(tmp_path, probe) -> Iterator[Callable[..., Any]]:
     yield make
     for monitor in made:
         monitor.close()
+
+
+@pytest.fixture
+def word_tokenizer(tmp_path) -> list[str]:
+    """A real word-level tokenizer saved to ``tmp_path / "tok"`` (words ``w0``..``w39``); returns the words."""
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = [f"w{i}" for i in range(40)]
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(tmp_path / "tok")
+    return words

@@ -78,15 +78,8 @@ def test_checkpoint_step_from_name_or_trainer_state(tmp_path) -> None:
     assert checkpoint_step(tmp_path / "final") == 900
 
 
-def test_probe_command_builds_a_probe_from_a_jsonl_corpus(tmp_path) -> None:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = [f"w{i}" for i in range(40)]
-    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
-    tok.save_pretrained(tmp_path / "tok")
+def test_probe_command_builds_a_probe_from_a_jsonl_corpus(tmp_path, word_tokenizer) -> None:
+    words = word_tokenizer
     rows = [{"text": " ".join(words[i:i + 10]), "domain": "x" if i % 2 else "y"} for i in range(20)]
     (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "probe.pt"

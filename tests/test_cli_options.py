@@ -75,21 +75,8 @@ def test_scan_names_a_device_the_machine_lacks(checkpoint, capsys) -> None:
     assert "is not a device" in capsys.readouterr().err
 
 
-@pytest.fixture
-def tokenizer(tmp_path):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    words = [f"w{i}" for i in range(40)]
-    vocab = {"[PAD]": 0, "[UNK]": 1, **{w: i + 2 for i, w in enumerate(words)}}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]")
-    tok.save_pretrained(tmp_path / "tok")
-    return words
-
-
-def test_probe_min_length_and_a_non_text_field(tmp_path, tokenizer, capsys) -> None:
-    rows = [{"text": " ".join(tokenizer[i:i + 4])} for i in range(10)]   # 4-token samples
+def test_probe_min_length_and_a_non_text_field(tmp_path, word_tokenizer, capsys) -> None:
+    rows = [{"text": " ".join(word_tokenizer[i:i + 4])} for i in range(10)]   # 4-token samples
     (tmp_path / "short.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     args = ["probe", str(tmp_path / "short.jsonl"), "--tokenizer", str(tmp_path / "tok"), "--n", "5"]
     assert main([*args, "--out", str(tmp_path / "a.pt")]) == 2       # default min_length 8
