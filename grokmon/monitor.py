@@ -37,6 +37,7 @@ from .pathways import Pathways
 from .probe import ProbeSet
 from .results import ResultPath
 from .runner import ProbeRunner
+from .schedule import StepClock
 from .sinks import AccelerateSink, JsonlSink, check_sinks
 
 Results = list[tuple[int, dict[str, float]]]
@@ -102,6 +103,7 @@ class GrokkingMonitor:
         if self.results.rank == 0:
             self._open_sinks(sinks, accelerator)
         self.last_probe_step: int | None = None
+        self._clock = StepClock()
         self._probe_count = 0
         self._previous: Pathways | None = None
         self._closed = False
@@ -111,9 +113,8 @@ class GrokkingMonitor:
         """World rank 0: the JSONL record (with the probe beside it), the accelerator's trackers, the user's sinks."""
         path = self.config.jsonl_path
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self.results.sinks.append(JsonlSink(path))  # creates the folder; a clear SinkError if it cannot
             self.jsonl_path = path
-            self.results.sinks.append(JsonlSink(path))
             if self.config.save_probe:  # beside the record: a restarted or later job loads the same samples
                 try:
                     self.probe_set.save_once(path.parent / "probe.pt")
@@ -144,16 +145,24 @@ class GrokkingMonitor:
         return step % self.config.every == 0 and (self.last_probe_step is None or step > self.last_probe_step)
 
     def step(self, model: nn.Module, step: int, *, optimizer: Any = None) -> dict[str, float]:
-        """Call after each optimizer step on every rank. Probes on schedule, returns finished metrics."""
+        """Call after each optimizer step on every rank. Probes on schedule, returns finished metrics.
+
+        ``step`` must be an integer; one that goes backwards is warned about once and continued on
+        grokmon's own count (:class:`grokmon.schedule.StepClock`; ``on_error="raise"`` raises).
+        """
+        step = self._clock.resolve(step, last_probed=self.last_probe_step, on_error=self.config.on_error)
         if not self.should_probe(step):
             return _merged(self.poll())
-        self.probe_now(model, step, optimizer=optimizer)
+        self._probe_at(model, step, optimizer)
         results = self.poll()
         self.results.agree_after_probe()
         return _merged(results)
 
     def probe_now(self, model: nn.Module, step: int, *, optimizer: Any = None) -> None:
         """Probe now, whatever the schedule (all ranks must call it at the same step). Alias: ``probe``."""
+        self._probe_at(model, self._clock.resolve(step, last_probed=self.last_probe_step, on_error=self.config.on_error), optimizer)
+
+    def _probe_at(self, model: nn.Module, step: int, optimizer: Any) -> None:
         self.results.agree_before_probe()
         self.last_probe_step = step
         try:
@@ -209,6 +218,7 @@ class GrokkingMonitor:
         if not self._closed:
             self.flush()  # results still computing belong to the state (alerts, stages, errors)
         state: dict[str, Any] = {"every": self.config.every, "last_probe_step": self.last_probe_step,
+                                 "clock": self._clock.state_dict(),
                                  "probe_fingerprint": self._fingerprint, "probe_count": self._probe_count,
                                  **self.results.state_dict()}
         if include_pathways:
@@ -238,6 +248,7 @@ class GrokkingMonitor:
                 "are probed before and after the restart"
             )
         self.last_probe_step = state.get("last_probe_step")
+        self._clock.load_state_dict(state.get("clock"))
         self._probe_count = state.get("probe_count", 0)
         self.results.load_state_dict(state)
         self.load_pathways_state(state.get("previous_pathways"))

@@ -101,6 +101,7 @@ def test_the_monitor_never_detaches_its_only_sink_on_a_full_disk(tmp_path, monke
         train(model, 4, monitor)
     assert len(monitor.sinks) == 1 and monitor.errors == 0
     disk.full = False
-    train(model, 5, monitor)   # steps 1-4 are not probed again; step 5 is, and the backlog goes first
+    train(model, 1)            # one more optimizer step, then its probe: the backlog is written first
+    monitor.step(model, 5)
     monitor.close()
     assert [r["step"] for r in read_jsonl(tmp_path / "grokmon.jsonl") if "metrics" in r] == [1, 2, 3, 4, 5]

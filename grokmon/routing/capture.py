@@ -263,6 +263,9 @@ def capture_pathways(
     check_model_inputs(input_ids, attention_mask, _vocab_size(target))
     sites = find_routers(target)
     device = _model_device(target)
+    if device.type == "meta":
+        raise ConfigError("the model's weights are on the meta device (not loaded yet): probe a model whose weights "
+                          "are materialised, e.g. after from_pretrained / load_state_dict / accelerator.prepare")
     ids_all = input_ids.to(device=device, dtype=torch.long)
     n, seq = ids_all.shape
     mask_all = None if attention_mask is None else attention_mask.to(device=device).bool()

@@ -129,7 +129,11 @@ class JsonlSink(Sink):
                  max_pending: int = 100_000) -> None:
         self.path = Path(path)
         self.ordered = ordered
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SinkError(f"cannot create the folder of the JSONL record {self.path} ({error}): pass a path in a "
+                            "writable folder (jsonl=... / output_dir=...), or jsonl=False") from None
         self.dropped = 0
         self.lost = 0
         self.max_pending = max_pending
@@ -146,7 +150,11 @@ class JsonlSink(Sink):
             records = kept
         steps = [r["step"] for r in records if "metrics" in r and r.get("step") is not None]
         self.last_step: int | None = max(steps) if steps else None
-        self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise SinkError(f"cannot open the JSONL record {self.path} for writing ({error}): pass a path in a "
+                            "writable folder (jsonl=... / output_dir=...), or jsonl=False") from None
 
     @property
     def pending(self) -> int:
