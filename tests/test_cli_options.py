@@ -88,3 +88,20 @@ def test_probe_min_length_and_a_non_text_field(tmp_path, word_tokenizer, capsys)
                  "--out", str(tmp_path / "c.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("grokmon: error: sample 1 of") and "has a int in its 'text' field, not text" in err
+
+
+def test_report_repairs_a_cut_off_record_and_names_bad_lines(tmp_path, capsys) -> None:
+    cut = tmp_path / "cut.jsonl"    # a crashed run: the last line was never finished
+    cut.write_text('{"step": 0, "metrics": {"grokmon/pathway_distance": 0.5}}\n'
+                   '{"step": 1, "metrics": {"grokmon/pathway_distance": 0.4}}\n{"step": 2, "metr')
+    assert main(["report", str(cut), "--out", str(tmp_path / "a")]) == 0
+    assert (tmp_path / "a" / "report.html").is_file()
+    garbled = tmp_path / "garbled.jsonl"
+    garbled.write_text('{"step": 0, "metrics": {}}\ngarbage\n{"step": 2, "metrics": {}}\n')
+    assert main(["report", str(garbled), "--out", str(tmp_path / "b")]) == 2
+    assert "grokmon: error: line 2 of" in capsys.readouterr().err
+    badstep = tmp_path / "badstep.jsonl"
+    badstep.write_text('{"step": "x", "metrics": {"grokmon/pathway_distance": 0.5}}\n')
+    assert main(["report", str(badstep), "--out", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "line 1 of" in err and "without a numeric 'step'" in err
