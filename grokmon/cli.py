@@ -91,6 +91,10 @@ def scan(
     picks up where it stopped. Returns the ``(step, metrics)`` records of the whole scan (keys
     without the prefix). ``metric_options`` are further :class:`~grokmon.MetricConfig` fields
     (``form``, ``threshold``, ``extra_forms``, ``max_pairs``, ``seed``).
+
+    A checkpoint that cannot be loaded or probed is skipped and the others are scanned and
+    written; a :class:`~grokmon.GrokmonError` then lists each skipped checkpoint with a one-line
+    reason (the CLI prints it and exits 2).
     """
     import torch
     from tqdm.auto import tqdm
@@ -116,7 +120,8 @@ def scan(
     done = _scanned(jsonl)
     config = MetricConfig(per_group=per_group, per_layer=per_layer, per_expert=per_expert, **(metric_options or {}))
     previous = None
-    records = []
+    records: list[tuple[int, dict]] = []
+    skipped: list[str] = []
     with JsonlSink(jsonl, ordered=False) as sink:  # checkpoints come in the order the user gives them
         for path in tqdm(ordered, desc="grokmon scan", unit="ckpt", disable=not progress):
             key = str(path.resolve())
@@ -124,21 +129,30 @@ def scan(
                 records.append(done[key])
                 previous = None  # drift needs the pathways, which are not stored: skip it once
                 continue
-            model = _load_model(path, device)
-            probe.validate(model.config.get_text_config().vocab_size)
-            result = capture_pathways(
-                model, probe.input_ids.to(device),
-                None if probe.attention_mask is None else probe.attention_mask.to(device),
-                batch_size=batch_size, groups=probe.groups, group_names=probe.group_names,
-                keep_token_ids="token" in (config.form, *config.extra_forms),
-            )
-            step = checkpoint_step(path)
-            metrics = metric_job(step, result, previous, config)()
+            try:  # one unreadable checkpoint (truncated weights, a broken config) must not lose the others
+                model = _load_model(path, device)
+                probe.validate(model.config.get_text_config().vocab_size)
+                result = capture_pathways(
+                    model, probe.input_ids.to(device),
+                    None if probe.attention_mask is None else probe.attention_mask.to(device),
+                    batch_size=batch_size, groups=probe.groups, group_names=probe.group_names,
+                    keep_token_ids="token" in (config.form, *config.extra_forms),
+                )
+                step = checkpoint_step(path)
+                metrics = metric_job(step, result, previous, config)()
+            except Exception as error:  # noqa: BLE001 - reported per checkpoint, then the scan goes on
+                reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                skipped.append(f"skipped {path}: {type(error).__name__}: {reason}")
+                previous = None
+                continue
             sink.log({PREFIX + k: v for k, v in metrics.items()}, step, fields={"checkpoint": key})
             records.append((step, metrics))
             previous = result.pathways
             del model
     _write_csv(records, out / "grokmon.csv")
+    if skipped:
+        raise GrokmonError(f"{len(skipped)} of {len(ordered)} checkpoints could not be scanned; the {len(records)} "
+                           f"others are in {jsonl} and grokmon.csv:\n  " + "\n  ".join(skipped))
     return records
 
 

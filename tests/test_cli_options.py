@@ -105,3 +105,24 @@ def test_report_repairs_a_cut_off_record_and_names_bad_lines(tmp_path, capsys) -
     assert main(["report", str(badstep), "--out", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "line 1 of" in err and "without a numeric 'step'" in err
+
+
+def test_scan_skips_unreadable_checkpoints_and_writes_the_others(checkpoint, capsys) -> None:
+    ckpts = checkpoint / "ckpts"
+    tiny_model("olmoe", seed=1).save_pretrained(ckpts / "checkpoint-20")
+    weights = ckpts / "checkpoint-20" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])              # truncated weights
+    tiny_model("olmoe", seed=2).save_pretrained(ckpts / "checkpoint-30")
+    (ckpts / "checkpoint-30" / "config.json").write_text("{not json")  # a broken config
+    out = checkpoint / "scan"
+    capsys.readouterr()  # save_pretrained's progress bars
+    code = main(["scan", *(str(ckpts / f"checkpoint-{s}") for s in (10, 20, 30)),
+                 "--probe", str(checkpoint / "probe.pt"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "grokmon: error: 2 of 3 checkpoints could not be scanned; the 1 others are in" in err
+    skipped = [line.strip() for line in err.splitlines() if line.strip().startswith("skipped ")]
+    assert len(skipped) == 2 and "checkpoint-20: " in skipped[0] and "checkpoint-30: " in skipped[1]
+    assert "Traceback" not in err
+    assert [step for step, _ in read_records(out / "grokmon.jsonl")] == [10]
+    assert (out / "grokmon.csv").read_text().splitlines()[1].startswith("10,")
