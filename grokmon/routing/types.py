@@ -53,6 +53,7 @@ class RouterSite:
     index parsed from it, ``kind`` ``"mlp"`` or ``"attention"`` (JetMoe's mixture-of-attention
     router), ``extractor(module, args, output) -> RouterOutput``. ``num_experts`` is read from the
     module's attributes when it has them (``None`` otherwise; the captured output is authoritative).
+    ``weight_fn(module)``, when registered, returns the ``[E, H]`` router weight rows.
     """
 
     name: str
@@ -61,14 +62,19 @@ class RouterSite:
     module: nn.Module
     extractor: Extractor
     num_experts: int | None = None
+    weight_fn: Callable[[nn.Module], torch.Tensor | None] | None = None
 
     def router_weight(self) -> torch.Tensor | None:
         """The router's ``[E, H]`` weight rows (expert embeddings), detached; ``None`` if not found.
 
         The 2-D parameter whose first dimension is the expert count (``router.layer.weight`` for
         DBRX, ``layer.weight`` for JetMoe, ``.weight`` for linear routers); without a known expert
-        count, the first 2-D parameter.
+        count, the first 2-D parameter. A ``weight_fn`` registered with the router class decides
+        instead (OLMo-core keeps them flat, ``(E*H,)``).
         """
+        if self.weight_fn is not None:
+            w = self.weight_fn(self.module)
+            return None if w is None else w.detach()
         matrices = [p for _, p in self.module.named_parameters() if p.dim() == 2]
         if self.num_experts is not None:
             matrices = [p for p in matrices if p.shape[0] == self.num_experts]
