@@ -4,13 +4,15 @@
   (first name ``GrokkingCallback``, still valid).
 * :class:`~grokmon.integrations.lightning.GrokkingLightningCallback`: Lightning
   (``pip install grokmon[lightning]``; first name ``GrokmonLightningCallback``, still valid).
+* :class:`~grokmon.integrations.olmo_core.GrokmonCallback`: OLMo-core's ``Trainer``
+  (``pip install grokmon[olmo-core]``).
 
 Plain Accelerate loops and frameworks without callbacks call ``monitor.step(model, step)``
 themselves (``docs/integrations.md``). Integrations only schedule, route logs and keep state;
 they never compute metrics. They depend on the core and never the reverse: what every adapter
 does with a monitor is written once in ``_common.py``.
 
-Names are imported lazily, so importing this package pulls in neither transformers nor Lightning.
+Names are imported lazily, so importing this package pulls in neither transformers, Lightning nor OLMo-core.
 
 Example:
     >>> from grokmon.integrations import GrokkingHFCallback     # doctest: +SKIP
@@ -21,13 +23,15 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-__all__ = ["GrokkingCallback", "GrokkingHFCallback", "GrokkingLightningCallback", "GrokmonLightningCallback"]
+__all__ = ["GrokkingCallback", "GrokkingHFCallback", "GrokkingLightningCallback", "GrokmonCallback",
+           "GrokmonLightningCallback"]
 
 _EXPORTS = {
     "GrokkingHFCallback": "grokmon.integrations.hf",
     "GrokkingCallback": "grokmon.integrations.hf",
     "GrokkingLightningCallback": "grokmon.integrations.lightning",
     "GrokmonLightningCallback": "grokmon.integrations.lightning",
+    "GrokmonCallback": "grokmon.integrations.olmo_core",
 }
 
 

@@ -1,0 +1,219 @@
+"""OLMo-core (ai2-olmo-core 3.x): router capture checked by hand, and GrokmonCallback in OLMo-core's
+real Trainer, 1 process and 2 gloo processes (DDP and FSDP) giving the same grokmon values.
+
+Capture: OLMo-core's ``MoELinearRouter`` in every gating variant (softmax, sigmoid, p-norm
+normalised weights, ``score_bias`` that changes the selection), read through grokmon's capture, is
+compared with a reference computed here from the router's flat weight alone:
+``scores = softmax|sigmoid(x @ W.view(E, D).T)``, chosen ``topk(scores + score_bias)``, weights the
+chosen scores divided by their sum. These routers run without Triton.
+
+Trainer: ``tests/olmo_core_support.py`` runs ``examples/olmo_core_train.py`` (a tiny MoE transformer,
+OLMo-core's Triton MoE kernels in Triton's CPU interpreter) with ``GrokmonCallback``, 2 steps, a probe
+every step, in 1 process and in 2 rank processes over gloo. Skipped without ai2-olmo-core / triton.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from child_env import child_env  # noqa: E402
+from olmo_core_support import olmo_core_missing  # noqa: E402
+
+pytestmark = pytest.mark.skipif(olmo_core_missing() is not None, reason=f"OLMo-core tests: {olmo_core_missing()}")
+
+SUPPORT = Path(__file__).resolve().parent / "olmo_core_support.py"
+E, D, K, LAYERS = 6, 8, 2, 2
+
+
+# ------------------------------------------------------------------------------------ router capture
+class RouterStack(nn.Module):
+    """Embeddings, then one OLMo-core router per layer; ``x`` moves on by ``x + tanh(x)`` (known here)."""
+
+    def __init__(self, **router_kwargs):
+        from olmo_core.nn.moe.router import MoELinearRouter
+
+        super().__init__()
+        self.embed = nn.Embedding(50, D)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"router": MoELinearRouter(d_model=D, num_experts=E, top_k=K, **router_kwargs)})
+            for _ in range(LAYERS))
+
+    def forward(self, input_ids, **kwargs):
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            block["router"](x)
+            x = x + torch.tanh(x)
+        return x
+
+
+def _reference(model: RouterStack, ids: torch.Tensor, gating: str) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """Per layer: chosen experts [N, T, k] (by weight, descending), per-sample mean weights [N, E], logits."""
+    x = model.embed.weight[ids].double()
+    chosen, means, logits_all = [], [], []
+    for block in model.blocks:
+        r = block["router"]
+        w = r.weight.detach().double().reshape(E, D)  # OLMo-core keeps it flat: (E * D,)
+        logits = x @ w.T
+        scores = torch.softmax(logits, -1) if gating == "softmax" else torch.sigmoid(logits) + 1e-7
+        bias = r.score_bias.double() if r.score_bias is not None else torch.zeros(E, dtype=torch.float64)
+        sel = torch.topk(scores + bias, K, dim=-1).indices
+        wts = scores.gather(-1, sel)
+        wts = wts / wts.sum(-1, keepdim=True)
+        order = torch.argsort(wts, dim=-1, descending=True, stable=True)
+        chosen.append(sel.gather(-1, order))
+        dense = torch.zeros(*ids.shape, E, dtype=torch.float64).scatter_add_(-1, sel, wts)
+        means.append(dense.mean(dim=1))
+        logits_all.append(logits)
+        x = x + torch.tanh(x)
+    return torch.stack(chosen, dim=2), torch.stack(means, dim=1), logits_all
+
+
+@pytest.mark.parametrize("variant", [
+    {"gating": "softmax"},
+    {"gating": "sigmoid"},
+    {"gating": "softmax", "normalize_expert_weights": 2.0},
+    {"gating": "sigmoid", "normalize_expert_weights": 1.0},
+    {"gating": "softmax", "bias": True},
+    {"gating": "sigmoid", "bias": True, "normalize_expert_weights": 2.0},
+], ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()))
+def test_router_capture_matches_hand_reference(variant: dict) -> None:
+    from olmo_core.nn.moe.router import MoERouterGatingFunction
+
+    from grokmon.routing import capture_pathways, find_routers
+
+    kwargs = {"gating_function": MoERouterGatingFunction(variant["gating"])}
+    if "normalize_expert_weights" in variant:
+        kwargs["normalize_expert_weights"] = variant["normalize_expert_weights"]
+    if variant.get("bias"):
+        kwargs["bias_gamma"] = 1e-3
+    torch.manual_seed(0)
+    model = RouterStack(**kwargs)
+    with torch.no_grad():
+        for block in model.blocks:  # the trunc-normal init (std 0.02) routes near-uniformly: spread it
+            block["router"].weight.mul_(50)
+            if variant.get("bias"):  # a learned balancing bias large enough to change the choice
+                block["router"].score_bias.copy_(torch.linspace(-0.3, 0.3, E))
+    ids = torch.randint(0, 50, (5, 7), generator=torch.Generator().manual_seed(1))
+
+    sites = find_routers(model)
+    assert [s.name for s in sites] == ["blocks.0.router", "blocks.1.router"]
+    result = capture_pathways(model, ids, compute_loss=False, keep_token_ids=True, batch_size=2)
+    pw = result.pathways
+    chosen, means, logits = _reference(model, ids, variant["gating"])
+
+    assert torch.equal(pw.token_ids.long(), chosen), "expert ids differ from the hand reference"
+    torch.testing.assert_close(pw.mean_weights.double(), means, atol=1e-5, rtol=1e-5)
+    rows = torch.stack([b["router"].weight.detach().reshape(E, D) for b in model.blocks])
+    torch.testing.assert_close(pw.router_weights, rows)
+    if variant.get("bias"):  # the bias really changed the selection, and grokmon kept the router's own choice
+        x = model.embed.weight[ids].double()
+        plain = torch.topk(x @ rows[0].double().T, K, dim=-1).indices.sort(-1).values
+        assert not torch.equal(plain, chosen[:, :, 0].sort(-1).values)
+
+    # one router call read directly: logits are x @ W.T (before gating and bias), weights sum to 1
+    x = model.embed.weight[ids].detach()
+    router = model.blocks[0]["router"].eval()
+    with torch.no_grad():
+        out = sites[0].extractor(router, (x,), router(x))
+    torch.testing.assert_close(out.logits.double(), logits[0].reshape(-1, E), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out.weights.sum(-1), torch.ones(out.weights.shape[0]))
+    assert out.num_experts == E and torch.equal(out.expert_ids, chosen[:, :, 0].reshape(-1, K))
+
+
+def test_callback_needs_a_monitor() -> None:
+    from grokmon.errors import ConfigError
+    from grokmon.integrations import GrokmonCallback
+
+    with pytest.raises(ConfigError, match="GrokmonCallback needs a GrokkingMonitor"):
+        GrokmonCallback(object())
+
+
+# ------------------------------------------------------------------------------------ Trainer runs
+STEPS, EVERY = 2, 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(out: Path, world: int, dp: str | None) -> dict:
+    """Train in ``world`` processes; the JSONL record (probe step -> values) and the trainer-logged values."""
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = child_env(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
+                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                        PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                                    os.environ.get("PYTHONPATH", "")]))
+        args = [sys.executable, str(SUPPORT), str(out), str(STEPS), str(EVERY)] + ([dp] if dp else [])
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = []
+    try:
+        for p in procs:
+            outputs.append(p.communicate(timeout=400)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, output in zip(procs, outputs):
+        assert p.returncode == 0, output[-6000:]
+    lines = [json.loads(line) for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
+    return {"jsonl": {rec["step"]: rec["metrics"] for rec in lines},
+            "logged": json.loads((out / "logged.json").read_text()), "out": out}
+
+
+def _values(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.endswith("_seconds")}
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory) -> dict:
+    return _run(tmp_path_factory.mktemp("olmo1"), 1, None)
+
+
+def test_trainer_single_process(single: dict) -> None:
+    jsonl = single["jsonl"]
+    assert sorted(jsonl) == [0, 1, 2]  # baseline in pre_train, then every step in post_step
+    for step, metrics in jsonl.items():
+        assert metrics["grokmon/errors"] == 0, (step, metrics)
+        for key in ("grokmon/pathway_distance", "grokmon/routing_entropy", "grokmon/pathway_cosine"):
+            assert math.isfinite(metrics[key]), (step, key, metrics.get(key))
+    assert jsonl[0] != jsonl[2]  # training moved the routing
+
+    # what OLMo-core's metric loggers (W&B, Comet, console) received, through trainer.record_metric
+    logged = single["logged"]
+    by_probe = {int(v["grokmon/step"]): v for v in logged.values()}
+    assert 0 in by_probe and 2 in by_probe, sorted(by_probe)
+    for probe_step, values in by_probe.items():
+        for key, value in values.items():
+            if key != "grokmon/step" and not key.endswith("_seconds"):
+                assert value == pytest.approx(jsonl[probe_step][key], nan_ok=True), (probe_step, key)
+
+    # the monitor state is in the trainer's own checkpoint
+    state = torch.load(single["out"] / "ckpt" / f"step{STEPS}" / "train" / "rank0.pt", weights_only=False)
+    monitor_state = state["callbacks"]["grokmon"]["monitor_state"]
+    assert monitor_state["last_probe_step"] == STEPS and monitor_state["probe_count"] == 3
+
+
+@pytest.mark.parametrize("dp", ["ddp", "fsdp"])
+def test_two_gloo_processes_equal_one(single: dict, dp: str, tmp_path) -> None:
+    two = _run(tmp_path, 2, dp)
+    assert sorted(two["jsonl"]) == sorted(single["jsonl"])
+    for step, expected in single["jsonl"].items():
+        got = _values(two["jsonl"][step])
+        assert got.keys() == _values(expected).keys(), step
+        for key, value in _values(expected).items():
+            assert got[key] == pytest.approx(value, abs=1e-4, nan_ok=True), (dp, step, key)
