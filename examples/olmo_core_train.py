@@ -41,11 +41,11 @@ from grokmon.integrations.olmo_core import GrokmonCallback
 VOCAB, SEQ = 128, 8
 
 
-def model_config() -> TransformerConfig:
+def model_config(*, capacity_factor: float = 1.0, lb_loss_weight: float | None = 0.01) -> TransformerConfig:
     """A 2-block MoE transformer: 4 experts, top-2, OLMo-core's default softmax router."""
     return TransformerConfig.llama_like_moe(
         d_model=32, vocab_size=VOCAB, n_layers=2, n_heads=4, num_experts=4, top_k=2, expert_hidden_size=32,
-        capacity_factor=1.0, z_loss_weight=None,
+        capacity_factor=capacity_factor, lb_loss_weight=lb_loss_weight, z_loss_weight=None,
     )
 
 
@@ -58,7 +58,7 @@ def write_tokens(path: Path, n_tokens: int = 4096, seed: int = 0) -> Path:
 
 
 def build_trainer(out: str, *, steps: int = 4, every: int = 2, dp: str | None = None, global_batch: int = 4,
-                  extra_callbacks: dict | None = None) -> Trainer:
+                  model: TransformerConfig | None = None, extra_callbacks: dict | None = None) -> Trainer:
     """The model, data, monitor and OLMo-core Trainer with ``GrokmonCallback`` attached (after
     ``prepare_training_environment``)."""
     out_dir = Path(out)
@@ -69,7 +69,7 @@ def build_trainer(out: str, *, steps: int = 4, every: int = 2, dp: str | None = 
         torch.distributed.barrier()
 
     torch.manual_seed(0)  # the same random model on every rank
-    model = model_config().build(init_device="cpu")
+    model = (model or model_config()).build(init_device="cpu")
     dp_config = None if dp is None else TransformerDataParallelConfig(name=DataParallelType(dp))
     train_module = TransformerTrainModuleConfig(
         rank_microbatch_size=2 * SEQ, max_sequence_length=SEQ, optim=AdamWConfig(lr=1e-3), dp_config=dp_config,

@@ -74,7 +74,13 @@ def _rank_main(out: str, steps: int, every: int, dp: str | None) -> None:
 
     recorder = LoggedMetrics()
     prepare_training_environment(seed=0, backend="gloo")
-    trainer = example["build_trainer"](out, steps=steps, every=every, dp=dp, extra_callbacks={"logged": recorder})
+    # 1 process and 2 split a global batch differently: OLMo-core gives rank r the instances r::world,
+    # one process runs them in contiguous micro-batches. Terms that depend on which sequences share a
+    # forward (the load-balancing loss, tokens dropped over an expert's capacity) would then make the
+    # updates differ; without them (capacity = every token: 4 experts / top-2) the update is the same.
+    model = example["model_config"](capacity_factor=2.0, lb_loss_weight=None)
+    trainer = example["build_trainer"](out, steps=steps, every=every, dp=dp, model=model,
+                                       extra_callbacks={"logged": recorder})
     trainer.fit()
     if get_rank() == 0:
         Path(out, "logged.json").write_text(json.dumps(recorder.logged))

@@ -8,8 +8,8 @@ compared with a reference computed here from the router's flat weight alone:
 chosen scores divided by their sum. These routers run without Triton.
 
 Trainer: ``tests/olmo_core_support.py`` runs ``examples/olmo_core_train.py`` (a tiny MoE transformer,
-OLMo-core's Triton MoE kernels in Triton's CPU interpreter) with ``GrokmonCallback``, 2 steps, a probe
-every step, in 1 process and in 2 rank processes over gloo. Skipped without ai2-olmo-core / triton.
+OLMo-core's Triton MoE kernels in Triton's CPU interpreter) with ``GrokmonCallback``, 2 steps, probes
+at steps 0 and 2, in 1 process and in 2 rank processes over gloo. Skipped without ai2-olmo-core / triton.
 """
 
 from __future__ import annotations
@@ -30,10 +30,38 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from child_env import child_env  # noqa: E402
 from olmo_core_support import olmo_core_missing  # noqa: E402
 
-pytestmark = pytest.mark.skipif(olmo_core_missing() is not None, reason=f"OLMo-core tests: {olmo_core_missing()}")
+needs_olmo_core = pytest.mark.skipif(olmo_core_missing() is not None, reason=f"OLMo-core: {olmo_core_missing()}")
 
 SUPPORT = Path(__file__).resolve().parent / "olmo_core_support.py"
 E, D, K, LAYERS = 6, 8, 2, 2
+
+
+# ------------------------------------------------------------------------------------ without OLMo-core
+def test_docs_script_is_the_example() -> None:
+    """docs/integrations.md shows examples/olmo_core_train.py (minus its docstring), unchanged."""
+    root = Path(__file__).resolve().parent.parent
+    page = (root / "docs" / "integrations.md").read_text()
+    section = page.split("## OLMo-core", 1)[1]
+    shown = section.split("```python notest\n", 1)[1].split("```", 1)[0]
+    body = (root / "examples" / "olmo_core_train.py").read_text().split('"""', 2)[2].lstrip()
+    assert shown == body
+
+
+def test_missing_olmo_core_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without OLMo-core, the callback says what to install; grokmon itself imports fine."""
+    import importlib
+
+    import grokmon.integrations.olmo_core as integration
+    from grokmon.errors import ConfigError
+
+    integration._build_class.cache_clear()
+    monkeypatch.setitem(sys.modules, "olmo_core.train.callbacks", None)  # import fails as if not installed
+    try:
+        with pytest.raises(ConfigError, match=r"pip install grokmon\[olmo-core\]"):
+            integration.GrokmonCallback
+    finally:
+        integration._build_class.cache_clear()
+    importlib.import_module("grokmon.routing")
 
 
 # ------------------------------------------------------------------------------------ router capture
@@ -79,6 +107,7 @@ def _reference(model: RouterStack, ids: torch.Tensor, gating: str) -> tuple[torc
     return torch.stack(chosen, dim=2), torch.stack(means, dim=1), logits_all
 
 
+@needs_olmo_core
 @pytest.mark.parametrize("variant", [
     {"gating": "softmax"},
     {"gating": "sigmoid"},
@@ -131,6 +160,7 @@ def test_router_capture_matches_hand_reference(variant: dict) -> None:
     assert out.num_experts == E and torch.equal(out.expert_ids, chosen[:, :, 0].reshape(-1, K))
 
 
+@needs_olmo_core
 def test_callback_needs_a_monitor() -> None:
     from grokmon.errors import ConfigError
     from grokmon.integrations import GrokmonCallback
@@ -140,7 +170,7 @@ def test_callback_needs_a_monitor() -> None:
 
 
 # ------------------------------------------------------------------------------------ Trainer runs
-STEPS, EVERY = 2, 1
+STEPS, EVERY = 2, 2
 
 
 def _free_port() -> int:
@@ -184,9 +214,10 @@ def single(tmp_path_factory) -> dict:
     return _run(tmp_path_factory.mktemp("olmo1"), 1, None)
 
 
+@needs_olmo_core
 def test_trainer_single_process(single: dict) -> None:
     jsonl = single["jsonl"]
-    assert sorted(jsonl) == [0, 1, 2]  # baseline in pre_train, then every step in post_step
+    assert sorted(jsonl) == [0, 2]  # baseline in pre_train, then every EVERY steps in post_step
     for step, metrics in jsonl.items():
         assert metrics["grokmon/errors"] == 0, (step, metrics)
         for key in ("grokmon/pathway_distance", "grokmon/routing_entropy", "grokmon/pathway_cosine"):
@@ -200,14 +231,17 @@ def test_trainer_single_process(single: dict) -> None:
     for probe_step, values in by_probe.items():
         for key, value in values.items():
             if key != "grokmon/step" and not key.endswith("_seconds"):
-                assert value == pytest.approx(jsonl[probe_step][key], nan_ok=True), (probe_step, key)
+                expected = jsonl[probe_step][key]  # the JSONL writes NaN as null
+                assert value == pytest.approx(math.nan if expected is None else expected, nan_ok=True), (
+                    probe_step, key)
 
     # the monitor state is in the trainer's own checkpoint
     state = torch.load(single["out"] / "ckpt" / f"step{STEPS}" / "train" / "rank0.pt", weights_only=False)
     monitor_state = state["callbacks"]["grokmon"]["monitor_state"]
-    assert monitor_state["last_probe_step"] == STEPS and monitor_state["probe_count"] == 3
+    assert monitor_state["last_probe_step"] == STEPS and monitor_state["probe_count"] == 2
 
 
+@needs_olmo_core
 @pytest.mark.parametrize("dp", ["ddp", "fsdp"])
 def test_two_gloo_processes_equal_one(single: dict, dp: str, tmp_path) -> None:
     two = _run(tmp_path, 2, dp)
@@ -217,3 +251,101 @@ def test_two_gloo_processes_equal_one(single: dict, dp: str, tmp_path) -> None:
         assert got.keys() == _values(expected).keys(), step
         for key, value in _values(expected).items():
             assert got[key] == pytest.approx(value, abs=1e-4, nan_ok=True), (dp, step, key)
+
+
+# ------------------------------------------------------------ stop and resume: the Trainer, no Triton
+class RouterLM(nn.Module):
+    """A language model whose MoE layers are OLMo-core routers mixing expert FFNs by hand (no Triton)."""
+
+    def __init__(self, vocab: int = 50, hidden: int = 16, experts: int = 4):
+        from olmo_core.nn.moe.router import MoELinearRouter
+
+        super().__init__()
+        self.embed = nn.Embedding(vocab, hidden)
+        self.blocks = nn.ModuleList(nn.ModuleDict({
+            "router": MoELinearRouter(d_model=hidden, num_experts=experts, top_k=2),
+            "experts": nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(experts)),
+        }) for _ in range(3))
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, input_ids, **kwargs):
+        x = self.embed(input_ids)
+        for block in self.blocks:
+            weights, ids, _, _ = block["router"](x)
+            out = torch.zeros_like(x)
+            for e, expert in enumerate(block["experts"]):
+                gate = (weights * (ids == e)).sum(-1, keepdim=True)
+                out = out + gate * expert(x)
+            x = x + out
+        return self.head(x)
+
+
+def _basic_trainer(out: Path, monitor, steps: int):
+    import numpy as np
+    from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDatasetConfig, TokenizerConfig
+    from olmo_core.train import Duration, TrainerConfig
+    from olmo_core.train.train_module import BasicTrainModule
+
+    from grokmon.integrations import GrokmonCallback
+
+    tokens = out / "tokens.npy"
+    if not tokens.exists():
+        np.random.default_rng(0).integers(2, 50, size=2048, dtype=np.uint16).tofile(tokens)
+    dataset = NumpyFSLDatasetConfig(tokenizer=TokenizerConfig(vocab_size=50, eos_token_id=1, pad_token_id=0),
+                                    paths=[str(tokens)], sequence_length=8, work_dir=str(out)).build()
+    loader = NumpyDataLoaderConfig(global_batch_size=4 * 8, seed=0, work_dir=str(out)).build(dataset)
+    torch.manual_seed(0)
+    model = RouterLM()
+    module = BasicTrainModule(model, torch.optim.AdamW(model.parameters(), lr=0.05), rank_microbatch_size=32)
+    config = TrainerConfig(save_folder=str(out / "ckpt"), max_duration=Duration.steps(steps), save_overwrite=True,
+                           metrics_collect_interval=1)
+    return config.with_callback("grokmon", GrokmonCallback(monitor)).build(module, loader)
+
+
+def _monitor(out: Path, **settings):
+    from grokmon import GrokkingMonitor, ProbeSet
+
+    ids = torch.randint(2, 50, (6, 8), generator=torch.Generator().manual_seed(3))
+    return GrokkingMonitor(ProbeSet.from_token_ids(ids, groups=["a", "b"] * 3), output_dir=str(out / "grokmon"),
+                           on_error="raise", **settings)
+
+
+def _jsonl_steps(out: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
+
+
+@needs_olmo_core
+def test_stop_rule_ends_the_olmo_core_run(tmp_path) -> None:
+    from grokmon.alerts import PlateauRule
+
+    monitor = _monitor(tmp_path, every=1, alerts=[
+        PlateauRule("pathway_distance", patience=1, min_delta=10.0, stop_training=True)])  # a hair trigger
+    trainer = _basic_trainer(tmp_path, monitor, steps=30)
+    trainer.fit()
+    assert monitor.should_stop and trainer.is_canceled
+    assert trainer.global_step < 30
+    assert _jsonl_steps(tmp_path)[-1] <= trainer.global_step
+
+
+@needs_olmo_core
+def test_monitor_state_resumes_from_the_trainer_checkpoint(tmp_path) -> None:
+    first = _monitor(tmp_path, every=2)
+    _basic_trainer(tmp_path, first, steps=4).fit()  # saves ckpt/step4 at the end
+    assert _jsonl_steps(tmp_path) == [0, 2, 4]
+
+    again = _monitor(tmp_path, every=2)  # the job restarts: same probe, same folder
+    trainer = _basic_trainer(tmp_path, again, steps=6)
+    trainer.fit()  # loads ckpt/step4, with the callback's state
+    assert [step for step, _ in again.history] == [6]  # no second baseline at step 4
+    assert _jsonl_steps(tmp_path) == [0, 2, 4, 6]
+
+    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon.errors import GrokmonError
+
+    different = GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (6, 8))), every=2,
+                                output_dir=str(tmp_path / "other"))
+    try:
+        with pytest.raises(GrokmonError, match="probe changed"):  # another probe than the checkpoint's
+            _basic_trainer(tmp_path, different, steps=8).fit()
+    finally:
+        different.close()
