@@ -294,9 +294,13 @@ def _basic_trainer(out: Path, monitor, steps: int):
     dataset = NumpyFSLDatasetConfig(tokenizer=TokenizerConfig(vocab_size=50, eos_token_id=1, pad_token_id=0),
                                     paths=[str(tokens)], sequence_length=8, work_dir=str(out)).build()
     loader = NumpyDataLoaderConfig(global_batch_size=4 * 8, seed=0, work_dir=str(out)).build(dataset)
+    class TrainModule(BasicTrainModule):  # 3.0.0's example module leaves the FLOP count unimplemented
+        def global_num_flops_in_batch(self, batch):
+            return None
+
     torch.manual_seed(0)
     model = RouterLM()
-    module = BasicTrainModule(model, torch.optim.AdamW(model.parameters(), lr=0.05), rank_microbatch_size=32)
+    module = TrainModule(model, torch.optim.AdamW(model.parameters(), lr=0.05), rank_microbatch_size=32)
     config = TrainerConfig(save_folder=str(out / "ckpt"), max_duration=Duration.steps(steps), save_overwrite=True,
                            metrics_collect_interval=1)
     return config.with_callback("grokmon", GrokmonCallback(monitor)).build(module, loader)
