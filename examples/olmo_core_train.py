@@ -14,8 +14,10 @@ with ``grokmon/step`` holding the step of the probe they belong to. The model is
 config with random weights and trained on random tokens: replace both with your own, and use
 ``ProbeSet.from_dataset(...)`` on your training data for the probe.
 
-OLMo-core's MoE forward runs Triton kernels: on a GPU as is; on a CPU only under Triton's
-interpreter (``TRITON_INTERPRET=1``, seconds per step even for this tiny model).
+OLMo-core's MoE forward runs Triton kernels: on a GPU as is. On a CPU only in Triton's interpreter
+(``TRITON_INTERPRET=1``, seconds per step even for this tiny model) with its autotuner kept to one
+config, else it fails with "0 active drivers": ``python tests/olmo_core_support.py OUT 2 2`` runs
+this script's trainer that way (the test's settings).
 """
 
 from __future__ import annotations
