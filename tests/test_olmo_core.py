@@ -280,10 +280,11 @@ class RouterLM(nn.Module):
         return self.head(x)
 
 
-def _basic_trainer(out: Path, monitor, steps: int):
+def _basic_trainer(out: Path, monitor, steps: int, save_interval: int = 1000):
     import numpy as np
     from olmo_core.data import NumpyDataLoaderConfig, NumpyFSLDatasetConfig, TokenizerConfig
     from olmo_core.train import Duration, TrainerConfig
+    from olmo_core.train.callbacks import CheckpointerCallback
     from olmo_core.train.train_module import BasicTrainModule
 
     from grokmon.integrations import GrokmonCallback
@@ -303,6 +304,7 @@ def _basic_trainer(out: Path, monitor, steps: int):
     module = TrainModule(model, torch.optim.AdamW(model.parameters(), lr=0.05), rank_microbatch_size=32)
     config = TrainerConfig(save_folder=str(out / "ckpt"), max_duration=Duration.steps(steps), save_overwrite=True,
                            metrics_collect_interval=1)
+    config = config.with_callback("checkpointer", CheckpointerCallback(save_interval=save_interval))
     return config.with_callback("grokmon", GrokmonCallback(monitor)).build(module, loader)
 
 
@@ -333,15 +335,19 @@ def test_stop_rule_ends_the_olmo_core_run(tmp_path) -> None:
 
 @needs_olmo_core
 def test_monitor_state_resumes_from_the_trainer_checkpoint(tmp_path) -> None:
+    import shutil
+
     first = _monitor(tmp_path, every=2)
-    _basic_trainer(tmp_path, first, steps=4).fit()  # saves ckpt/step4 at the end
-    assert _jsonl_steps(tmp_path) == [0, 2, 4]
+    _basic_trainer(tmp_path, first, steps=3, save_interval=2).fit()  # ckpt/step2 mid-run, ckpt/step3 at the end
+    assert _jsonl_steps(tmp_path) == [0, 2]
+    saved = torch.load(tmp_path / "ckpt" / "step2" / "train" / "rank0.pt", weights_only=False)
+    assert saved["callbacks"]["grokmon"]["monitor_state"]["last_probe_step"] == 2  # the probe of its own step
+    shutil.rmtree(tmp_path / "ckpt" / "step3")  # the job died after step 2's checkpoint
 
     again = _monitor(tmp_path, every=2)  # the job restarts: same probe, same folder
-    trainer = _basic_trainer(tmp_path, again, steps=6)
-    trainer.fit()  # loads ckpt/step4, with the callback's state
-    assert [step for step, _ in again.history] == [6]  # no second baseline at step 4
-    assert _jsonl_steps(tmp_path) == [0, 2, 4, 6]
+    _basic_trainer(tmp_path, again, steps=4, save_interval=2).fit()  # loads ckpt/step2, with the callback's state
+    assert [step for step, _ in again.history] == [4]  # no second baseline, step 2 not probed again
+    assert _jsonl_steps(tmp_path) == [0, 2, 4]
 
     from grokmon import GrokkingMonitor, ProbeSet
     from grokmon.errors import GrokmonError

@@ -7,9 +7,12 @@ GrokmonCallback(monitor))`` or ``trainer.add_callback(...)``. Per trainer event:
   (capacity-based experts are sized for ``rank_microbatch_size`` tokens), then a baseline probe at ``trainer.global_step`` (``monitor.config.baseline``), unless
   the monitor's state came back from the trainer's checkpoint (OLMo-core loads it before
   ``pre_train``).
-* ``post_step`` (once per optimizer step, after the trainer's own checkpointing and evals):
+* ``post_train_batch`` (once per optimizer step, right after the update):
   ``monitor.step(trainer.train_module.model, trainer.global_step)`` on **every rank** (under FSDP the
-  probe forward is a collective). When the monitor's ``should_stop`` is set (an alert rule with
+  probe forward is a collective). Not ``post_step``: OLMo-core's checkpointer saves in
+  ``post_train_batch``, and the callback's priority (2, above the checkpointer's 1) puts the probe of
+  step ``S`` before the checkpoint of step ``S``, so that checkpoint holds it; a run resumed from it
+  neither repeats nor loses that probe. When the monitor's ``should_stop`` is set (an alert rule with
   ``stop_training=True``, agreed on all ranks at the same step), the run is ended with
   ``trainer.cancel_run(reason, no_sync=True)``: OLMo-core's own way to stop, which then runs
   ``post_train`` and its shutdown as usual.
@@ -48,7 +51,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ._common import MonitorAdapter
@@ -90,6 +93,8 @@ def _build_class() -> type:
             >>> cb = GrokmonCallback(GrokkingMonitor(probe, every=100))        # doctest: +SKIP
             >>> TrainerConfig(save_folder="ckpt").with_callback("grokmon", cb)  # doctest: +SKIP
         """
+
+        priority: ClassVar[int] = 2  # before the checkpointer (1): a checkpoint holds its own step's probe
 
         monitor: Any = None
         record_metrics: bool = True
@@ -149,7 +154,7 @@ def _build_class() -> type:
             self._baseline(self._model(), int(self.trainer.global_step), self._optimizer())
             self._record()
 
-        def post_step(self) -> None:
+        def post_train_batch(self) -> None:
             stop = self._step(self._model(), int(self.trainer.global_step), self._optimizer())
             self._record()
             if stop and not self.trainer.is_canceled:
