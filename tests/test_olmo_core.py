@@ -165,7 +165,8 @@ def test_callback_needs_a_monitor() -> None:
     from grokmon.errors import ConfigError
     from grokmon.integrations import GrokmonCallback
 
-    with pytest.raises(ConfigError, match="GrokmonCallback needs a GrokkingMonitor"):
+    with pytest.raises(ConfigError, match=r"GrokmonCallback needs a GrokkingMonitor, got object: pass "
+                                          r"GrokmonCallback\(monitor\)$"):
         GrokmonCallback(object())
 
 
@@ -217,7 +218,7 @@ def single(tmp_path_factory) -> dict:
 @needs_olmo_core
 def test_trainer_single_process(single: dict) -> None:
     jsonl = single["jsonl"]
-    assert sorted(jsonl) == [0, 2]  # baseline in pre_train, then every EVERY steps in post_step
+    assert sorted(jsonl) == [0, 2]  # baseline in pre_train, then every EVERY steps in post_train_batch
     for step, metrics in jsonl.items():
         assert metrics["grokmon/errors"] == 0, (step, metrics)
         for key in ("grokmon/pathway_distance", "grokmon/routing_entropy", "grokmon/pathway_cosine"):

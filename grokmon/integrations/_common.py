@@ -1,6 +1,7 @@
 """What every framework adapter does with a monitor, written once: buffer, baseline, step, finish.
 
-An adapter (:mod:`~grokmon.integrations.hf`, :mod:`~grokmon.integrations.lightning`) mixes in
+An adapter (:mod:`~grokmon.integrations.hf`, :mod:`~grokmon.integrations.lightning`,
+:mod:`~grokmon.integrations.olmo_core`) mixes in
 :class:`MonitorAdapter` and only translates its framework's events and logging:
 
 * ``_attach(monitor)``: checks it is a monitor and adds a :class:`~grokmon.sinks.BufferSink` that
@@ -57,7 +58,7 @@ class MonitorAdapter:
     def _attach(self, monitor: Any, *, who: str, close_on_train_end: bool = True) -> None:
         if not is_monitor(monitor):
             raise ConfigError(f"{who} needs a GrokkingMonitor, got {type(monitor).__name__}: "
-                              f"pass {who}(monitor) or use {_factory(who)}")
+                              f"pass {who}(monitor)" + (f" or use {_factory(who)}" if _factory(who) else ""))
         self.monitor = monitor
         self.close_on_train_end = close_on_train_end
         self._pending = BufferSink(name="host")
@@ -93,5 +94,8 @@ class MonitorAdapter:
             logger.warning("grokmon: could not flush the monitor after %r: %r", exception, e)
 
 
-def _factory(who: str) -> str:
-    return "monitor.lightning_callback()" if "Lightning" in who else "monitor.hf_callback()"
+def _factory(who: str) -> str | None:
+    """The monitor's own method that builds the adapter, if it has one."""
+    if "Lightning" in who:
+        return "monitor.lightning_callback()"
+    return "monitor.hf_callback()" if who in ("GrokkingCallback", "GrokkingHFCallback") else None

@@ -4,9 +4,9 @@ An OLMo-core ``Callback`` (a dataclass), attached with ``TrainerConfig(...).with
 GrokmonCallback(monitor))`` or ``trainer.add_callback(...)``. Per trainer event:
 
 * ``pre_train``: the probe batch is lowered to what the MoE layers accept per forward
-  (capacity-based experts are sized for ``rank_microbatch_size`` tokens), then a baseline probe at ``trainer.global_step`` (``monitor.config.baseline``), unless
-  the monitor's state came back from the trainer's checkpoint (OLMo-core loads it before
-  ``pre_train``).
+  (capacity-based experts are sized for ``rank_microbatch_size`` tokens), then a baseline probe at
+  ``trainer.global_step`` (``monitor.config.baseline``), unless the monitor's state came back from
+  the trainer's checkpoint (OLMo-core loads it before ``pre_train``).
 * ``post_train_batch`` (once per optimizer step, right after the update):
   ``monitor.step(trainer.train_module.model, trainer.global_step)`` on **every rank** (under FSDP the
   probe forward is a collective). Not ``post_step``: OLMo-core's checkpointer saves in
@@ -16,8 +16,9 @@ GrokmonCallback(monitor))`` or ``trainer.add_callback(...)``. Per trainer event:
   ``stop_training=True``, agreed on all ranks at the same step), the run is ended with
   ``trainer.cancel_run(reason, no_sync=True)``: OLMo-core's own way to stop, which then runs
   ``post_train`` and its shutdown as usual.
-* ``post_train``: flush (the last results are recorded) and close the monitor. ``on_error``: flush
-  what was measured, close, never mask the training error.
+* At the last step (``max_steps``, or the stop): the monitor is flushed, so the last probes' values
+  are recorded at that step. ``post_train``: flush and close the monitor. ``on_error``: flush what
+  was measured, close, never mask the training error.
 * ``state_dict`` / ``load_state_dict``: the monitor state (``monitor.state_dict()``: schedule, probe
   fingerprint, alert and stage state, last pathways) goes into every trainer checkpoint
   (``train/rank{r}.pt``) and comes back on resume; a different probe is refused.
@@ -32,8 +33,10 @@ metric recorded on rank 0 only does not disturb the trainer's cross-rank metric 
 *current* step and grokmon's metrics finish on a background thread one or more steps after their
 probe, so each probe's values are recorded at the step they arrive, with ``grokmon/step`` holding
 the probe's own step (plot ``grokmon/*`` against it), one probe per trainer step, oldest first;
-at ``post_train`` the ones still waiting are merged into the final step (the newest wins). The
-JSONL record always has every probe under its own step.
+at the last step the ones still waiting are merged into it (the newest wins). Values are recorded
+only inside the training loop, never in ``pre_train`` / ``post_train`` (see ``_record``): after an
+early end other than a grokmon stop (hard stop, cancel) the last results reach grokmon's sinks
+only. The JSONL record always has every probe under its own step.
 
 OLMo-core is optional: ``pip install grokmon[olmo-core]`` (``ai2-olmo-core``). The class is built
 on first use.
@@ -133,7 +136,13 @@ def _build_class() -> type:
                 self.monitor.runner.batch_size = fit
 
         def _record(self, *, final: bool = False) -> None:
-            """Record waiting results with ``trainer.record_metric``: one probe per step, all at the end."""
+            """Record waiting results with ``trainer.record_metric``: one probe per step, all at the end.
+
+            Only inside the training loop, where every rank records its training metrics at the same
+            step: OLMo-core's metric reduction returns early on a rank that recorded nothing, so a
+            value recorded on rank 0 alone before or after the loop (where the checkpointer's save
+            reduces metrics) would leave rank 0 waiting in an all-reduce the others never join.
+            """
             self._waiting.extend(self._drain())  # empty on ranks other than 0: only rank 0 has sinks
             if not self.record_metrics:
                 self._waiting.clear()
@@ -152,17 +161,29 @@ def _build_class() -> type:
         def pre_train(self) -> None:
             self._fit_probe_batch()
             self._baseline(self._model(), int(self.trainer.global_step), self._optimizer())
-            self._record()
+            # nothing recorded here: see _record (the baseline's values go out at the first step)
 
         def post_train_batch(self) -> None:
-            stop = self._step(self._model(), int(self.trainer.global_step), self._optimizer())
-            self._record()
+            step = int(self.trainer.global_step)
+            stop = self._step(self._model(), step, self._optimizer())
+            max_steps = self.trainer.max_steps
+            last = stop or (max_steps is not None and step >= max_steps)
+            if last:  # training ends: the last probes' values go out while every rank records metrics
+                self.monitor.flush()
+            self._record(final=last)
             if stop and not self.trainer.is_canceled:
                 # should_stop is agreed on all ranks at the same step: no extra sync is needed
                 self.trainer.cancel_run("grokmon: an alert rule with stop_training=True fired", no_sync=True)
 
         def post_train(self) -> None:
-            self._finish(lambda items: (self._waiting.extend(items), self._record(final=True)))
+            def leftover(items: list) -> None:
+                self._waiting.extend(items)
+                if self._waiting:  # training ended early (hard stop, epoch end, cancel): sinks only
+                    logger.info("grokmon: %d probe result(s) after the last step went to grokmon's sinks only, "
+                                "not to trainer.record_metric", len(self._waiting))
+                    self._waiting.clear()
+
+            self._finish(leftover)
 
         def on_error(self, exc: BaseException) -> None:
             self._abort(lambda items: None, exc)
