@@ -50,6 +50,7 @@ __all__ = ["Delivery", "SinkChannel", "SinkStatus", "MAX_SINK_FAILURES"]
 MAX_SINK_FAILURES = 3
 
 Report = Callable[[str, BaseException], None]
+_IDLE_EXIT = 2.0  # seconds a sink thread waits for work before it ends
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ class SinkChannel:
                                   "dropped (counted in grokmon/sink_drops)", RuntimeWarning, stacklevel=4)
             self._items.append((kind, payload))
             self._cond.notify()
-        self._start()
+            self._start()
 
     def check(self, report: Report, now: float | None = None) -> None:
         """Report errors from the sink thread, and mark the sink stalled or detached when it is."""
@@ -180,8 +181,9 @@ class SinkChannel:
                           "grokmon/sink_drops; the JSONL record and monitor.history have them)", RuntimeWarning, stacklevel=3)
         if self.detached or not idle:
             return  # never call into a sink that is stalled or gone
-        if self._thread is not None:  # idle: it ends at once
-            self._thread.join(max(0.0, min(1.0, deadline - time.monotonic())))
+        thread = self._thread
+        if thread is not None:  # idle: it ends at once
+            thread.join(max(0.0, min(1.0, deadline - time.monotonic())))
         if self.inline:
             self._safe_close(report)
             return
@@ -225,9 +227,12 @@ class SinkChannel:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._items and not self.closed and not self.detached:
-                    self._cond.wait()
-                if self.closed or self.detached:
+                if not self._items and not self.closed and not self.detached:
+                    self._cond.wait(_IDLE_EXIT)
+                if self.closed or self.detached or not self._items:
+                    # idle: the thread ends (the next put starts another), so a monitor that is dropped
+                    # without close() is not kept alive, with its JSONL lock, by its sink threads
+                    self._thread = None
                     return
                 kind, payload = self._items.popleft()
                 self._busy_since = time.monotonic()

@@ -32,7 +32,7 @@ from torch import nn
 from . import shutdown
 from .alerts import AlertEvent, GroupStageTracker, Rule
 from .config import MonitorConfig
-from .errors import ConfigError, GrokmonError, ProbeError
+from .errors import ConfigError, GrokmonError, ProbeError, SinkError
 from .pathways import Pathways
 from .probe import ProbeSet
 from .results import ResultPath
@@ -49,6 +49,21 @@ def _layout_change(before: Pathways, after: Pathways) -> str | None:
         return None
     shape = lambda p: f"{len(p.layers)} routers x {p.num_experts} experts, {p.num_samples} samples"  # noqa: E731
     return f"{shape(before)} -> {shape(after)}"
+
+
+def _free_record(taken: Path, error: SinkError) -> tuple[JsonlSink, Path]:
+    """The first ``grokmon.<n>.jsonl`` beside ``taken`` that no file or live monitor uses, opened."""
+    for n in range(2, 1000):
+        path = taken.with_name(f"{taken.stem}.{n}{taken.suffix}")
+        if path.exists():
+            continue
+        try:
+            record = JsonlSink(path)
+        except SinkError:
+            continue
+        warnings.warn(f"grokmon: {error} -- this monitor writes {path} instead", RuntimeWarning, stacklevel=4)
+        return record, path
+    raise error
 
 
 class GrokkingMonitor:
@@ -116,7 +131,13 @@ class GrokkingMonitor:
         """World rank 0: the JSONL record (with the probe beside it), the accelerator's trackers, the user's sinks."""
         path = self.config.jsonl_path
         if path is not None:
-            self.results.add_sink(JsonlSink(path))  # creates the folder; a clear SinkError if it cannot
+            try:
+                record = JsonlSink(path)  # creates the folder; a clear SinkError if it cannot
+            except SinkError as error:
+                if self.config.jsonl is not True or not getattr(error, "in_use", False):
+                    raise
+                record, path = _free_record(path, error)  # default path taken by another live monitor
+            self.results.add_sink(record)
             self.jsonl_path = path
             if self.config.save_probe:  # beside the record: a restarted or later job loads the same samples
                 try:

@@ -167,6 +167,11 @@ def test_a_stalled_jsonl_record_is_never_detached_and_catches_up_in_order(make_m
         assert status.name == "jsonl" and status.state == "stalled"
         assert any("never detached (the record)" in str(w.message) for w in caught)
         gate.set()
+        deadline = time.monotonic() + 20.0
+        while monitor.sink_status()[0].state != "ok" and time.monotonic() < deadline:
+            monitor.poll()            # the record answers again: no longer stalled
+            time.sleep(0.05)
+        assert any("sink jsonl answered again" in str(w.message) for w in caught)
         monitor.flush(timeout=10.0)
     monitor.close(timeout=10.0)
     assert metric_steps(tmp_path / "grokmon.jsonl") == [1, 2, 3, 4, 5]
@@ -251,3 +256,38 @@ def test_sigterm_with_a_hung_sink_ends_the_process_and_writes_the_jsonl(tmp_path
     assert elapsed < 10.0, f"the process took {elapsed:.1f} s to end after SIGTERM"
     record = [json.loads(x) for x in (tmp_path / "out" / "grokmon.jsonl").read_text().splitlines()]
     assert [r["step"] for r in record if "metrics" in r] == [1, 2]
+
+
+def test_two_monitors_never_share_a_jsonl(probe, olmoe, tmp_path) -> None:
+    first = GrokkingMonitor(probe, every=1, output_dir=tmp_path)
+    with pytest.warns(RuntimeWarning, match=r"already being written by another grokmon monitor .* writes "
+                                             r".*grokmon\.2\.jsonl instead"):
+        second = GrokkingMonitor(probe, every=1, output_dir=tmp_path)   # the default path: moves aside
+    assert second.jsonl_path == tmp_path / "grokmon.2.jsonl"
+    with pytest.raises(SinkError, match="already being written by another grokmon monitor"):
+        GrokkingMonitor(probe, every=1, jsonl=tmp_path / "grokmon.jsonl")  # an explicit path: an error
+    for monitor in (first, second):
+        monitor.step(olmoe, 1)
+        monitor.close()
+    assert metric_steps(tmp_path / "grokmon.jsonl") == [1] and metric_steps(tmp_path / "grokmon.2.jsonl") == [1]
+    third = GrokkingMonitor(probe, every=1, output_dir=tmp_path)   # closed ones free the file again
+    assert third.jsonl_path == tmp_path / "grokmon.jsonl"
+    third.close()
+
+
+def test_a_jsonl_locked_by_another_process_is_named(tmp_path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from grokmon.sinks import JsonlSink
+        sink = JsonlSink({str(tmp_path / 'run.jsonl')!r})
+        print("held", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True, env=child_env(PYTHONPATH=str(ROOT)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SinkError, match=rf"process {holder.pid}\)"):
+            JsonlSink(tmp_path / "run.jsonl")
+    finally:
+        holder.kill()
+        holder.wait()
+    JsonlSink(tmp_path / "run.jsonl").close()   # the lock went with the process
