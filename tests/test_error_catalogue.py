@@ -866,7 +866,8 @@ def _(tmp, mp):
         other.close()
 
 
-@case("monitor-hf-state-not-json", ConfigError, "is not valid JSON (...): delete it to resume without the grokmon state")
+@case("monitor-hf-state-not-json", ConfigError, "is not valid JSON (...): delete it to resume without the grokmon "
+      "state")
 def _(tmp, mp):
     from grokmon.integrations.hf import STATE_FILE, read_callback_state
 
@@ -1149,7 +1150,8 @@ EDIT_DISTANCE_MISUSE = {
     "negative-id": ("has a negative id inside its length", lambda a, n: ((a, torch.tensor([1, 2])), {})),
     "pairs-shape": ("pairs must be [P, 2]", lambda a, n: ((a, n, torch.tensor([[0, 1, 1]])), {})),
     "pairs-range": ("every index must be in [0, ", lambda a, n: ((a, n, torch.tensor([[0, 2]])), {})),
-    "chunk-size": ("chunk_size must be a positive number", lambda a, n: ((a, n), {"backend": "torch", "chunk_size": 0})),
+    "chunk-size": ("chunk_size must be a positive number",
+                   lambda a, n: ((a, n), {"backend": "torch", "chunk_size": 0})),
 }
 
 
@@ -1244,7 +1246,8 @@ def _(tmp, mp):
     PlateauRule("pathway_distance", smooth="ema", ema_alpha=0.0)
 
 
-@case("alerts-level", ConfigError, "alert level 'CRITICAL' is not one of INFO, WARN, ERROR (W&B's AlertLevel); pick one")
+@case("alerts-level", ConfigError, "alert level 'CRITICAL' is not one of INFO, WARN, ERROR (W&B's AlertLevel); pick "
+      "one")
 def _(tmp, mp):
     from grokmon.alerts import PlateauRule
 
@@ -1518,8 +1521,8 @@ class FinishedRun:
         self._is_finished = True
 
 
-@case("sinks-wandb-close-after-finish", SinkError, "the W&B run finished before WandbSink.close(): the per-group charts "
-      "and the stage table were not logged. Close the monitor (monitor.close()) before run.finish()")
+@case("sinks-wandb-close-after-finish", SinkError, "the W&B run finished before WandbSink.close(): the per-group "
+      "charts and the stage table were not logged. Close the monitor (monitor.close()) before run.finish()")
 def _(tmp, mp):
     pytest.importorskip("wandb")
     from grokmon.sinks import WandbSink
@@ -1664,7 +1667,7 @@ def _(tmp, mp):
 
 
 def scan_one(tmp: Path, checkpoint: Path, *, skipped_as: str | None = None) -> None:
-    """``grokmon scan`` of one checkpoint with the tiny probe; ``skipped_as``: the error type it must be skipped with."""
+    """``grokmon scan`` of one checkpoint with the tiny probe; ``skipped_as``: the type it must be skipped with."""
     from grokmon.cli import scan
 
     probe().save(tmp / "probe.pt")
