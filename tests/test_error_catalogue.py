@@ -511,6 +511,11 @@ def _(tmp, mp):
     ProbeSet.from_token_ids([])
 
 
+@case("probe-ids-empty-tensor", ProbeError, "the probe set is empty")
+def _(tmp, mp):
+    ProbeSet.from_token_ids(torch.zeros(0, 8, dtype=torch.long))
+
+
 @case("probe-ids-float-tensor", ProbeError, "input_ids must hold integer token ids, got dtype torch.float32: pass "
       "token ids, not embeddings or floats")
 def _(tmp, mp):
@@ -1748,8 +1753,19 @@ def _(tmp, mp):
     write_report(tmp / "run", tmp / "out")
 
 
+@case("report-jsonl-empty", ConfigError, "has no metric records: the file is empty or the run has not probed yet "
+      "(the first probe is at step 0, then one each every= optimizer steps); wait for a probe, or pass the "
+      "grokmon.jsonl of a run that has one")
+def _(tmp, mp):
+    from grokmon.report import write_report
+
+    (tmp / "g.jsonl").write_text("")
+    write_report(tmp / "g.jsonl", tmp / "out")
+
+
 @case("report-jsonl-alerts-only", ConfigError, "has no metric records: the file is empty or the run has not probed yet "
-      "(the first probe is at step 0, then every")
+      "(the first probe is at step 0, then one each every= optimizer steps); wait for a probe, or pass the "
+      "grokmon.jsonl of a run that has one")
 def _(tmp, mp):
     from grokmon.report import write_report
 
