@@ -97,11 +97,13 @@ class SinkChannel:
         self._items: collections.deque[tuple[str, tuple]] = collections.deque()
         self._cond = threading.Condition(threading.RLock())  # re-entrant: a SIGTERM handler may close mid-put
         self._busy_since: float | None = None
+        self._inflight_kind = ""
         self._errors: collections.deque[tuple[str, BaseException]] = collections.deque()
         self._notes: collections.deque[str] = collections.deque()  # warnings from the sink thread
         self._failures_in_row = 0
         self._thread: threading.Thread | None = None
         self._overflow_warned = False
+        self._inflight_dropped = False  # the call in flight was counted as dropped (detach / close)
 
     # ------------------------------------------------------------------ training thread
     def put(self, kind: str, *payload: Any) -> None:
@@ -174,7 +176,7 @@ class SinkChannel:
             self._items.clear()
             self.closed = True
             self._cond.notify_all()
-        lost = sum(kind == "log" for kind in left) + (self._busy_since is not None)
+        lost = sum(kind == "log" for kind in left) + self._count_inflight_dropped()
         if lost and not self.detached:
             self.dropped += lost
             warnings.warn(f"grokmon: sink {self.name} did not take {lost} record(s) before close (counted in "
@@ -235,12 +237,12 @@ class SinkChannel:
                     self._thread = None
                     return
                 kind, payload = self._items.popleft()
-                self._busy_since = time.monotonic()
+                self._busy_since, self._inflight_kind = time.monotonic(), kind
             try:
                 self._call(kind, payload)
             finally:
                 with self._cond:
-                    self._busy_since = None
+                    self._busy_since, self._inflight_dropped = None, False
                     self._cond.notify_all()
 
     def _call(self, kind: str, payload: tuple) -> None:
@@ -248,6 +250,9 @@ class SinkChannel:
             if kind == "log":
                 self.sink.log(*payload)
                 self.delivered += 1
+                if self._inflight_dropped:  # it returned after all: delivered, not dropped
+                    self._inflight_dropped = False
+                    self.dropped -= 1
             else:
                 self.sink.alert(*payload)
             self._failures_in_row = 0
@@ -256,7 +261,14 @@ class SinkChannel:
             self.dropped += kind == "log"
             self._errors.append((f"sink {self.name}", error))
             if self._failures_in_row >= self.max_failures and not self.keep:
-                self._detach(f"failed {self._failures_in_row} times in a row (last: {error!r})")
+                self._detach(f"failed {self._failures_in_row} times in a row (last: {error!r})", inflight=False)
+
+    def _count_inflight_dropped(self) -> int:
+        """1 if a log call is in flight (stalled), counted as dropped until it returns; else 0."""
+        if self._busy_since is None or self._inflight_dropped or self._inflight_kind != "log":
+            return 0
+        self._inflight_dropped = True
+        return 1
 
     def _safe_close(self, report: Report) -> None:
         try:
@@ -264,11 +276,11 @@ class SinkChannel:
         except Exception as error:  # noqa: BLE001
             self._errors.append((f"sink {self.name} close", error))
 
-    def _detach(self, why: str) -> None:
+    def _detach(self, why: str, *, inflight: bool = True) -> None:
         with self._cond:
             if self.detached:
                 return
-            queued = sum(kind == "log" for kind, _ in self._items)
+            queued = sum(kind == "log" for kind, _ in self._items) + (self._count_inflight_dropped() if inflight else 0)
             self._items.clear()
             self.dropped += queued
             self.detached = True
