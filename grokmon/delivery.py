@@ -286,7 +286,7 @@ class SinkChannel:
             self.detached = True
             self._cond.notify_all()
         # warned from the training thread (at its next check), never from the sink's
-        self._notes.append(f"grokmon: sink {self.name} {why} and is detached: {queued} queued record(s) dropped "
+        self._notes.append(f"grokmon: sink {self.name} {why} and is detached: {queued} record(s) dropped "
                            "(counted in grokmon/sink_drops); the JSONL record and monitor.history keep every result")
 
 

@@ -767,6 +767,16 @@ def _(tmp, mp):
     monitor(jsonl=str(tmp / "file" / "g.jsonl"))
 
 
+@case("monitor-sink-timeout", ConfigError, "sink_timeout must be a positive number of seconds, got 0")
+def _(tmp, mp):
+    monitor(sink_timeout=0)
+
+
+@case("monitor-sink-buffer", ConfigError, "sink_buffer must be a positive number of records, got 0")
+def _(tmp, mp):
+    monitor(sink_buffer=0)
+
+
 @case("monitor-probe-not-probeset", ConfigError, "probe must be a grokmon.ProbeSet, got Tensor: build one with "
       "ProbeSet.from_*")
 def _(tmp, mp):
@@ -1352,6 +1362,48 @@ def _(tmp, mp):
     from grokmon.sinks.jsonl import read_jsonl
 
     read_jsonl(tmp / "missing.jsonl")
+
+
+@case("sinks-jsonl-in-use", SinkError, "is already being written by another grokmon monitor or sink (process ...): "
+      "two runs would mix their steps in one record. Give each run its own output_dir (or jsonl= path)")
+def _(tmp, mp):
+    from grokmon.sinks import JsonlSink
+
+    first = JsonlSink(tmp / "g.jsonl")
+    try:
+        JsonlSink(tmp / "g.jsonl")
+    finally:
+        first.close()
+
+
+def _stalled_sink(detach_after: float) -> None:
+    import threading
+    import time
+
+    from grokmon.delivery import Delivery
+    from grokmon.results import Faults
+    from grokmon.sinks import CallbackSink
+
+    release = threading.Event()
+    delivery = Delivery(Faults("warn"), timeout=0.05, detach_after=detach_after)
+    delivery.add(CallbackSink(lambda metrics, step: release.wait(), name="hung"))
+    delivery.log({"grokmon/x": 1.0}, 1)
+    time.sleep(0.3)
+    delivery.check()
+    release.set()
+
+
+@case("sinks-stalled", RuntimeWarning, "grokmon: sink hung delivery failed, training goes on (counted in "
+      "grokmon/errors): SinkError('sink hung: a call has taken more than 0.05 s; training goes on, its records are "
+      "held (up to 10000) and detached after 60 s')")
+def _(tmp, mp):
+    _stalled_sink(60.0)
+
+
+@case("sinks-stalled-detached", RuntimeWarning, "grokmon: sink hung stalled for 0 s and is detached: 1 "
+      "record(s) dropped (counted in grokmon/sink_drops); the JSONL record and monitor.history keep every result")
+def _(tmp, mp):
+    _stalled_sink(0.1)
 
 
 @case("sinks-accelerate-not-accelerator", SinkError, "AccelerateSink needs an accelerate.Accelerator")
