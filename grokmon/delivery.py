@@ -185,7 +185,7 @@ class SinkChannel:
             return  # never call into a sink that is stalled or gone
         thread = self._thread
         if thread is not None:  # idle: it ends at once
-            thread.join(max(0.0, min(1.0, deadline - time.monotonic())))
+            thread.join(max(0.0, deadline - time.monotonic()))
         if self.inline:
             self._safe_close(report)
             return
@@ -231,7 +231,9 @@ class SinkChannel:
             with self._cond:
                 if not self._items and not self.closed and not self.detached:
                     self._cond.wait(_IDLE_EXIT)
-                if self.closed or self.detached or not self._items:
+                if self.closed or self.detached:
+                    return
+                if not self._items:
                     # idle: the thread ends (the next put starts another), so a monitor that is dropped
                     # without close() is not kept alive, with its JSONL lock, by its sink threads
                     self._thread = None
@@ -309,8 +311,8 @@ class Delivery:
 
     @property
     def sinks(self) -> list[Any]:
-        """The sinks still attached (not detached, not closed), in the order they were added."""
-        return [c.sink for c in self.channels if not (c.detached or c.closed)]
+        """The sinks not detached, in the order they were added."""
+        return [c.sink for c in self.channels if not c.detached]
 
     @property
     def dropped(self) -> int:

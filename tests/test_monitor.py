@@ -235,6 +235,7 @@ def test_alert_goes_to_sinks_log_and_callback_and_stops(tmp_path, caplog) -> Non
                               on_alert=fn_alerts.append)
     with caplog.at_level(logging.WARNING, logger="grokmon"):
         train(tiny_model("olmoe"), 2, monitor)
+    monitor.flush()  # sinks are called from their own threads
     assert monitor.should_stop and len(fn_alerts) == 1 and fn_alerts[0].step == 2
     assert [a.title for a in sink_alerts] == [fn_alerts[0].title]
     assert any(fn_alerts[0].title in r.getMessage() for r in caplog.records)
