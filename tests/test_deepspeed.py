@@ -45,9 +45,11 @@ def _no_shm_op() -> None:
 
     That op serves only ``inference_all_reduce``; training and the probe use gloo either way.
     """
-    import deepspeed.comm.torch as ds_torch
+    import importlib
 
-    ds_torch.build_shm_op = lambda: None
+    # import_module, not `import deepspeed.comm.torch as m`: that binds deepspeed.comm's attribute
+    # `torch`, which is the torch package itself
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 
 # ---------------------------------------------------------------------------------------- capture
@@ -111,6 +113,52 @@ def test_every_route_of_a_token_dropped_weighs_nothing() -> None:
     r = read_topk_gate(None, (), out)  # k = 1, two tokens: the first dropped
     assert r.expert_ids.tolist() == [[0], [2]] and r.weights.tolist() == [[0.0], [1.0]]
     assert r.routed.tolist() == [[False], [True]]
+
+
+def test_autoep_router_is_captured() -> None:
+    """AutoEP's ``TokenChoiceTopKRouter`` (what AutoEP puts in a Hugging Face MoE block), by hand.
+
+    AutoEP's own layer replacement does not run here: DeepSpeed 0.19.8 fails on transformers 5.x
+    (``_CanRecordRegistry.get() takes 2 positional arguments but 3 were given``), so the router runs
+    inside a small model of the test's own.
+    """
+    _ds()
+    from deepspeed.moe.ep_router import TokenChoiceTopKRouter
+    from torch import nn
+
+    from grokmon.routing import capture_pathways, find_routers
+
+    class RouterStack(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.embed = nn.Embedding(128, 16)
+            self.layers = nn.ModuleList(
+                TokenChoiceTopKRouter(16, 8, None, None, top_k=2, score_func=func, route_norm=False,
+                                      route_scale=2.5, gate_bias=False) for func in ("softmax", "sigmoid"))
+
+        def forward(self, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            x = self.embed(input_ids).view(-1, 16)
+            for router in self.layers:
+                scores, _ids, _counts = router(x)
+                x = x + scores.sum(-1, keepdim=True)
+            return x
+
+    model = RouterStack()
+    assert [s.name for s in find_routers(model)] == ["layers.0", "layers.1"]
+    ids = _probe_ids()
+    result = capture_pathways(model, ids, keep_token_ids=True, compute_loss=False)
+    x = model.embed(ids).view(-1, 16).detach().double()
+    for l, (router, func) in enumerate(zip(model.layers, ("softmax", "sigmoid"))):
+        logits = x @ router.gate.weight.detach().double().T
+        scores = torch.softmax(logits, -1) if func == "softmax" else torch.sigmoid(logits)
+        top = scores.topk(2, dim=-1)
+        mean = torch.zeros(N, 8, dtype=torch.float64).index_add_(
+            0, torch.arange(N * SEQ) // SEQ, torch.zeros(N * SEQ, 8, dtype=torch.float64).scatter(
+                1, top.indices, top.values / top.values.sum(-1, keepdim=True))) / SEQ
+        assert torch.allclose(result.pathways.mean_weights[:, l].double(), mean, atol=1e-5), l
+        assert result.pathways.token_ids[:, :, l].reshape(-1, 2).tolist() == top.indices.tolist(), l
+        x = x + (top.values * 2.5).sum(-1, keepdim=True)
 
 
 def test_grokmon_imports_without_deepspeed() -> None:

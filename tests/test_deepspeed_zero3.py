@@ -42,11 +42,9 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     from grokmon import GrokkingMonitor, ProbeSet
 
     if distributed:
-        import deepspeed.comm.torch as ds_torch
+        from test_deepspeed import _no_shm_op
 
-        # Skip DeepSpeed's JIT C++ build of its CPU shared-memory all-reduce (minutes on 2 cores):
-        # it serves only inference_all_reduce; ZeRO-3 and the probe use gloo either way.
-        ds_torch.build_shm_op = lambda: None
+        _no_shm_op()
     world = 2 if distributed else 1
     args = TrainingArguments(
         output_dir=f"{out_path}_out", max_steps=STEPS, per_device_train_batch_size=BATCH * 2 // world,
