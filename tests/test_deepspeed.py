@@ -230,16 +230,19 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
         _no_shm_op()
         deepspeed.init_distributed(dist_backend="gloo")
         rank, ep = dist.get_rank(), dist.get_world_size()
-    model = TinyDSMoE(k=2, eval_capacity_factor=0.5, ep_size=ep, ep_rank=rank)
-    target: torch.nn.Module = model
-    if distributed:
-        params = [{"params": [p for p in model.parameters()], "name": "all"}]
+
+    def engine_of(model: torch.nn.Module) -> Any:
         from deepspeed.moe.utils import split_params_into_different_moe_groups_for_optimizer
 
-        optimizer = torch.optim.SGD(split_params_into_different_moe_groups_for_optimizer(params), lr=0.01)
-        target, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config={
+        params = split_params_into_different_moe_groups_for_optimizer(
+            [{"params": list(model.parameters()), "name": "all"}])
+        engine, _, _, _ = deepspeed.initialize(model=model, optimizer=torch.optim.SGD(params, lr=0.5), config={
             "train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 1},
             "zero_allow_untested_optimizer": True})
+        return engine
+
+    model = TinyDSMoE(k=2, eval_capacity_factor=0.5, ep_size=ep, ep_rank=rank)
+    target: torch.nn.Module = engine_of(model) if distributed else model
     groups = ["a" if i % 3 else "b" for i in range(N)]
     monitor = GrokkingMonitor(ProbeSet.from_token_ids(_probe_ids(), groups=groups), every=1,
                               output_dir=f"{out_path}_rank{rank}", async_metrics=False, on_error="raise",
@@ -261,9 +264,35 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     result["dropped"] = int(LAYERS * len(mine) * SEQ * 2 - counts.sum())
     result["expert_counts"] = state["expert_counts"].tolist()
     result["hand_counts"] = counts.tolist()
+    if distributed:  # a probe through the engine between forward and backward changes no update
+        twin = engine_of(TinyDSMoE(k=2, eval_capacity_factor=0.5, ep_size=ep, ep_rank=rank))
+        checker = GrokkingMonitor(ProbeSet.from_token_ids(_probe_ids()), every=1, async_metrics=False,
+                                  output_dir=f"{out_path}_check{rank}", on_error="raise", batch_size=1)
+        ids = torch.randint(0, 128, (2, SEQ), generator=torch.Generator().manual_seed(10 + rank))
+        plain = _engine_step(target, ids)
+        probed = _engine_step(twin, ids, probe=lambda e: checker.probe(e, 1))
+        checker.close()
+        result["probe_in_step_changes_nothing"] = plain[0] == probed[0] and all(
+            torch.equal(a, b) for a, b in zip(plain[1], probed[1]))
+        result["step_moved_weights"] = not all(
+            torch.equal(a, b) for a, b in zip(plain[1], (p.detach() for p in TinyDSMoE(
+                k=2, eval_capacity_factor=0.5, ep_size=ep, ep_rank=rank).parameters())))
     with open(f"{out_path}.{rank}", "w") as handle:
         json.dump(result, handle)
     return result
+
+
+def _engine_step(engine: Any, ids: torch.Tensor, probe: Callable[[Any], Any] | None = None) -> tuple[float, list]:
+    """One DeepSpeed training step whose loss reads the layers' l_aux after an optional probe."""
+    engine.train()
+    logits = engine(ids)
+    if probe is not None:
+        probe(engine)
+    aux = sum(block.moe.deepspeed_moe.l_aux for block in engine.module.layers)
+    loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+    engine.backward(loss + 0.1 * aux)
+    engine.step()
+    return float(loss.detach()), [p.detach().clone() for p in engine.module.parameters()]
 
 
 def _free_port() -> int:
@@ -317,6 +346,7 @@ def test_expert_parallel_2_ranks_equal_one_process(tmp_path) -> None:
         assert result["engine"] == "DeepSpeedEngine" and result["local_experts"] == 2, result
         assert result["matches_hand"], rank  # each rank's own samples, by hand
         assert result["expert_counts"] == single["expert_counts"], rank  # summed over the ranks
+        assert result["probe_in_step_changes_nothing"] and result["step_moved_weights"], rank
         values = result["values"]
         assert values.keys() == expected.keys(), rank
         for key, value in expected.items():
