@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import RouterNotFoundError
 from .extract import _num_experts_attr, _top_k_attr, standard_extractor
+from .deepspeed_moe import register_if_imported
 from .registry import registered
 from .types import RouterKind, RouterSite, canonical_name, parse_layer
 
@@ -85,13 +86,15 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
     """Every MoE router of ``model``, ordered by (layer, attention before mlp, module order).
 
     Discovery: the router classes a transformers model declares in ``_can_record_outputs``, the
-    classes registered with :func:`grokmon.routing.register_router`, and, only when both find
+    classes registered with :func:`grokmon.routing.register_router` (DeepSpeed's ``TopKGate`` and
+    AutoEP router are registered by themselves once DeepSpeed is imported), and, only when both find
     nothing, modules named ``*.gate`` / ``*.router`` with ``num_experts``/``top_k`` or a class named
     ``*Router*`` / ``*Gating*``.
 
     Raises:
         RouterNotFoundError: no router in the model.
     """
+    register_if_imported()  # DeepSpeed's routers, when the model's process has loaded DeepSpeed
     named = dict(model.named_modules())
     specs = _router_specs(model)
     found: dict[str, tuple[nn.Module, Any, RouterKind | None]] = {}

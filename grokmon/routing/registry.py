@@ -17,8 +17,10 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable
+import contextlib
+from typing import Any, Callable, Iterator
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
@@ -26,6 +28,8 @@ from .extract import standard_extractor
 from .types import Extractor, RouterKind
 
 _REGISTRY: dict[type, tuple[Extractor, RouterKind]] = {}
+_PROBE_STATE: dict[type, tuple[str, ...]] = {}
+_MISSING = object()
 
 
 def register_router(
@@ -84,3 +88,85 @@ def registered(module: nn.Module) -> tuple[Callable, RouterKind] | None:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
     return None
+
+
+def register_probe_state(module_class: type[nn.Module], *attributes: str) -> None:
+    """Attributes of ``module_class`` that a forward overwrites and the training step may read.
+
+    A probe forward (the hooked capture and the padding forwards of distributed probes) would
+    otherwise leave its own values there: DeepSpeed's ``MOELayer`` keeps the last forward's
+    ``l_aux`` (the load-balancing loss a training step adds) and ``exp_counts``, AutoEP's MoE layer
+    adds every forward's token counts into its ``tokens_per_expert`` buffer. Inside
+    :func:`probe_state_guard` every listed attribute of every instance is saved before the probe and
+    put back after it: rebound attributes get their old object back (the very tensor in the
+    training graph), a tensor changed in place (its version counter moved) gets its old values.
+
+    Args:
+        module_class: the module class (subclasses included).
+        attributes: attribute names; ones an instance lacks are skipped (and removed again if the
+            probe created them).
+
+    Example:
+        >>> class Gate(nn.Module):
+        ...     def forward(self, x):
+        ...         self.aux = x.sum()
+        ...         return x
+        >>> register_probe_state(Gate, "aux")
+        >>> gate = Gate(); _ = gate(torch.ones(2)); before = gate.aux
+        >>> with probe_state_guard(gate):
+        ...     _ = gate(torch.zeros(2))
+        >>> gate.aux is before
+        True
+    """
+    if not (isinstance(module_class, type) and issubclass(module_class, nn.Module)):
+        raise ConfigError(f"register_probe_state needs an nn.Module subclass, got {module_class!r}")
+    if not attributes or not all(isinstance(a, str) and a for a in attributes):
+        raise ConfigError(f"register_probe_state needs attribute names, got {attributes!r}")
+    known = _PROBE_STATE.get(module_class, ())
+    _PROBE_STATE[module_class] = known + tuple(a for a in attributes if a not in known)
+
+
+def _state_attributes(module: nn.Module) -> tuple[str, ...]:
+    names: list[str] = []
+    for cls in type(module).__mro__:
+        names += [a for a in _PROBE_STATE.get(cls, ()) if a not in names]
+    return tuple(names)
+
+
+@contextlib.contextmanager
+def probe_state_guard(model: nn.Module) -> Iterator[None]:
+    """Save the :func:`register_probe_state` attributes of ``model``'s modules; restore them on exit.
+
+    Restores on errors too. Costs nothing for a model without such modules; no host sync.
+
+    Example:
+        >>> with probe_state_guard(nn.Linear(2, 2)):   # nothing registered: a no-op
+        ...     pass
+    """
+    from .deepspeed_moe import register_if_imported
+
+    register_if_imported()
+    saved: list[tuple[nn.Module, str, Any, Any, int]] = []
+    if _PROBE_STATE:
+        for module in model.modules():
+            for name in _state_attributes(module):
+                value = module.__dict__.get(name, _MISSING)
+                if value is _MISSING:
+                    value = getattr(module, name, _MISSING)  # parameters and buffers live in _buffers
+                if isinstance(value, torch.Tensor):
+                    saved.append((module, name, value, value.detach().clone(), value._version))
+                else:
+                    saved.append((module, name, value, None, 0))
+    try:
+        yield
+    finally:
+        for module, name, value, copy, version in reversed(saved):
+            if value is _MISSING:
+                if name in module.__dict__:
+                    delattr(module, name)
+                continue
+            if copy is not None and value._version != version:
+                with torch.no_grad():
+                    value.copy_(copy)  # changed in place by the probe (a counting buffer)
+            if getattr(module, name, _MISSING) is not value:
+                setattr(module, name, value)

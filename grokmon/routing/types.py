@@ -33,13 +33,19 @@ class RouterOutput:
     * ``expert_ids [T, k]`` int64, each row ordered by weight, largest first;
     * ``weights [T, k]`` float32, divided by their per-token sum (rows sum to 1);
     * ``logits [T, E]`` as the router produced them, or ``None`` when it gives none;
-    * ``num_experts`` ``E``.
+    * ``num_experts`` ``E``;
+    * ``routed [T, k]`` bool, or ``None`` (every slot routed): ``False`` marks a slot the block did
+      not dispatch (a token dropped by an expert's capacity limit, DeepSpeed's ``-1``). Such a slot
+      holds a placeholder id in ``[0, E)`` and weight 0; the capture counts it nowhere (no weight,
+      no expert load, ``-1`` in per-token ids). A token whose every slot was dropped has weights 0
+      (its row sums to 0, not 1): it reached no expert.
     """
 
     expert_ids: torch.Tensor
     weights: torch.Tensor
     logits: torch.Tensor | None
     num_experts: int
+    routed: torch.Tensor | None = None
 
 
 Extractor = Callable[[nn.Module, tuple, Any], RouterOutput]
