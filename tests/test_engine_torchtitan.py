@@ -24,6 +24,8 @@ import torch
 
 from grokmon.errors import ConfigError
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
+
 VOCAB, DIM, HEAD_DIM, EXPERTS, TOP_K, LAYERS = 64, 32, 8, 8, 2, 2
 
 
