@@ -144,3 +144,68 @@ def test_sequence_first_rows_are_reordered_batch_major():
         assert torch.equal(together.token_ids[i], single.token_ids[0])
         torch.testing.assert_close(together.mean_weights[i], single.mean_weights[0])
     assert not torch.equal(together.token_ids[0], together.token_ids[1])  # the samples do differ
+
+
+class _GPTLike(TinyMegatronMoE):
+    """Megatron MoE layers behind a ``GPTModel``-shaped forward ``(input_ids, position_ids, attention_mask)``."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.head = torch.nn.Linear(self.embed.embedding_dim, VOCAB, bias=False)
+        self.calls = []
+
+    def forward(self, input_ids, position_ids, attention_mask):  # noqa: D102 - GPTModel's positional order
+        self.calls.append((position_ids.clone(), attention_mask))
+        return self.head(super().forward(input_ids))
+
+
+def test_probe_model_feeds_gpt_arguments_and_computes_the_loss():
+    from grokmon.integrations.megatron import MegatronProbeModel
+    from grokmon.routing import capture_pathways
+
+    gpt = _GPTLike(moe_layer_config(num_moe_experts=EXPERTS, moe_router_topk=TOP_K), vocab_size=VOCAB).eval()
+    ids = torch.randint(0, VOCAB, (4, SEQ), generator=torch.Generator().manual_seed(7))
+    result = capture_pathways(MegatronProbeModel(gpt), ids, batch_size=4)
+    assert result.pathways.router_names == ("model.decoder.layers.0.mlp.router", "model.decoder.layers.1.mlp.router")
+    positions, mask = gpt.calls[-1]
+    assert torch.equal(positions, torch.arange(SEQ).expand(4, SEQ)) and mask is None
+    with torch.no_grad():
+        logits = gpt(ids, positions, None)
+    ce = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1),
+                                           reduction="none").view(4, -1).mean(1)
+    torch.testing.assert_close(result.loss_per_sample, ce, rtol=1e-4, atol=1e-5)
+
+
+def _bridge_context(model, step):
+    """Shaped like Megatron-Bridge's CallbackContext: ``state.train_state.step`` and ``model`` (a chunk list)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(state=SimpleNamespace(train_state=SimpleNamespace(step=step)), model=[model],
+                           user_state={}, optimizer=None, scheduler=None)
+
+
+def test_bridge_callback_probes_updates_done_on_schedule(tmp_path):
+    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon.integrations.megatron import GrokkingBridgeCallback
+
+    model = _GPTLike(moe_layer_config(num_moe_experts=EXPERTS, moe_router_topk=TOP_K), vocab_size=VOCAB).eval()
+    probe = ProbeSet.from_token_ids(torch.randint(0, VOCAB, (6, 10), generator=torch.Generator().manual_seed(8)),
+                                    groups=["a", "b"] * 3)
+    monitor = GrokkingMonitor(probe, every=2, output_dir=tmp_path, on_error="raise", stages=False)
+    callback = GrokkingBridgeCallback(monitor)  # probes context.model[0] through MegatronProbeModel
+    callback.on_train_start(_bridge_context(model, 0))
+    for step in range(5):  # Bridge fires on_train_step_end, then train_state.step += 1
+        callback.on_train_step_end(_bridge_context(model, step))
+    callback.on_train_end(_bridge_context(model, 5))
+    assert [s for s, _ in monitor.history] == [0, 2, 4]  # baseline, then updates done 2 and 4
+    assert all(math.isfinite(m["grokmon/pathway_distance"]) and math.isfinite(m["grokmon/probe_loss"])
+               for _, m in monitor.history)
+    assert not callback.should_stop
+
+    with pytest.warns(RuntimeWarning, match="pipeline parallelism"):
+        other = GrokkingBridgeCallback(GrokkingMonitor(probe, every=1, output_dir=tmp_path / "pp"))
+        context = _bridge_context(model, 0)
+        context.model = [model, model]
+        other.on_train_step_end(context)
+    other.on_train_end(context)
+    assert other.monitor.history == []
