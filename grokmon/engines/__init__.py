@@ -7,12 +7,10 @@ path, which router classes grokmon reads and with which extractor
 routers in any model without a further import; the extractor module is imported the first time
 such a router is met (the engine itself is, by then, already imported by the model).
 
-===================  =====================================================  =============================
-engine               router class                                           extractor
-===================  =====================================================  =============================
-torchtitan 0.3.0     ``torchtitan.models.common.moe.TokenChoiceTopKRouter``  :func:`grokmon.engines.torchtitan.read_router`
-megatron-core 0.16   ``megatron.core.transformer.moe.router.TopKRouter``      :func:`grokmon.engines.megatron.read_router`
-===================  =====================================================  =============================
+* torchtitan 0.3.0: ``torchtitan.models.common.moe.TokenChoiceTopKRouter``, read by
+  :func:`grokmon.engines.torchtitan.read_router`;
+* megatron-core 0.16: ``megatron.core.transformer.moe.router.TopKRouter``, read by
+  :func:`grokmon.engines.megatron.read_router`.
 
 Subclasses match too (the class is looked up along the MRO). Another engine version whose router
 lives elsewhere: ``grokmon.routing.register_router(ItsRouterClass, read_router)``.

@@ -104,9 +104,10 @@ class GrokkingMetricsProcessor(MonitorAdapter, MetricsProcessor):
         self._attach(monitor, who="GrokkingMetricsProcessor")
         log_freq = config.log_freq
         if monitor.every % log_freq:
+            nearest = log_freq * max(1, monitor.every // log_freq)
             raise ConfigError(
                 f"grokmon probes every {monitor.every} steps but torchtitan calls the metrics processor only every "
-                f"log_freq={log_freq} steps: make every a multiple of log_freq (e.g. {log_freq * max(1, monitor.every // log_freq)})"
+                f"log_freq={log_freq} steps: make every a multiple of log_freq (e.g. {nearest})"
             )
         self._last_step = 0
         self._warned_parts = False
