@@ -4,6 +4,11 @@
   (first name ``GrokkingCallback``, still valid).
 * :class:`~grokmon.integrations.lightning.GrokkingLightningCallback`: Lightning
   (``pip install grokmon[lightning]``; first name ``GrokmonLightningCallback``, still valid).
+* :class:`~grokmon.integrations.torchtitan.GrokkingMetricsProcessor`: torchtitan's
+  ``MetricsProcessor`` (``pip install grokmon[torchtitan]``).
+* :class:`~grokmon.integrations.megatron.GrokkingBridgeCallback` (Megatron-Bridge) and
+  :class:`~grokmon.integrations.megatron.MegatronProbeModel` (a Megatron ``GPTModel`` for the probe,
+  in Megatron-LM's own loop; ``pip install grokmon[megatron]``).
 
 Plain Accelerate loops and frameworks without callbacks call ``monitor.step(model, step)``
 themselves (``docs/integrations.md``). Integrations only schedule, route logs and keep state;
@@ -21,13 +26,17 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-__all__ = ["GrokkingCallback", "GrokkingHFCallback", "GrokkingLightningCallback", "GrokmonLightningCallback"]
+__all__ = ["GrokkingBridgeCallback", "GrokkingCallback", "GrokkingHFCallback", "GrokkingLightningCallback",
+           "GrokkingMetricsProcessor", "GrokmonLightningCallback", "MegatronProbeModel"]
 
 _EXPORTS = {
     "GrokkingHFCallback": "grokmon.integrations.hf",
     "GrokkingCallback": "grokmon.integrations.hf",
     "GrokkingLightningCallback": "grokmon.integrations.lightning",
     "GrokmonLightningCallback": "grokmon.integrations.lightning",
+    "GrokkingMetricsProcessor": "grokmon.integrations.torchtitan",
+    "GrokkingBridgeCallback": "grokmon.integrations.megatron",
+    "MegatronProbeModel": "grokmon.integrations.megatron",
 }
 
 

@@ -18,11 +18,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
+from .. import _router_table
 from ..errors import ConfigError
 from .extract import standard_extractor
 from .types import Extractor, RouterKind
@@ -83,10 +85,20 @@ def unregister_router(module_class: type[nn.Module]) -> None:
 
 
 def registered(module: nn.Module) -> tuple[Callable, RouterKind] | None:
-    """``(extractor, kind)`` registered for the module's class (the most specific match), or None."""
-    for cls in type(module).__mro__:
+    """``(extractor, kind)`` registered for the module's class (the most specific match), or None.
+
+    A class registered here by object wins; otherwise a class declared by dotted path in
+    :mod:`grokmon._router_table` (the optional training engines: torchtitan, Megatron-core) is
+    matched by ``module.qualname``, its extractor imported once and cached.
+    """
+    mro = type(module).__mro__
+    for cls in mro:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
+    for cls in mro:
+        declared = _router_table.lookup(f"{cls.__module__}.{cls.__qualname__}")
+        if declared is not None:
+            return _load_declared(*declared)
     return None
 
 
@@ -170,3 +182,16 @@ def probe_state_guard(model: nn.Module) -> Iterator[None]:
                     value.copy_(copy)  # changed in place by the probe (a counting buffer)
             if getattr(module, name, _MISSING) is not value:
                 setattr(module, name, value)
+
+
+_LOADED: dict[str, Callable] = {}
+
+
+def _load_declared(extractor_path: str, kind: str) -> tuple[Callable, RouterKind]:
+    """The extractor ``"module:function"`` of a router declared by name (imported once)."""
+    fn = _LOADED.get(extractor_path)
+    if fn is None:
+        module_name, _, attr = extractor_path.partition(":")
+        fn = getattr(importlib.import_module(module_name), attr)
+        _LOADED[extractor_path] = fn
+    return fn, kind  # type: ignore[return-value]
