@@ -82,6 +82,10 @@ __all__ = sorted(_EXPORTS) + ["__version__"]
 
 __getattr__, __dir__ = lazy_exports("grokmon", _EXPORTS, globals(), __all__)
 
+# Declares the routers of the optional training engines (torchtitan, Megatron-core) by class path,
+# for find_routers; imports neither torch nor an engine (grokmon/engines/__init__.py).
+from . import engines as _engines  # noqa: E402,F401
+
 
 if TYPE_CHECKING:  # pragma: no cover - static analysers see the real names
     from .errors import ConfigError, GrokmonError, ProbeError, RouterNotFoundError, RoutingError, SinkError

@@ -52,6 +52,13 @@ class MonitorConfig:
             (:mod:`grokmon.shutdown`; chained to any handler already installed).
         save_probe: write the probe beside the JSONL record (``probe.pt``), so a restarted or later
             job can ``ProbeSet.load`` exactly the same samples.
+        sink_timeout: seconds one sink call (``log``, ``alert``) may take before that sink is marked
+            stalled; sinks run on their own threads, so training never waits for them
+            (:mod:`grokmon.delivery`).
+        sink_buffer: records held per sink while it is slow or stalled (past that the oldest are
+            dropped and counted in ``grokmon/sink_drops``).
+        sink_detach_after: seconds a stalled sink call may last before the sink is detached (the
+            JSONL record never is).
     """
 
     every: int = 200
@@ -68,6 +75,9 @@ class MonitorConfig:
     prefix: str = "grokmon/"
     flush_on_sigterm: bool = True
     save_probe: bool = True
+    sink_timeout: float = 5.0
+    sink_buffer: int = 10_000
+    sink_detach_after: float = 60.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.every, int) or self.every < 1:
@@ -76,6 +86,12 @@ class MonitorConfig:
             raise ConfigError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}")
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ConfigError(f"batch_size must be a positive number of probe samples per forward, got {self.batch_size!r}")
+        for name in ("sink_timeout", "sink_detach_after"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if not isinstance(self.sink_buffer, int) or isinstance(self.sink_buffer, bool) or self.sink_buffer < 1:
+            raise ConfigError(f"sink_buffer must be a positive number of records, got {self.sink_buffer!r}")
         if self.metrics is None:
             self.metrics = MetricConfig()
         elif isinstance(self.metrics, Mapping):

@@ -2,8 +2,8 @@
 
 On a probe step every rank runs one eval-mode, no-grad forward of its shard of the probe, the
 pathways are gathered, and the metric computation goes to a background thread; the call returns
-at once. Results reach the sinks (JSONL by default, W&B, TensorBoard, ...) from the training
-thread at later calls, logged against the step they belong to. A monitor failure warns, counts
+at once. Results are judged at later calls and reach the sinks (JSONL by default, W&B,
+TensorBoard, ...) through each sink's own thread, logged against the step they belong to. A monitor failure warns, counts
 itself in ``grokmon/errors`` and lets training go on (``on_error="raise"`` for tests).
 
 The monitor keeps the schedule, the state and the lifecycle. Its settings are a
@@ -32,7 +32,7 @@ from torch import nn
 from . import shutdown
 from .alerts import AlertEvent, GroupStageTracker, Rule
 from .config import MonitorConfig
-from .errors import ConfigError, GrokmonError, ProbeError
+from .errors import ConfigError, GrokmonError, ProbeError, SinkError
 from .pathways import Pathways
 from .probe import ProbeSet
 from .results import ResultPath
@@ -51,6 +51,21 @@ def _layout_change(before: Pathways, after: Pathways) -> str | None:
     return f"{shape(before)} -> {shape(after)}"
 
 
+def _free_record(taken: Path, error: SinkError) -> tuple[JsonlSink, Path]:
+    """The first ``grokmon.<n>.jsonl`` beside ``taken`` that no file or live monitor uses, opened."""
+    for n in range(2, 1000):
+        path = taken.with_name(f"{taken.stem}.{n}{taken.suffix}")
+        if path.exists():
+            continue
+        try:
+            record = JsonlSink(path)
+        except SinkError:
+            continue
+        warnings.warn(f"grokmon: {error} -- this monitor writes {path} instead", RuntimeWarning, stacklevel=4)
+        return record, path
+    raise error
+
+
 class GrokkingMonitor:
     """Probe ``probe`` through the model every ``every`` optimizer steps and log grokmon's metrics.
 
@@ -65,11 +80,14 @@ class GrokkingMonitor:
         on_alert: called with each :class:`AlertEvent`.
         **settings: any other :class:`~grokmon.config.MonitorConfig` field: ``metrics``, ``jsonl``,
             ``output_dir``, ``batch_size``, ``keep_token_ids``, ``compute_loss``, ``baseline``,
-            ``async_metrics``, ``on_error``, ``prefix``, ``flush_on_sigterm``, ``save_probe``.
+            ``async_metrics``, ``on_error``, ``prefix``, ``flush_on_sigterm``, ``save_probe``,
+            ``sink_timeout``, ``sink_buffer``, ``sink_detach_after``.
 
     Faults never stop training (``on_error="warn"``): each warns once per kind and is counted in
-    ``grokmon/errors``; a failed probe logs its step with NaN metrics; a sink that fails 3 times in a
-    row is dropped (the in-memory ``history`` keeps every result).
+    ``grokmon/errors``; a failed probe logs its step with NaN metrics. Sinks are called from their own
+    threads: one that stalls (``sink_timeout``) has its records held and is detached after
+    ``sink_detach_after`` s, one that fails 3 times in a row is detached; the JSONL record never is,
+    and the in-memory ``history`` keeps every result (:mod:`grokmon.delivery`).
 
     Example:
         >>> GrokkingMonitor(probe, every=100, batch_size=8, alerts=[PlateauRule("pathway_distance")])  # doctest: +SKIP
@@ -113,7 +131,13 @@ class GrokkingMonitor:
         """World rank 0: the JSONL record (with the probe beside it), the accelerator's trackers, the user's sinks."""
         path = self.config.jsonl_path
         if path is not None:
-            self.results.sinks.append(JsonlSink(path))  # creates the folder; a clear SinkError if it cannot
+            try:
+                record = JsonlSink(path)  # creates the folder; a clear SinkError if it cannot
+            except SinkError as error:
+                if self.config.jsonl is not True or not getattr(error, "in_use", False):
+                    raise
+                record, path = _free_record(path, error)  # default path taken by another live monitor
+            self.results.add_sink(record)
             self.jsonl_path = path
             if self.config.save_probe:  # beside the record: a restarted or later job loads the same samples
                 try:
@@ -121,8 +145,9 @@ class GrokkingMonitor:
                 except OSError as error:
                     self.results.fail("probe save", error)
         if accelerator is not None:
-            self.results.sinks.append(AccelerateSink(accelerator))
-        self.results.sinks.extend(sinks)
+            self.results.add_sink(AccelerateSink(accelerator))
+        for sink in sinks:
+            self.results.add_sink(sink)
 
     # ------------------------------------------------------------------ what the settings and results say
     every = property(lambda self: self.config.every, doc="Probe cadence in optimizer steps.")
@@ -194,6 +219,11 @@ class GrokkingMonitor:
     def add_sink(self, sink: Any) -> None:
         """Add a sink (only world rank 0 writes)."""
         self.results.add_sink(sink)
+
+    def sink_status(self) -> list[Any]:
+        """Each sink's delivery state (``ok`` / ``stalled`` / ``detached`` / ``closed``) and its
+        delivered, queued and dropped record counts (:class:`grokmon.delivery.SinkStatus`)."""
+        return self.results.sink_status()
 
     # ------------------------------------------------------------------ lifecycle and state
     def close(self, timeout: float | None = 300.0) -> None:

@@ -5,22 +5,25 @@
     CaptureResult (runner.py)
       ─► metric job: compute_metrics + timings; out of memory → again on the CPU   (worker thread, or inline)
       ─► alert rules and per-group stages (alerts/) ─► prefixed keys (grokmon/...)
-      ─► every sink, in step order; then alerts (sinks, log, on_alert)             (training thread)
+      ─► every sink's queue, in step order; then alerts (sinks, log, on_alert)    (training thread)
+      ─► each sink called from its own thread, timed (delivery.py)              (sink threads)
       ─► stop agreement across ranks ─► history / last_metrics
 
-Only the metric job runs off the training thread; sinks are written at ``poll`` / ``flush`` from
-the thread that calls them, so W&B's step counter and ``trainer.log`` are only touched where the
-host loop expects it. A failure anywhere is counted by :class:`Faults` (``grokmon/errors``), warned
-once per place and never raised (``on_error="raise"`` for tests). A sink that fails
-``MAX_SINK_FAILURES`` times in a row is dropped; ``history`` keeps every result.
+Results are judged on the thread that calls ``poll`` / ``flush`` (so rules, stages and the stop
+decision follow the host loop); the sinks are called from their own threads
+(:class:`~grokmon.delivery.Delivery`), so a sink that blocks costs training nothing. A failure
+anywhere is counted by :class:`Faults` (``grokmon/errors``), warned once per place and never raised
+(``on_error="raise"`` for tests). A sink that stalls or fails ``MAX_SINK_FAILURES`` times in a row
+is detached (never the JSONL record); ``history`` keeps every result and ``grokmon/sink_drops``
+counts the records a sink never got.
 
 Example:
     >>> from grokmon.config import MonitorConfig
     >>> from grokmon.sinks import CallbackSink
     >>> path = ResultPath(MonitorConfig(async_metrics=False), sinks=[CallbackSink(lambda m, s: print(s, m))])
     >>> path.submit(200, lambda: {"pathway_distance": 0.5})
-    >>> _ = path.poll()
-    200 {'grokmon/pathway_distance': 0.5, 'grokmon/errors': 0.0}
+    >>> _ = path.flush()
+    200 {'grokmon/pathway_distance': 0.5, 'grokmon/errors': 0.0, 'grokmon/sink_drops': 0.0}
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch
 
 from .alerts import AlertEvent, GroupStageTracker, Rule, RuleSet
 from .config import MonitorConfig
+from .delivery import MAX_SINK_FAILURES, Delivery, SinkStatus
 from .distributed import all_agree, rank_and_world
 from .metrics import MemorizationTracker, MetricConfig, compute_metrics
 from .pathways import Pathways
@@ -47,7 +51,6 @@ from .worker import MetricWorker
 __all__ = ["Faults", "MAX_SINK_FAILURES", "ResultPath", "metric_job"]
 
 log = logging.getLogger("grokmon")
-MAX_SINK_FAILURES = 3
 Results = list[tuple[int, dict[str, float]]]
 
 
@@ -136,7 +139,10 @@ class ResultPath:
         self.config = config
         self.prefix = config.prefix
         self.fail = Faults(config.on_error)
-        self.sinks: list[Any] = list(sinks)
+        self.delivery = Delivery(self.fail, timeout=config.sink_timeout, capacity=config.sink_buffer,
+                                 detach_after=config.sink_detach_after)
+        for sink in sinks:
+            self.delivery.add(sink)
         self.rules = RuleSet(rules)
         self.stage_tracker = stage_tracker
         self.on_alert = on_alert
@@ -149,7 +155,6 @@ class ResultPath:
         self.last_metrics: dict[str, float] = {}
         self.should_stop = False
         self._stop_pending_step: int | None = None
-        self._sink_failures: dict[int, int] = {}
         self._worker: MetricWorker | None = None
         self._inline: list[tuple[int, Any, BaseException | None]] = []
 
@@ -186,11 +191,25 @@ class ResultPath:
     # ------------------------------------------------------------------ results out (training thread)
     def poll(self) -> Results:
         """Deliver the results finished so far; ``(step, prefixed metrics)`` pairs in step order."""
-        return self._deliver(self._take(wait=False))
+        results = self._deliver(self._take(wait=False))
+        self.delivery.check()
+        return results
 
     def flush(self, timeout: float | None = 300.0) -> Results:
-        """Wait for pending metric computation (at most ``timeout`` s per result) and deliver everything."""
-        return self._deliver(self._take(wait=True, timeout=timeout))
+        """Wait for pending metric computation (at most ``timeout`` s per result), deliver everything,
+        and wait (at most ``timeout`` s) for the healthy sinks to take it; stalled sinks are not waited for."""
+        results = self._deliver(self._take(wait=True, timeout=timeout))
+        self.delivery.flush(timeout)
+        return results
+
+    @property
+    def sinks(self) -> list[Any]:
+        """The attached sinks (detached ones are gone; see :meth:`sink_status`)."""
+        return self.delivery.sinks
+
+    def sink_status(self) -> list[SinkStatus]:
+        """Each sink's delivery state and record counts (:class:`~grokmon.delivery.SinkStatus`)."""
+        return self.delivery.status()
 
     def _take(self, wait: bool, timeout: float | None = None) -> list:
         finished, self._inline = self._inline, []
@@ -210,6 +229,7 @@ class ResultPath:
                 events += self.stage_tracker.update(step, metrics)
                 metrics.update(self.stage_tracker.stage_metrics())
             metrics["errors"] = float(self.fail.count)
+            metrics["sink_drops"] = float(self.delivery.dropped)
             prefixed = {self.prefix + k: v for k, v in metrics.items()}
             self._log(prefixed, step)
             for event in events:
@@ -232,7 +252,7 @@ class ResultPath:
         next probe, after every rank has all of p's results.
         """
         if self.world_size > 1 and self.config.async_metrics:
-            self.flush()
+            self._deliver(self._take(wait=True, timeout=300.0))  # metrics only: never waits on a sink
             self.agree_on_stop()
 
     def agree_after_probe(self) -> None:
@@ -248,60 +268,39 @@ class ResultPath:
     # ------------------------------------------------------------------ sinks and their drop policy
     def add_sink(self, sink: Any) -> None:
         """Add a sink (only world rank 0 writes)."""
-        if self.rank == 0 and sink not in self.sinks:
-            self.sinks.append(sink)
+        if self.rank == 0:
+            self.delivery.add(sink)
 
     def reopen_jsonl(self, path: Path, resume_step: int) -> None:
         """Reopen the JSONL record at ``path`` for a resumed run (lines after ``resume_step`` are dropped)."""
-        for i, sink in enumerate(self.sinks):
+        self.delivery.flush(self.config.sink_timeout)
+        for sink in self.sinks:
             if isinstance(sink, JsonlSink):
                 sink.close()
-                self.sinks[i] = JsonlSink(path, resume_step=resume_step)
+                self.delivery.replace(sink, JsonlSink(path, resume_step=resume_step))
 
     def _log(self, metrics: Mapping[str, float], step: int) -> None:
-        for sink in list(self.sinks):
-            try:
-                sink.log(metrics, step)
-                self._sink_failures[id(sink)] = 0
-            except Exception as error:  # noqa: BLE001
-                self._sink_error(sink, error)
+        self.delivery.log(metrics, step)
 
     def _alert(self, event: AlertEvent) -> None:
         if self.rank == 0:  # stage changes are INFO: news, not a problem
             log.log(logging.INFO if event.level == "INFO" else logging.WARNING, "grokmon alert at step %s: %s — %s",
                     event.step, event.title, event.text)
-        for sink in list(self.sinks):
-            try:
-                sink.alert(event)
-            except Exception as error:  # noqa: BLE001
-                self._sink_error(sink, error)
+        self.delivery.alert(event)
         if self.on_alert is not None:
             try:
                 self.on_alert(event)
             except Exception as error:  # noqa: BLE001
                 self.fail("on_alert", error)
 
-    def _sink_error(self, sink: Any, error: Exception) -> None:
-        name = getattr(sink, "name", type(sink).__name__)
-        failures = self._sink_failures.get(id(sink), 0) + 1
-        self._sink_failures[id(sink)] = failures
-        if failures >= MAX_SINK_FAILURES and sink in self.sinks:
-            self.sinks.remove(sink)
-            warnings.warn(f"grokmon: sink {name} failed {failures} times in a row and is dropped: {error!r}",
-                          RuntimeWarning, stacklevel=3)
-        self.fail(f"sink {name}", error)
-
     # ------------------------------------------------------------------ lifecycle and state
     def close(self, timeout: float | None = 300.0) -> None:
-        """Deliver what is pending, stop the worker, close the sinks."""
-        self.flush(timeout)
+        """Deliver what is pending, stop the worker, close the sinks: at most ``timeout`` s for the
+        sinks in all; a stalled sink is never called again."""
+        self._deliver(self._take(wait=True, timeout=timeout))
         if self._worker is not None:
             self._worker.close()
-        for sink in self.sinks:
-            try:
-                sink.close()
-            except Exception as error:  # noqa: BLE001
-                self.fail("sink close", error)
+        self.delivery.close(timeout)
 
     def state_dict(self) -> dict[str, Any]:
         """Errors, the stop decision, alert, stage and memorization state (JSON-able)."""

@@ -34,6 +34,7 @@ from .distributed import all_agree, gather_pathways, rank_and_world, unwrap_for_
 from .errors import GrokmonError
 from .probe import ProbeSet
 from .routing.capture import CaptureResult
+from .routing.registry import probe_state_guard
 
 __all__ = ["ProbeRunner"]
 
@@ -161,7 +162,7 @@ class ProbeRunner:
             flags = [(m, m.training) for m in model.modules()]
             model.eval()
             try:
-                with torch.no_grad():
+                with torch.no_grad(), probe_state_guard(model):  # e.g. DeepSpeed's l_aux stays the training one
                     for _ in range(needed - done):
                         model(input_ids=sample, use_cache=False)
             finally:

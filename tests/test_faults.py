@@ -114,6 +114,7 @@ def test_a_router_returning_nothing(tmp_path, on_error) -> None:
     else:
         with pytest.warns(RuntimeWarning, match="probe failed"):
             monitor.step(model, 1)
+        monitor.flush()  # the JSONL is written from its own thread
         assert rows(tmp_path / "grokmon.jsonl")[1]["grokmon/errors"] == 1
     assert monitor.errors == 1
     assert model.training  # mode restored after the failure
@@ -180,6 +181,7 @@ def test_out_of_memory_at_batch_size_one_skips_the_probe(tmp_path, monkeypatch) 
     with pytest.warns(RuntimeWarning, match="even with batch_size=1"):
         monitor.step(tiny_model("olmoe"), 1)
     assert sizes == [4, 2, 1] and monitor.errors == 1
+    monitor.flush()
     assert rows(tmp_path / "grokmon.jsonl")[1]["grokmon/pathway_distance"] is None
     monitor.close()
 

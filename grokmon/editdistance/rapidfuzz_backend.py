@@ -39,7 +39,7 @@ def rapidfuzz_available() -> bool:
 def _require() -> None:
     if _process is None:
         raise ConfigError(
-            "backend='rapidfuzz' needs the rapidfuzz package: `pip install rapidfuzz`, "
+            "backend='rapidfuzz' needs the rapidfuzz package: pip install rapidfuzz, "
             "or use backend='torch'"
         )
 

@@ -4,6 +4,11 @@
   (first name ``GrokkingCallback``, still valid).
 * :class:`~grokmon.integrations.lightning.GrokkingLightningCallback`: Lightning
   (``pip install grokmon[lightning]``; first name ``GrokmonLightningCallback``, still valid).
+* :class:`~grokmon.integrations.torchtitan.GrokkingMetricsProcessor`: torchtitan's
+  ``MetricsProcessor`` (``pip install grokmon[torchtitan]``).
+* :class:`~grokmon.integrations.megatron.GrokkingBridgeCallback` (Megatron-Bridge) and
+  :class:`~grokmon.integrations.megatron.MegatronProbeModel` (a Megatron ``GPTModel`` for the probe,
+  in Megatron-LM's own loop; ``pip install grokmon[megatron]``).
 * :class:`~grokmon.integrations.olmo_core.GrokmonCallback`: OLMo-core's ``Trainer``
   (``pip install grokmon[olmo-core]``).
 
@@ -23,14 +28,17 @@ from __future__ import annotations
 
 from .._lazy import lazy_exports
 
-__all__ = ["GrokkingCallback", "GrokkingHFCallback", "GrokkingLightningCallback", "GrokmonCallback",
-           "GrokmonLightningCallback"]
+__all__ = ["GrokkingBridgeCallback", "GrokkingCallback", "GrokkingHFCallback", "GrokkingLightningCallback",
+           "GrokkingMetricsProcessor", "GrokmonCallback", "GrokmonLightningCallback", "MegatronProbeModel"]
 
 _EXPORTS = {
     "GrokkingHFCallback": "grokmon.integrations.hf",
     "GrokkingCallback": "grokmon.integrations.hf",
     "GrokkingLightningCallback": "grokmon.integrations.lightning",
     "GrokmonLightningCallback": "grokmon.integrations.lightning",
+    "GrokkingMetricsProcessor": "grokmon.integrations.torchtitan",
+    "GrokkingBridgeCallback": "grokmon.integrations.megatron",
+    "MegatronProbeModel": "grokmon.integrations.megatron",
     "GrokmonCallback": "grokmon.integrations.olmo_core",
 }
 

@@ -188,7 +188,7 @@ def load_run(source: Any, eval_series: Mapping[str, Points] | None = None) -> Ru
             run.config.update(r["config"])
     if not metric_records:
         raise ConfigError(f"{name} has no metric records: the file is empty or the run has not probed yet "
-                          "(the first probe is at step 0, then every `every` steps); wait for a probe, or pass "
+                          "(the first probe is at step 0, then one each every= optimizer steps); wait for a probe, or pass "
                           "the grokmon.jsonl of a run that has one")
     metric_records.sort(key=lambda r: r["step"])
     _collect(run, metric_records)

@@ -10,10 +10,11 @@ Example:
 from .capture import CaptureResult, capture_pathways
 from .discovery import find_routers
 from .extract import finish, standard_extractor
-from .registry import register_router, unregister_router
+from .registry import probe_state_guard, register_probe_state, register_router, unregister_router
 from .types import RouterOutput, RouterSite, canonical_name, parse_layer
 
 __all__ = [
     "CaptureResult", "RouterOutput", "RouterSite", "canonical_name", "capture_pathways", "find_routers",
-    "finish", "parse_layer", "register_router", "standard_extractor", "unregister_router",
+    "finish", "parse_layer", "probe_state_guard", "register_probe_state", "register_router", "standard_extractor",
+    "unregister_router",
 ]

@@ -30,6 +30,7 @@ from ..errors import ConfigError, RoutingError
 from ..pathways import Pathways
 from ..probe.checks import check_model_inputs
 from .discovery import find_routers
+from .registry import probe_state_guard
 from .types import RouterOutput, RouterSite
 
 # Elements of one [B, chunk, V] logits block in the chunked probe loss (128 MiB in float32).
@@ -286,6 +287,8 @@ def capture_pathways(
     modes = [(m, m.training) for m in target.modules()]
     handles = []
     hidden_box: list[torch.Tensor] = []
+    state_guard = probe_state_guard(target)  # state a forward leaves that training reads (DeepSpeed's l_aux)
+    state_guard.__enter__()
     try:
         target.eval()
         handles = [s.module.register_forward_hook(collector.hook(i)) for i, s in enumerate(sites)]
@@ -334,6 +337,7 @@ def capture_pathways(
         for m, mode in modes:
             m.training = mode
         collector.reset()
+        state_guard.__exit__(None, None, None)
 
     bad, bad_ids = torch.stack([collector.bad, collector.bad_ids]).tolist()  # the one host sync of the probe
     for i, flag in enumerate(bad_ids):
@@ -427,6 +431,16 @@ def _accumulate(collector: _Collector, sites, shape, mask, b0, n, sums, counts, 
         ids = ids.long().clamp(0, e - 1)
         w = w.float()
         k_seen.add(k)
+        routed = getattr(out, "routed", None)
+        if routed is not None:  # slots the block did not dispatch (capacity drops): no weight, no load
+            if not isinstance(routed, torch.Tensor) or routed.shape != ids.shape:
+                raise RoutingError(
+                    f"router {site.name} (layer {site.layer}): its extractor returned routed "
+                    f"{tuple(getattr(routed, 'shape', ()))} for expert_ids {tuple(ids.shape)}: routed must be a bool "
+                    "mask shaped like the ids, or None"
+                )
+            routed = routed.to(device=device, dtype=torch.bool)
+            w = w * routed
         if mask is not None:
             w = w * flat_mask[:, None]
         # scatter straight into [B, E]: slot (token's sample) * E + expert
@@ -438,10 +452,14 @@ def _accumulate(collector: _Collector, sites, shape, mask, b0, n, sums, counts, 
             counts[i] = torch.zeros(e, dtype=torch.long, device=device) if counts[i] is None else F.pad(counts[i], (0, e - counts[i].shape[0]))
         sums[i][b0:b0 + b] = per_sample
         ones = (flat_mask[:, None].expand(rows, k) if mask is not None
-                else torch.ones(rows, k, dtype=torch.bool, device=device)).long()
-        counts[i].scatter_add_(0, ids.reshape(-1), ones.reshape(-1))
+                else torch.ones(rows, k, dtype=torch.bool, device=device))
+        if routed is not None:
+            ones = ones & routed
+        counts[i].scatter_add_(0, ids.reshape(-1), ones.long().reshape(-1))
         if token_ids is not None:
             tid = ids.reshape(b, seq, k)
+            if routed is not None:
+                tid = torch.where(routed.reshape(b, seq, k), tid, torch.full_like(tid, -1))
             if mask is not None:
                 tid = torch.where(mask[:, :, None], tid, torch.full_like(tid, -1))
             if token_ids[i] is None:

@@ -18,7 +18,8 @@ from torch import nn
 
 from ..errors import RouterNotFoundError
 from .extract import _num_experts_attr, _top_k_attr, standard_extractor
-from .registry import load_engine_readers, registered, registered_weight_fn
+from .deepspeed_moe import register_if_imported
+from .registry import registered
 from .types import RouterKind, RouterSite, canonical_name, parse_layer
 
 
@@ -85,15 +86,15 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
     """Every MoE router of ``model``, ordered by (layer, attention before mlp, module order).
 
     Discovery: the router classes a transformers model declares in ``_can_record_outputs``, the
-    classes registered with :func:`grokmon.routing.register_router` (OLMo-core's ``MoERouter`` is
-    registered by grokmon itself once ``olmo_core`` is imported), and, only when both find
+    classes registered with :func:`grokmon.routing.register_router` (DeepSpeed's ``TopKGate`` and
+    AutoEP router are registered by themselves once DeepSpeed is imported), and, only when both find
     nothing, modules named ``*.gate`` / ``*.router`` with ``num_experts``/``top_k`` or a class named
     ``*Router*`` / ``*Gating*``.
 
     Raises:
         RouterNotFoundError: no router in the model.
     """
-    load_engine_readers()  # OLMo-core's router classes, when OLMo-core is in use
+    register_if_imported()  # DeepSpeed's routers, when the model's process has loaded DeepSpeed
     named = dict(model.named_modules())
     specs = _router_specs(model)
     found: dict[str, tuple[nn.Module, Any, RouterKind | None]] = {}
@@ -135,8 +136,7 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
             layer if layer is not None else order,
             order,
             RouterSite(name=canon, layer=layer if layer is not None else order, kind=kind or _kind(name),
-                       module=module, extractor=extractor, num_experts=e or None,
-                       weight_fn=registered_weight_fn(module)),
+                       module=module, extractor=extractor, num_experts=e or None),
         ))
     sites.sort(key=lambda s: (s[0], s[2].kind != "attention", s[1]))
     return [s[2] for s in sites]

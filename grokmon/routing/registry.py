@@ -17,40 +17,25 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import sys
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 
+from .. import _router_table
 from ..errors import ConfigError
 from .extract import standard_extractor
 from .types import Extractor, RouterKind
 
 _REGISTRY: dict[type, tuple[Extractor, RouterKind]] = {}
-_WEIGHT_FNS: dict[type, Callable[[nn.Module], torch.Tensor | None]] = {}
-
-# Training engines whose router classes grokmon reads without the user registering them: when the
-# engine's module (key) has been imported, grokmon's reader module (value) is imported once, and
-# registers them. Nothing is imported for an engine that is not in use.
-_ENGINE_READERS: dict[str, str] = {
-    "olmo_core.nn.moe.router": "grokmon.routing.olmo_core",
-}
-_ENGINES_LOADED: set[str] = set()
-
-
-def load_engine_readers() -> None:
-    """Register the router readers of the training engines already imported (OLMo-core, ...)."""
-    for engine, reader in _ENGINE_READERS.items():
-        if engine in sys.modules and reader not in _ENGINES_LOADED:
-            _ENGINES_LOADED.add(reader)
-            importlib.import_module(reader)
+_PROBE_STATE: dict[type, tuple[str, ...]] = {}
+_MISSING = object()
 
 
 def register_router(
-    module_class: type[nn.Module], extractor: Extractor | None = None, *, kind: RouterKind = "mlp",
-    weight_fn: Callable[[nn.Module], torch.Tensor | None] | None = None,
+    module_class: type[nn.Module], extractor: Extractor | None = None, *, kind: RouterKind = "mlp"
 ) -> None:
     """Register ``module_class`` as an MoE router, read by ``extractor``.
 
@@ -73,10 +58,6 @@ def register_router(
         module_class: the router's ``nn.Module`` subclass.
         extractor: reads one forward output; ``None`` for the default.
         kind: ``"mlp"`` (expert FFNs) or ``"attention"`` (mixture-of-attention heads).
-        weight_fn: ``weight_fn(module) -> [E, H]`` tensor, the router's weight rows (the expert
-            embeddings of pathway consistency), called inside the probe forward; for a router that
-            does not keep them as a 2-D parameter (OLMo-core's flat ``(E*H,)`` weight). ``None``:
-            the first 2-D parameter with ``E`` rows.
 
     Example (a router returning ``(probs, ids)``)::
 
@@ -95,32 +76,122 @@ def register_router(
         raise ConfigError(f"kind must be 'mlp' or 'attention', got {kind!r}")
     if extractor is not None and not callable(extractor):
         raise ConfigError("extractor must be callable as extractor(module, args, output) -> RouterOutput")
-    if weight_fn is not None and not callable(weight_fn):
-        raise ConfigError("weight_fn must be callable as weight_fn(module) -> [experts, hidden] tensor")
     _REGISTRY[module_class] = (extractor or standard_extractor, kind)
-    if weight_fn is None:
-        _WEIGHT_FNS.pop(module_class, None)
-    else:
-        _WEIGHT_FNS[module_class] = weight_fn
 
 
 def unregister_router(module_class: type[nn.Module]) -> None:
     """Forget a class registered with :func:`register_router` (no error if it was not)."""
     _REGISTRY.pop(module_class, None)
-    _WEIGHT_FNS.pop(module_class, None)
 
 
 def registered(module: nn.Module) -> tuple[Callable, RouterKind] | None:
-    """``(extractor, kind)`` registered for the module's class (the most specific match), or None."""
-    for cls in type(module).__mro__:
+    """``(extractor, kind)`` registered for the module's class (the most specific match), or None.
+
+    A class registered here by object wins; otherwise a class declared by dotted path in
+    :mod:`grokmon._router_table` (the optional training engines: torchtitan, Megatron-core) is
+    matched by ``module.qualname``, its extractor imported once and cached.
+    """
+    mro = type(module).__mro__
+    for cls in mro:
         if cls in _REGISTRY:
             return _REGISTRY[cls]
+    for cls in mro:
+        declared = _router_table.lookup(f"{cls.__module__}.{cls.__qualname__}")
+        if declared is not None:
+            return _load_declared(*declared)
     return None
 
 
-def registered_weight_fn(module: nn.Module) -> Callable[[nn.Module], torch.Tensor | None] | None:
-    """The ``weight_fn`` registered for the module's class (the most specific match), or None."""
+def register_probe_state(module_class: type[nn.Module], *attributes: str) -> None:
+    """Attributes of ``module_class`` that a forward overwrites and the training step may read.
+
+    A probe forward (the hooked capture and the padding forwards of distributed probes) would
+    otherwise leave its own values there: DeepSpeed's ``MOELayer`` keeps the last forward's
+    ``l_aux`` (the load-balancing loss a training step adds) and ``exp_counts``, AutoEP's MoE layer
+    adds every forward's token counts into its ``tokens_per_expert`` buffer. Inside
+    :func:`probe_state_guard` every listed attribute of every instance is saved before the probe and
+    put back after it: rebound attributes get their old object back (the very tensor in the
+    training graph), a tensor changed in place (its version counter moved) gets its old values.
+
+    Args:
+        module_class: the module class (subclasses included).
+        attributes: attribute names; ones an instance lacks are skipped (and removed again if the
+            probe created them).
+
+    Example:
+        >>> class Gate(nn.Module):
+        ...     def forward(self, x):
+        ...         self.aux = x.sum()
+        ...         return x
+        >>> register_probe_state(Gate, "aux")
+        >>> gate = Gate(); _ = gate(torch.ones(2)); before = gate.aux
+        >>> with probe_state_guard(gate):
+        ...     _ = gate(torch.zeros(2))
+        >>> gate.aux is before
+        True
+    """
+    if not (isinstance(module_class, type) and issubclass(module_class, nn.Module)):
+        raise ConfigError(f"register_probe_state needs an nn.Module subclass, got {module_class!r}")
+    if not attributes or not all(isinstance(a, str) and a for a in attributes):
+        raise ConfigError(f"register_probe_state needs attribute names, got {attributes!r}")
+    known = _PROBE_STATE.get(module_class, ())
+    _PROBE_STATE[module_class] = known + tuple(a for a in attributes if a not in known)
+
+
+def _state_attributes(module: nn.Module) -> tuple[str, ...]:
+    names: list[str] = []
     for cls in type(module).__mro__:
-        if cls in _REGISTRY:
-            return _WEIGHT_FNS.get(cls)
-    return None
+        names += [a for a in _PROBE_STATE.get(cls, ()) if a not in names]
+    return tuple(names)
+
+
+@contextlib.contextmanager
+def probe_state_guard(model: nn.Module) -> Iterator[None]:
+    """Save the :func:`register_probe_state` attributes of ``model``'s modules; restore them on exit.
+
+    Restores on errors too. Costs nothing for a model without such modules; no host sync.
+
+    Example:
+        >>> with probe_state_guard(nn.Linear(2, 2)):   # nothing registered: a no-op
+        ...     pass
+    """
+    from .deepspeed_moe import register_if_imported
+
+    register_if_imported()
+    saved: list[tuple[nn.Module, str, Any, Any, int]] = []
+    if _PROBE_STATE:
+        for module in model.modules():
+            for name in _state_attributes(module):
+                value = module.__dict__.get(name, _MISSING)
+                if value is _MISSING:
+                    value = getattr(module, name, _MISSING)  # parameters and buffers live in _buffers
+                if isinstance(value, torch.Tensor):
+                    saved.append((module, name, value, value.detach().clone(), value._version))
+                else:
+                    saved.append((module, name, value, None, 0))
+    try:
+        yield
+    finally:
+        for module, name, value, copy, version in reversed(saved):
+            if value is _MISSING:
+                if name in module.__dict__:
+                    delattr(module, name)
+                continue
+            if copy is not None and value._version != version:
+                with torch.no_grad():
+                    value.copy_(copy)  # changed in place by the probe (a counting buffer)
+            if getattr(module, name, _MISSING) is not value:
+                setattr(module, name, value)
+
+
+_LOADED: dict[str, Callable] = {}
+
+
+def _load_declared(extractor_path: str, kind: str) -> tuple[Callable, RouterKind]:
+    """The extractor ``"module:function"`` of a router declared by name (imported once)."""
+    fn = _LOADED.get(extractor_path)
+    if fn is None:
+        module_name, _, attr = extractor_path.partition(":")
+        fn = getattr(importlib.import_module(module_name), attr)
+        _LOADED[extractor_path] = fn
+    return fn, kind  # type: ignore[return-value]

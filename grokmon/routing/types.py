@@ -33,13 +33,19 @@ class RouterOutput:
     * ``expert_ids [T, k]`` int64, each row ordered by weight, largest first;
     * ``weights [T, k]`` float32, divided by their per-token sum (rows sum to 1);
     * ``logits [T, E]`` as the router produced them, or ``None`` when it gives none;
-    * ``num_experts`` ``E``.
+    * ``num_experts`` ``E``;
+    * ``routed [T, k]`` bool, or ``None`` (every slot routed): ``False`` marks a slot the block did
+      not dispatch (a token dropped by an expert's capacity limit, DeepSpeed's ``-1``). Such a slot
+      holds a placeholder id in ``[0, E)`` and weight 0; the capture counts it nowhere (no weight,
+      no expert load, ``-1`` in per-token ids). A token whose every slot was dropped has weights 0
+      (its row sums to 0, not 1): it reached no expert.
     """
 
     expert_ids: torch.Tensor
     weights: torch.Tensor
     logits: torch.Tensor | None
     num_experts: int
+    routed: torch.Tensor | None = None
 
 
 Extractor = Callable[[nn.Module, tuple, Any], RouterOutput]
@@ -53,7 +59,6 @@ class RouterSite:
     index parsed from it, ``kind`` ``"mlp"`` or ``"attention"`` (JetMoe's mixture-of-attention
     router), ``extractor(module, args, output) -> RouterOutput``. ``num_experts`` is read from the
     module's attributes when it has them (``None`` otherwise; the captured output is authoritative).
-    ``weight_fn(module)``, when registered, returns the ``[E, H]`` router weight rows.
     """
 
     name: str
@@ -62,23 +67,26 @@ class RouterSite:
     module: nn.Module
     extractor: Extractor
     num_experts: int | None = None
-    weight_fn: Callable[[nn.Module], torch.Tensor | None] | None = None
 
     def router_weight(self) -> torch.Tensor | None:
         """The router's ``[E, H]`` weight rows (expert embeddings), detached; ``None`` if not found.
 
         The 2-D parameter whose first dimension is the expert count (``router.layer.weight`` for
         DBRX, ``layer.weight`` for JetMoe, ``.weight`` for linear routers); without a known expert
-        count, the first 2-D parameter. A ``weight_fn`` registered with the router class decides
-        instead (OLMo-core keeps them flat, ``(E*H,)``).
+        count, the first 2-D parameter. Else a flat ``weight`` of ``E * d_model`` values, viewed as
+        ``[E, d_model]`` (OLMo-core keeps its router weight flat so that FSDP can shard it; read inside
+        the forward, where it is whole).
         """
-        if self.weight_fn is not None:
-            w = self.weight_fn(self.module)
-            return None if w is None else w.detach()
         matrices = [p for _, p in self.module.named_parameters() if p.dim() == 2]
         if self.num_experts is not None:
             matrices = [p for p in matrices if p.shape[0] == self.num_experts]
-        return matrices[0].detach() if matrices else None
+        if matrices:
+            return matrices[0].detach()
+        flat, hidden = getattr(self.module, "weight", None), getattr(self.module, "d_model", None)
+        if (isinstance(flat, torch.Tensor) and flat.dim() == 1 and isinstance(hidden, int) and self.num_experts
+                and flat.numel() == self.num_experts * hidden):
+            return flat.detach().view(self.num_experts, hidden)
+        return None
 
 
 def canonical_name(name: str) -> str:

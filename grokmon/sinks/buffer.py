@@ -1,7 +1,8 @@
 """BufferSink: keep what the monitor logs until its host (a training framework) forwards it.
 
-The monitor writes its sinks from the training thread only (at ``step`` / ``poll`` / ``flush``), so
-an adapter drains this sink right after each of those calls and hands the values, with their probe
+The monitor calls an ``inline`` sink like this one from the training thread (at ``step`` / ``poll``
+/ ``flush``; other sinks have threads of their own), so an adapter drains this sink right after each
+of those calls and hands the values, with their probe
 step, to the framework's own logging (``trainer.log``, ``log_history``, Lightning's loggers).
 
 Example:
@@ -22,6 +23,8 @@ __all__ = ["BufferSink"]
 
 class BufferSink(Sink):
     """Holds ``(step, metrics)`` pairs, values as floats, until :meth:`drain` takes them (oldest first)."""
+
+    inline = True  # in memory, drained on the training thread: called there directly (grokmon.delivery)
 
     def __init__(self, name: str = "buffer") -> None:
         self.name = name

@@ -22,6 +22,11 @@ keep the file free of duplicate or backwards steps across restarts. A half-writt
 (a crash mid-write) is removed on open. ``ordered=False`` turns the forward-only rule off (``grokmon
 scan`` records checkpoints in the order it is given them).
 
+One writer per file: the sink holds an exclusive lock (``<file>.lock``, released when it closes or
+its process ends), so a second sink on the same file, in this process or another, raises a
+:class:`~grokmon.errors.SinkError` naming the holder instead of mixing two runs' steps into one
+record (a monitor with the default path moves to ``grokmon.2.jsonl`` instead, with a warning).
+
 Write errors never lose a record and never leave half a line: each line goes to the file in one
 ``os.write`` on an ``O_APPEND`` descriptor, and a write that fails (a full disk, a hung or
 read-only filesystem) is cut back to the last whole line. The line is kept in memory, in order,
@@ -42,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import math
 import os
@@ -120,6 +126,36 @@ def unprefixed(metrics: Mapping[str, float | None]) -> dict[str, float]:
     return {(k[len(PREFIX):] if k.startswith(PREFIX) else k): (math.nan if v is None else v) for k, v in metrics.items()}
 
 
+def _lock(path: Path) -> Any:
+    """Hold ``<path>.lock`` exclusively (a file object: closing it, or the process ending, releases it)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - no flock (Windows): one writer per file is up to the user
+        return contextlib.nullcontext()
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        handle = open(lock_path, "a+")
+    except OSError as error:
+        raise SinkError(f"cannot create the lock file {lock_path} of the JSONL record ({error}): pass a path in a "
+                        "writable folder (jsonl=... / output_dir=...), or jsonl=False") from None
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        error = SinkError(f"{path} is already being written by another grokmon monitor or sink (process {holder}): "
+                          "two runs would mix their steps in one record. Give each run its own output_dir (or "
+                          "jsonl= path), or close the other monitor first")
+        error.in_use = True  # type: ignore[attr-defined]
+        raise error from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
 class JsonlSink(Sink):
     """Append probe metrics and alerts to a JSON-lines file (see module doc for format and resume)."""
 
@@ -139,6 +175,8 @@ class JsonlSink(Sink):
         self.max_pending = max_pending
         self._pending: collections.deque[bytes] = collections.deque()
         self._warned_write = False
+        self._fd: int | None = None
+        self._lock = _lock(self.path)
         records: list[dict] = []
         if self.path.exists():
             records, damaged = _parse(self.path)
@@ -151,8 +189,9 @@ class JsonlSink(Sink):
         steps = [r["step"] for r in records if "metrics" in r and r.get("step") is not None]
         self.last_step: int | None = max(steps) if steps else None
         try:
-            self._fd: int | None = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as error:
+            self._lock.close()
             raise SinkError(f"cannot open the JSONL record {self.path} for writing ({error}): pass a path in a "
                             "writable folder (jsonl=... / output_dir=...), or jsonl=False") from None
 
@@ -246,6 +285,7 @@ class JsonlSink(Sink):
             self._pending.clear()
         os.close(self._fd)
         self._fd = None
+        self._lock.close()
 
     def __repr__(self) -> str:
         return f"JsonlSink({str(self.path)!r}, last_step={self.last_step})"

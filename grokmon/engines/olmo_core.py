@@ -1,7 +1,8 @@
 """Read OLMo-core's MoE routers (``olmo_core.nn.moe.router.MoERouter``, ai2-olmo-core 3.x).
 
-Imported by :func:`grokmon.routing.registry.load_engine_readers` only once ``olmo_core`` itself has
-been imported (a model built from an OLMo-core config): grokmon never imports OLMo-core on its own.
+Declared by class path in :mod:`grokmon.engines` (``olmo_core.nn.moe.router.MoERouter``, subclasses
+included): this module is imported the first time :func:`grokmon.routing.find_routers` meets such a
+router, and imports only torch and grokmon, never OLMo-core.
 
 Where the router sits: ``blocks.{i}.feed_forward_moe.router`` of a ``MoETransformer``; its
 ``forward(x)`` returns ``(expert_weights [B, S, k], expert_indices [B, S, k],
@@ -14,14 +15,15 @@ batch_size_per_expert [E], aux_loss | None)``. What grokmon keeps of one call:
   their p-norm when ``normalize_expert_weights`` is set), sorted and divided by their sum.
 * ``logits``: the router's own ``get_expert_logits(x)`` (``x @ W.view(E, D).T``, before gating and
   before ``score_bias``), ``[T, E]``.
-* router weight rows (pathway consistency): ``weight.view(E, D)``.
+* router weight rows (pathway consistency): ``weight.view(E, D)``, by
+  :meth:`grokmon.routing.RouterSite.router_weight` (a flat ``weight`` of ``E * d_model`` values).
 
 Example:
     >>> import torch                                                     # doctest: +SKIP
     >>> from olmo_core.nn.moe.router import MoELinearRouter              # doctest: +SKIP
     >>> r = MoELinearRouter(d_model=8, num_experts=4, top_k=2)           # doctest: +SKIP
     >>> x = torch.randn(2, 3, 8)                                          # doctest: +SKIP
-    >>> read_moe_router(r, (x,), r(x)).expert_ids.shape                   # doctest: +SKIP
+    >>> read_router(r, (x,), r(x)).expert_ids.shape                       # doctest: +SKIP
     torch.Size([6, 2])
 """
 
@@ -33,20 +35,13 @@ import torch
 from torch import nn
 
 from ..errors import RoutingError
-from .extract import finish
-from .registry import register_router
-from .types import RouterOutput
+from ..routing.extract import finish
+from ..routing.types import RouterOutput
 
-__all__ = ["read_moe_router", "router_weight_rows"]
-
-
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """A DTensor (tensor parallelism: the router weight is replicated) as a full plain tensor."""
-    full = getattr(t, "full_tensor", None)
-    return full() if callable(full) else t
+__all__ = ["read_router"]
 
 
-def read_moe_router(module: nn.Module, args: tuple, output: Any) -> RouterOutput:
+def read_router(module: nn.Module, args: tuple, output: Any) -> RouterOutput:
     """One ``MoERouter.forward`` call as a :class:`RouterOutput` (``T = B * S`` rows).
 
     Raises:
@@ -66,28 +61,3 @@ def read_moe_router(module: nn.Module, args: tuple, output: Any) -> RouterOutput
     if args and isinstance(args[0], torch.Tensor) and callable(get_logits):
         logits = get_logits(args[0]).float().flatten(0, -2)  # under no_grad in the probe
     return finish(ids.flatten(0, -2), weights.flatten(0, -2), logits, num_experts)
-
-
-def router_weight_rows(module: nn.Module) -> torch.Tensor | None:
-    """The router's ``[E, D]`` weight rows: OLMo-core stores them flat, ``(E * D,)``."""
-    w = getattr(module, "weight", None)
-    if not isinstance(w, torch.Tensor):
-        return None
-    w = _local(w)
-    e, d = int(module.num_experts), int(getattr(module, "d_model", 0) or w.numel() // max(1, module.num_experts))
-    if w.numel() != e * d:  # a sharded weight outside the forward: no rows to read
-        return None
-    return w.view(e, d)
-
-
-def _register() -> None:
-    from olmo_core.nn.moe.router import MoERouter
-
-    from .registry import _REGISTRY
-
-    if MoERouter in _REGISTRY:
-        return  # the user registered a reader of their own: theirs wins
-    register_router(MoERouter, read_moe_router, weight_fn=router_weight_rows)
-
-
-_register()

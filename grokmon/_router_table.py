@@ -1,0 +1,45 @@
+"""Router classes named by their dotted path, read by an extractor named the same way.
+
+Training engines (torchtitan, Megatron-core) are optional: grokmon must import without them, and
+must not import them just to find out whether a model uses them. So an engine's router class is
+declared here by *name* (``"package.module.Class"``, matched against ``type(m).__module__`` and
+``__qualname__``), with the extractor as ``"module:function"``. Nothing is imported until
+:func:`grokmon.routing.find_routers` meets an instance of the class, and then only the extractor's
+module (which itself imports only torch and grokmon).
+
+This module imports nothing heavy (no torch), so the package root can fill the table on
+``import grokmon``; the routing package reads it. Engines declare themselves in
+``grokmon/engines/__init__.py``; the core never names them.
+
+Example:
+    >>> declare_router("mypkg.moe.MyRouter", "mypkg.grokmon_support:read_router")
+    >>> lookup("mypkg.moe.MyRouter")
+    ('mypkg.grokmon_support:read_router', 'mlp')
+    >>> lookup("mypkg.moe.Other") is None
+    True
+"""
+
+from __future__ import annotations
+
+_NAMED: dict[str, tuple[str, str]] = {}
+
+
+def declare_router(class_path: str, extractor_path: str, kind: str = "mlp") -> None:
+    """Declare the router class ``class_path`` (``"pkg.module.Class"``), read by ``extractor_path``.
+
+    ``extractor_path`` is ``"module:function"``; the function has the extractor signature of
+    :func:`grokmon.routing.register_router` and is imported on first use. A class registered with
+    ``register_router`` (by class object) takes precedence over a declaration here.
+    """
+    if not (isinstance(class_path, str) and "." in class_path):
+        raise ValueError(f"class_path must be 'package.module.Class', got {class_path!r}")
+    if not (isinstance(extractor_path, str) and extractor_path.count(":") == 1):
+        raise ValueError(f"extractor_path must be 'module:function', got {extractor_path!r}")
+    if kind not in ("mlp", "attention"):
+        raise ValueError(f"kind must be 'mlp' or 'attention', got {kind!r}")
+    _NAMED[class_path] = (extractor_path, kind)
+
+
+def lookup(class_path: str) -> tuple[str, str] | None:
+    """``(extractor_path, kind)`` declared for ``class_path``, or ``None``."""
+    return _NAMED.get(class_path)
