@@ -161,6 +161,23 @@ def test_router_capture_matches_hand_reference(variant: dict) -> None:
 
 
 @needs_olmo_core
+def test_config_copies_keep_the_monitor(tmp_path) -> None:
+    """TrainerConfig.with_callback deep-copies the callbacks already added: the monitor stays the user's."""
+    from olmo_core.train import TrainerConfig
+    from olmo_core.train.callbacks import GarbageCollectorCallback
+
+    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon.integrations import GrokmonCallback
+
+    with GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (4, 8))), every=2,
+                         output_dir=str(tmp_path)) as monitor:  # holds its JSONL record open: not copyable
+        callback = GrokmonCallback(monitor)
+        config = TrainerConfig(save_folder=str(tmp_path / "ckpt")).with_callback("grokmon", callback)
+        config = config.with_callback("gc", GarbageCollectorCallback())
+        assert config.callbacks["grokmon"] is callback and callback.monitor is monitor
+
+
+@needs_olmo_core
 def test_callback_needs_a_monitor() -> None:
     from grokmon.errors import ConfigError
     from grokmon.integrations import GrokmonCallback

@@ -1,7 +1,9 @@
 """GrokmonCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside an OLMo-core ``Trainer``.
 
 An OLMo-core ``Callback`` (a dataclass), attached with ``TrainerConfig(...).with_callback("grokmon",
-GrokmonCallback(monitor))`` or ``trainer.add_callback(...)``. Per trainer event:
+GrokmonCallback(monitor))`` or ``trainer.add_callback(...)``. It is never copied: ``with_callback``
+deep-copies the callbacks already in the config, and each copy keeps this one instance, so the
+trainer drives the monitor you hold. Per trainer event:
 
 * ``pre_train``: the probe batch is lowered to what the MoE layers accept per forward
   (capacity-based experts are sized for ``rank_microbatch_size`` tokens), then a baseline probe at
@@ -196,6 +198,11 @@ def _build_class() -> type:
             if state_dict and "monitor_state" in state_dict:
                 self.monitor.load_state_dict(dict(state_dict["monitor_state"]))
                 self._restored = True
+
+        def __deepcopy__(self, memo: dict) -> GrokmonCallback:
+            # TrainerConfig.with_callback(s) deep-copies the callbacks already added: a copy would
+            # drive a second monitor (or fail on its open JSONL record), not the one the user holds
+            return self
 
         def __repr__(self) -> str:
             return f"GrokmonCallback(monitor={self.monitor!r})"
