@@ -64,6 +64,39 @@ def test_missing_olmo_core_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     importlib.import_module("grokmon.routing")
 
 
+def test_reader_and_flat_weight_rows_without_olmo_core() -> None:
+    """The router is declared by class path, and its reader works on a hand-made output (no OLMo-core)."""
+    import grokmon  # noqa: F401  - declares the engines' routers
+    from grokmon import _router_table
+    from grokmon.engines.olmo_core import read_router
+    from grokmon.routing import RouterSite
+
+    assert _router_table.lookup("olmo_core.nn.moe.router.MoERouter") == ("grokmon.engines.olmo_core:read_router",
+                                                                         "mlp")
+
+    class FlatRouter(nn.Module):  # OLMo-core's contract: flat (E * d_model,) weight, (weights, ids, counts, aux)
+        num_experts, d_model = 3, 2
+
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.arange(6.0))
+
+        def get_expert_logits(self, x):
+            return x @ self.weight.view(3, 2).T
+
+    router = FlatRouter()
+    x = torch.tensor([[[1.0, -1.0], [0.5, 2.0]]])                     # B=1, S=2, D=2
+    weights = torch.tensor([[[0.2, 0.6], [0.3, 0.1]]])                 # chosen scores, not ordered
+    ids = torch.tensor([[[0, 2], [1, 0]]])
+    out = read_router(router, (x,), (weights, ids, torch.tensor([2, 1, 1]), None))
+    assert out.expert_ids.tolist() == [[2, 0], [1, 0]]                # as given, ordered by weight
+    torch.testing.assert_close(out.weights, torch.tensor([[0.75, 0.25], [0.75, 0.25]]))
+    torch.testing.assert_close(out.logits, torch.tensor([[-1.0, -1.0, -1.0], [2.0, 7.0, 12.0]]))
+    site = RouterSite(name="blocks.0.feed_forward_moe.router", layer=0, kind="mlp", module=router,
+                      extractor=read_router, num_experts=3)
+    torch.testing.assert_close(site.router_weight(), torch.arange(6.0).view(3, 2))
+
+
 # ------------------------------------------------------------------------------------ router capture
 class RouterStack(nn.Module):
     """Embeddings, then one OLMo-core router per layer; ``x`` moves on by ``x + tanh(x)`` (known here)."""
