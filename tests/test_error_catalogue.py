@@ -320,6 +320,15 @@ def _(tmp, mp):
     capture_custom(RouterModel(), routed_one_column)
 
 
+@case("routing-extractor-no-expert-per-token", RoutingError, "reported 4 experts and 0 per token: its extractor must "
+      "return expert_ids [tokens, k] with k >= 1 and num_experts >= 1")
+def _(tmp, mp):
+    def no_slot(module, args, out):
+        rows = out.shape[0]
+        return RouterOutput(torch.zeros(rows, 0, dtype=torch.long), torch.zeros(rows, 0), None, 4)
+
+    capture_custom(RouterModel(), no_slot)
+
 @case("routing-deepspeed-gate-output", RoutingError, "DeepSpeed TopKGate returned ...: expected the 7-tuple of "
       "sparse_routes=True ... This DeepSpeed release changed the gate: register an extractor with "
       "grokmon.routing.register_router(TopKGate, extractor)")
