@@ -24,18 +24,9 @@ import warnings
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
-from transformers import OlmoeConfig, OlmoeForCausalLM  # noqa: E402
+from overhead import build  # noqa: E402  (the same model as the overhead benchmark; benchmarks/ is on sys.path)
 
 from grokmon import CallbackSink, GrokkingMonitor, ProbeSet  # noqa: E402
-
-
-def build(args: argparse.Namespace) -> OlmoeForCausalLM:
-    torch.manual_seed(0)
-    config = OlmoeConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden,
-                         num_hidden_layers=args.layers, num_attention_heads=4, num_key_value_heads=4,
-                         num_experts=args.experts, num_experts_per_tok=args.top_k, max_position_embeddings=512,
-                         pad_token_id=0, eos_token_id=1, bos_token_id=None)
-    return OlmoeForCausalLM(config)
 
 
 def run(args: argparse.Namespace, probe: ProbeSet, batch: torch.Tensor, blocked: bool) -> tuple[list, list, list]:
@@ -77,6 +68,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--probe", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # the stall warning, once per run
     g = torch.Generator().manual_seed(0)

@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+from .errors import ConfigError
+
 _NAMED: dict[str, tuple[str, str]] = {}
 
 
@@ -30,13 +32,19 @@ def declare_router(class_path: str, extractor_path: str, kind: str = "mlp") -> N
     ``extractor_path`` is ``"module:function"``; the function has the extractor signature of
     :func:`grokmon.routing.register_router` and is imported on first use. A class registered with
     ``register_router`` (by class object) takes precedence over a declaration here.
+
+    Raises:
+        ConfigError: (a ``ValueError``) a path of the wrong form, or a kind other than
+            ``"mlp"`` / ``"attention"``.
     """
     if not (isinstance(class_path, str) and "." in class_path):
-        raise ValueError(f"class_path must be 'package.module.Class', got {class_path!r}")
+        raise ConfigError(f"declare_router: class_path must be the router's dotted path 'package.module.Class', "
+                          f"got {class_path!r}")
     if not (isinstance(extractor_path, str) and extractor_path.count(":") == 1):
-        raise ValueError(f"extractor_path must be 'module:function', got {extractor_path!r}")
+        raise ConfigError(f"declare_router: extractor_path must be 'module:function' (one colon), "
+                          f"got {extractor_path!r}")
     if kind not in ("mlp", "attention"):
-        raise ValueError(f"kind must be 'mlp' or 'attention', got {kind!r}")
+        raise ConfigError(f"declare_router: kind must be 'mlp' or 'attention', got {kind!r}")
     _NAMED[class_path] = (extractor_path, kind)
 
 

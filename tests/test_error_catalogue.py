@@ -309,6 +309,60 @@ def _(tmp, mp):
     capture_pathways(RouterModel(), ids(2, 4), torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]))
 
 
+@case("routing-extractor-routed-shape", RoutingError, "its extractor returned routed ... for expert_ids ...: routed "
+      "must be a bool mask shaped like the ids, or None")
+def _(tmp, mp):
+    def routed_one_column(module, args, out):
+        rows = out.shape[0]
+        return RouterOutput(torch.zeros(rows, 2, dtype=torch.long), torch.full((rows, 2), 0.5), None, 4,
+                            routed=torch.ones(rows, 1, dtype=torch.bool))
+
+    capture_custom(RouterModel(), routed_one_column)
+
+
+@case("routing-extractor-no-expert-per-token", RoutingError, "reported 4 experts and 0 per token: its extractor must "
+      "return expert_ids [tokens, k] with k >= 1 and num_experts >= 1")
+def _(tmp, mp):
+    def no_slot(module, args, out):
+        rows = out.shape[0]
+        return RouterOutput(torch.zeros(rows, 0, dtype=torch.long), torch.zeros(rows, 0), None, 4)
+
+    capture_custom(RouterModel(), no_slot)
+
+@case("routing-deepspeed-gate-output", RoutingError, "DeepSpeed TopKGate returned ...: expected the 7-tuple of "
+      "sparse_routes=True ... This DeepSpeed release changed the gate: register an extractor with "
+      "grokmon.routing.register_router(TopKGate, extractor)")
+def _(tmp, mp):
+    from grokmon.routing.deepspeed_moe import read_topk_gate  # reads a gate's output; DeepSpeed not needed
+
+    read_topk_gate(None, (), (torch.tensor(0.0), torch.zeros(4, 2)))
+
+
+@case("routing-deepspeed-gate-shapes", RoutingError, "DeepSpeed TopKGate returned indices ... and gates ...: expected "
+      "both [k, tokens]. This DeepSpeed release changed the gate: register an extractor with")
+def _(tmp, mp):
+    from grokmon.routing.deepspeed_moe import read_topk_gate
+
+    indices = torch.tensor([2, 0, 1], dtype=torch.int32)  # 1-D: not the [k, S] of sparse_routes=True
+    read_topk_gate(None, (), (torch.tensor(0.0), 4, 4, indices, torch.zeros_like(indices), torch.ones(3), None))
+
+
+@case("routing-probe-state-not-module", ConfigError, "register_probe_state needs an nn.Module subclass (the class, not "
+      "an instance), got ...: register_probe_state(ModuleClass, 'attribute', ...)")
+def _(tmp, mp):
+    from grokmon.routing import register_probe_state
+
+    register_probe_state(Gate(), "aux")
+
+
+@case("routing-probe-state-no-attributes", ConfigError, "register_probe_state needs one or more attribute names "
+      "(non-empty strings), got (): pass them after the class")
+def _(tmp, mp):
+    from grokmon.routing import register_probe_state
+
+    register_probe_state(Gate)
+
+
 # ---------------------------------------------------------------------------- probe
 
 
@@ -901,6 +955,220 @@ def _(tmp, mp):
         GrokmonLightningCallback(m, model="backbone").probe_model(nn.Module())
     finally:
         m.close()
+
+
+# ---------------------------------------------------------------------------- training engines
+# The engine readers are called on hand-made outputs, torchtitan's MetricsProcessor is a stand-in
+# module and Megatron's model chunks are plain modules: no case needs an engine installed.
+
+
+def titan_integration(mp: pytest.MonkeyPatch) -> Any:
+    """grokmon.integrations.torchtitan imported over a stand-in torchtitan.components.metrics (undone by ``mp``)."""
+    import dataclasses
+    import importlib
+    import types
+
+    import grokmon.integrations
+
+    @dataclasses.dataclass(kw_only=True, slots=True)
+    class Config:  # torchtitan's MetricsProcessor.Config, the one field grokmon reads
+        log_freq: int = 10
+
+    class MetricsProcessor:
+        def __init__(self, config: Any, **kwargs: Any) -> None:
+            self.config, self.model_parts = config, None
+
+        def log(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    MetricsProcessor.Config = Config  # type: ignore[attr-defined]
+    metrics = types.ModuleType("torchtitan.components.metrics")
+    metrics.MetricsProcessor = MetricsProcessor  # type: ignore[attr-defined]
+    for name in ("torchtitan", "torchtitan.components"):
+        mp.setitem(sys.modules, name, types.ModuleType(name))
+    mp.setitem(sys.modules, "torchtitan.components.metrics", metrics)
+    mp.setitem(sys.modules, "grokmon.integrations.torchtitan", None)  # undo restores the real one (or none)
+    del sys.modules["grokmon.integrations.torchtitan"]
+    mp.setattr(grokmon.integrations, "torchtitan", None, raising=False)
+    return importlib.import_module("grokmon.integrations.torchtitan")
+
+
+@case("engine-torchtitan-router-output", RoutingError, "torchtitan TokenChoiceTopKRouter: expected (topk_scores [B, L, "
+      "k], topk_expert_ids [B, L, k], scores [B, L, E]) as in torchtitan 0.3.0, got tuple of 2: for another torchtitan "
+      "version register a reader with grokmon.routing.register_router(TokenChoiceTopKRouter, fn)")
+def _(tmp, mp):
+    from grokmon.engines.torchtitan import read_router
+
+    scores = torch.rand(1, 2, 4)
+    read_router(None, (), (scores, scores.topk(2).indices))
+
+
+@case("engine-torchtitan-router-shapes", RoutingError, "torchtitan TokenChoiceTopKRouter: expected integer ids and "
+      "scores of one shape [B, L, k] and scores [B, L, E], got ids torch.float32 ...: for another torchtitan version "
+      "register a reader")
+def _(tmp, mp):
+    from grokmon.engines.torchtitan import read_router
+
+    scores = torch.rand(1, 2, 4)
+    top = scores.topk(2)
+    read_router(None, (), (top.values, top.indices.float(), scores))
+
+
+@case("engine-megatron-router-output", RoutingError, "Megatron TopKRouter: expected (probs [tokens, E], routing_map "
+      "[tokens, E]) as in megatron-core 0.16, got Tensor: for another version register a reader with "
+      "grokmon.routing.register_router(TopKRouter, fn)")
+def _(tmp, mp):
+    from grokmon.engines.megatron import read_router
+
+    read_router(None, (torch.zeros(2, 1, 4),), torch.rand(2, 3), top_k=2)
+
+
+@case("engine-megatron-router-shapes", RoutingError, "Megatron TopKRouter: expected float probs and a bool routing_map "
+      "of one [tokens, E] shape, got torch.float32 (2, 3) and torch.float32 (2, 3): for another version register")
+def _(tmp, mp):
+    from grokmon.engines.megatron import read_router
+
+    probs = torch.tensor([[0.7, 0.0, 0.3], [0.0, 1.0, 0.0]])
+    read_router(None, (torch.zeros(2, 1, 4),), (probs, (probs > 0).float()), top_k=2)
+
+
+@case("engine-megatron-router-input", RoutingError, "Megatron TopKRouter: its input must be hidden_states [seq, batch, "
+      "hidden] with seq * batch = 2 token rows, got (2, 4): grokmon needs seq and batch")
+def _(tmp, mp):
+    from grokmon.engines.megatron import read_router
+
+    probs = torch.tensor([[0.7, 0.0, 0.3], [0.0, 1.0, 0.0]])
+    read_router(None, (torch.zeros(2, 4),), (probs, probs > 0), top_k=2)
+
+
+@case("engine-megatron-top-k", RoutingError, "Megatron TopKRouter: top-k must be in [1, 3], got None (the router's "
+      ".topk, from moe_router_topk): set moe_router_topk to the experts per token, or pass read_router(..., top_k=k)")
+def _(tmp, mp):
+    from grokmon.engines.megatron import read_router
+
+    probs = torch.tensor([[0.7, 0.0, 0.3], [0.0, 1.0, 0.0]])
+    read_router(nn.Linear(4, 3), (torch.zeros(2, 1, 4),), (probs, probs > 0))  # a module without .topk
+
+
+@case("engine-declare-router-class-path", ConfigError, "declare_router: class_path must be the router's dotted path "
+      "'package.module.Class', got 'Gate'")
+def _(tmp, mp):
+    from grokmon._router_table import declare_router
+
+    declare_router("Gate", "mypkg.support:read_gate")
+
+
+@case("engine-declare-router-extractor-path", ConfigError, "declare_router: extractor_path must be 'module:function' "
+      "(one colon), got 'mypkg.support.read_gate'")
+def _(tmp, mp):
+    from grokmon._router_table import declare_router
+
+    declare_router("mypkg.moe.Gate", "mypkg.support.read_gate")
+
+
+@case("engine-declare-router-kind", ConfigError, "declare_router: kind must be 'mlp' or 'attention', got 'ffn'")
+def _(tmp, mp):
+    from grokmon._router_table import declare_router
+
+    declare_router("mypkg.moe.Gate", "mypkg.support:read_gate", kind="ffn")
+
+
+@case("engine-torchtitan-missing", ConfigError, "grokmon.integrations.torchtitan needs torchtitan (tested with 0.3.0), "
+      "which is not importable (...): pip install grokmon[torchtitan]")
+def _(tmp, mp):
+    import importlib
+
+    for name in [n for n in sys.modules if n == "torchtitan" or n.startswith("torchtitan.")]:
+        mp.setitem(sys.modules, name, None)  # a None entry makes the import fail
+    mp.setitem(sys.modules, "torchtitan", None)
+    mp.delitem(sys.modules, "grokmon.integrations.torchtitan", raising=False)
+    importlib.import_module("grokmon.integrations.torchtitan")
+
+
+@case("engine-torchtitan-not-a-monitor", ConfigError, "GrokkingMetricsProcessor needs a GrokkingMonitor, got str: pass "
+      "monitor=GrokkingMonitor(probe, every=...), or leave monitor out and set Config(grokmon_probe='probe.pt')")
+def _(tmp, mp):
+    titan = titan_integration(mp)
+    titan.GrokkingMetricsProcessor(titan.GrokkingMetricsProcessor.Config(log_freq=10), monitor="monitor")
+
+
+@case("engine-torchtitan-log-freq", ConfigError, "grokmon probes every 5 steps but torchtitan calls the metrics "
+      "processor only every log_freq=10 steps: make every a multiple of log_freq (e.g. 10)")
+def _(tmp, mp):
+    titan = titan_integration(mp)
+    with monitor(every=5) as m:
+        titan.GrokkingMetricsProcessor(titan.GrokkingMetricsProcessor.Config(log_freq=10), monitor=m)
+
+
+@case("engine-torchtitan-no-probe", ConfigError, "GrokkingMetricsProcessor needs a probe: set "
+      "Config(grokmon_probe='probe.pt') (a ProbeSet saved with probe.save(path)) or pass monitor=GrokkingMonitor(...)")
+def _(tmp, mp):
+    titan = titan_integration(mp)
+    titan.GrokkingMetricsProcessor(titan.GrokkingMetricsProcessor.Config(log_freq=10))
+
+
+@case("engine-torchtitan-no-model-parts", RuntimeWarning, "grokmon: not probing: model_parts is not set (the "
+      "torchtitan Trainer sets it after building the model): outside the Trainer, set processor.model_parts = [model]")
+def _(tmp, mp):
+    titan = titan_integration(mp)
+    processor = titan.GrokkingMetricsProcessor(titan.GrokkingMetricsProcessor.Config(log_freq=2),
+                                               monitor=monitor(every=2))
+    try:
+        assert processor.probe_step(2) == []
+    finally:
+        processor.close()
+
+
+@case("engine-torchtitan-pipeline-parallel", RuntimeWarning, "grokmon: not probing: there are 2 model parts (pipeline "
+      "parallelism: each stage holds only its own routers); grokmon probes a model in one part: train without "
+      "pipeline parallelism to probe")
+def _(tmp, mp):
+    titan = titan_integration(mp)
+    processor = titan.GrokkingMetricsProcessor(titan.GrokkingMetricsProcessor.Config(log_freq=2),
+                                               monitor=monitor(every=2))
+    processor.model_parts = [RouterModel(), RouterModel()]  # two pipeline stages
+    try:
+        assert processor.probe_step(2) == []
+    finally:
+        processor.close()
+
+
+@case("engine-megatron-probe-model-not-module", ConfigError, "MegatronProbeModel needs the Megatron model chunk (an "
+      "nn.Module), got list: pass one chunk, e.g. MegatronProbeModel(model[0])")
+def _(tmp, mp):
+    from grokmon.integrations.megatron import MegatronProbeModel  # imports no Megatron
+
+    MegatronProbeModel([RouterModel()])  # the list of chunks get_model returns
+
+
+@case("engine-megatron-bridge-not-a-monitor", ConfigError, "GrokkingBridgeCallback needs a GrokkingMonitor, got str: "
+      "pass GrokkingBridgeCallback(monitor)")
+def _(tmp, mp):
+    from grokmon.integrations.megatron import GrokkingBridgeCallback
+
+    GrokkingBridgeCallback("monitor")
+
+
+@case("engine-megatron-bridge-pipeline-parallel", RuntimeWarning, "grokmon: not probing: 2 model chunks (pipeline "
+      "parallelism: each holds only its own layers' routers); grokmon probes a model in one chunk: train without "
+      "pipeline parallelism to probe")
+def _(tmp, mp):
+    import types
+
+    from grokmon.integrations.megatron import GrokkingBridgeCallback
+
+    callback = GrokkingBridgeCallback(monitor(every=1))
+    # shaped like Bridge's callback context: two pipeline chunks
+    context = types.SimpleNamespace(model=[RouterModel(), RouterModel()],
+                                    state=types.SimpleNamespace(train_state=types.SimpleNamespace(step=0)))
+    try:
+        callback.on_train_step_end(context)
+    finally:
+        callback.on_train_end(context)
+    assert callback.monitor.history == []
 
 
 # ---------------------------------------------------------------------------- metric configuration

@@ -83,7 +83,8 @@ def read_router(module: nn.Module | None, args: tuple, output: Any, *, top_k: in
     if probs.dim() != 2 or routing_map.shape != probs.shape or routing_map.dtype != torch.bool:
         raise RoutingError(
             f"Megatron TopKRouter: expected float probs and a bool routing_map of one [tokens, E] shape, got "
-            f"{probs.dtype} {tuple(probs.shape)} and {routing_map.dtype} {tuple(routing_map.shape)}"
+            f"{probs.dtype} {tuple(probs.shape)} and {routing_map.dtype} {tuple(routing_map.shape)}: for another "
+            "version register a reader with grokmon.routing.register_router(TopKRouter, fn)"
         )
     hidden = args[0] if args else None
     tokens, num_experts = probs.shape
@@ -97,7 +98,8 @@ def read_router(module: nn.Module | None, args: tuple, output: Any, *, top_k: in
     k = top_k if top_k is not None else getattr(module, "topk", None)
     if not isinstance(k, int) or not 1 <= k <= num_experts:
         raise RoutingError(f"Megatron TopKRouter: top-k must be in [1, {num_experts}], got {k!r} "
-                           "(the router's .topk, from moe_router_topk)")
+                           "(the router's .topk, from moe_router_topk): set moe_router_topk to the experts per "
+                           "token, or pass read_router(..., top_k=k)")
     w_all = probs.float()
     # the marked experts first, by weight; unmarked ones (dropped slots) after them, at weight 0
     key = w_all.masked_fill(~routing_map, float("-inf"))

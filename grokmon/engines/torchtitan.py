@@ -86,7 +86,8 @@ def read_router(module: nn.Module | None, args: tuple, output: Any) -> RouterOut
         raise RoutingError(
             f"torchtitan TokenChoiceTopKRouter: expected integer ids and scores of one shape [B, L, k] and scores "
             f"[B, L, E], got ids {ids.dtype} {tuple(ids.shape)}, top-k scores {tuple(topk_scores.shape)}, "
-            f"scores {tuple(scores.shape)}"
+            f"scores {tuple(scores.shape)}: for another torchtitan version register a reader with "
+            "grokmon.routing.register_router(TokenChoiceTopKRouter, fn)"
         )
     k, num_experts = ids.shape[-1], scores.shape[-1]
     return finish(ids.reshape(-1, k), topk_scores.reshape(-1, k), scores.reshape(-1, num_experts), num_experts)

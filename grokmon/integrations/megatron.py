@@ -78,7 +78,8 @@ class MegatronProbeModel(nn.Module):
         super().__init__()
         if not isinstance(model, nn.Module):
             raise ConfigError(f"MegatronProbeModel needs the Megatron model chunk (an nn.Module), got "
-                              f"{type(model).__name__}")
+                              f"{type(model).__name__}: pass one chunk, e.g. MegatronProbeModel(model[0]) for "
+                              "the list that Megatron's get_model returns")
         self.model = model
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor | None:
@@ -142,7 +143,8 @@ class GrokkingBridgeCallback(MonitorAdapter):
             if not self._warned:
                 self._warned = True
                 warnings.warn(f"grokmon: not probing: {len(chunks)} model chunks (pipeline parallelism: each holds "
-                              "only its own layers' routers)", RuntimeWarning, stacklevel=3)
+                              "only its own layers' routers); grokmon probes a model in one chunk: train without "
+                              "pipeline parallelism to probe", RuntimeWarning, stacklevel=3)
             return None
         if self._wrapped is None or self._wrapped[0] != id(chunks[0]):
             self._wrapped = (id(chunks[0]), self._wrap(chunks[0]))

@@ -100,7 +100,9 @@ class GrokkingMetricsProcessor(MonitorAdapter, MetricsProcessor):
         if monitor is None:
             monitor = _monitor_from(config)
         if not is_monitor(monitor):
-            raise ConfigError(f"GrokkingMetricsProcessor needs a GrokkingMonitor, got {type(monitor).__name__}")
+            raise ConfigError(f"GrokkingMetricsProcessor needs a GrokkingMonitor, got {type(monitor).__name__}: pass "
+                              "monitor=GrokkingMonitor(probe, every=...), or leave monitor out and set "
+                              "Config(grokmon_probe='probe.pt')")
         self._attach(monitor, who="GrokkingMetricsProcessor")
         log_freq = config.log_freq
         if monitor.every % log_freq:
@@ -151,8 +153,10 @@ class GrokkingMetricsProcessor(MonitorAdapter, MetricsProcessor):
             return parts[0]
         if not self._warned_parts:
             self._warned_parts = True
-            why = ("model_parts is not set (the torchtitan Trainer sets it after building the model)" if not parts else
-                   f"there are {len(parts)} model parts (pipeline parallelism: each stage holds only its own routers)")
+            why = ("model_parts is not set (the torchtitan Trainer sets it after building the model): outside the "
+                   "Trainer, set processor.model_parts = [model] before log()" if not parts else
+                   f"there are {len(parts)} model parts (pipeline parallelism: each stage holds only its own routers); "
+                   "grokmon probes a model in one part: train without pipeline parallelism to probe")
             warnings.warn(f"grokmon: not probing: {why}", RuntimeWarning, stacklevel=3)
         return None
 

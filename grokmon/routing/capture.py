@@ -424,7 +424,8 @@ def _accumulate(collector: _Collector, sites, shape, mask, b0, n, sums, counts, 
         e = max(out.num_experts, site.num_experts or 0, 0 if sums[i] is None else sums[i].shape[1])
         k = ids.shape[1]
         if e < 1 or k < 1:
-            raise RoutingError(f"router {site.name} (layer {site.layer}) reported {e} experts and {k} per token")
+            raise RoutingError(f"router {site.name} (layer {site.layer}) reported {e} experts and {k} per token: its "
+                               "extractor must return expert_ids [tokens, k] with k >= 1 and num_experts >= 1")
         # ids outside [0, E) are flagged on the device (reported at the probe's one host sync) and
         # clamped meanwhile, so the scatters below stay in bounds (on CUDA a bad index is fatal)
         collector.bad_ids[i] |= ((ids < 0) | (ids >= e)).any()

@@ -93,7 +93,9 @@ def read_topk_gate(module: nn.Module | None, args: tuple, output: Any) -> Router
         indices, gates, num_experts = output[3], output[5], int(output[2])
         if indices.dim() != 2 or gates.shape != indices.shape:
             raise RoutingError(f"DeepSpeed TopKGate returned indices {tuple(indices.shape)} and gates "
-                               f"{tuple(gates.shape)}: expected both [k, tokens]")
+                               f"{tuple(gates.shape)}: expected both [k, tokens]. This DeepSpeed release changed "
+                               "the gate: register an extractor with "
+                               "grokmon.routing.register_router(TopKGate, extractor)")
         ids, g = indices.t(), gates.t()
         return _sorted_routes(ids, g, ids >= 0, num_experts)
     if isinstance(output, (tuple, list)) and len(output) == 4 and isinstance(output[1], torch.Tensor) \

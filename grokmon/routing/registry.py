@@ -131,9 +131,12 @@ def register_probe_state(module_class: type[nn.Module], *attributes: str) -> Non
         True
     """
     if not (isinstance(module_class, type) and issubclass(module_class, nn.Module)):
-        raise ConfigError(f"register_probe_state needs an nn.Module subclass, got {module_class!r}")
+        raise ConfigError(f"register_probe_state needs an nn.Module subclass (the class, not an instance), got "
+                          f"{module_class!r}: register_probe_state(ModuleClass, 'attribute', ...)")
     if not attributes or not all(isinstance(a, str) and a for a in attributes):
-        raise ConfigError(f"register_probe_state needs attribute names, got {attributes!r}")
+        raise ConfigError(f"register_probe_state needs one or more attribute names (non-empty strings), got "
+                          f"{attributes!r}: pass them after the class, e.g. "
+                          "register_probe_state(MOELayer, 'l_aux', 'exp_counts')")
     known = _PROBE_STATE.get(module_class, ())
     _PROBE_STATE[module_class] = known + tuple(a for a in attributes if a not in known)
 
