@@ -1076,6 +1076,64 @@ def _(tmp, mp):
     declare_router("mypkg.moe.Gate", "mypkg.support:read_gate", kind="ffn")
 
 
+def needs_olmo_core() -> None:
+    try:
+        import olmo_core.train.callbacks  # noqa: F401
+    except ImportError:
+        pytest.skip("needs OLMo-core: pip install grokmon[olmo-core]")
+
+
+@case("engine-olmo-core-missing", ConfigError, "GrokmonCallback needs OLMo-core: pip install grokmon[olmo-core] (or "
+      "pip install ai2-olmo-core)")
+def _(tmp, mp):
+    import grokmon.integrations.olmo_core as integration
+
+    integration._build_class.cache_clear()
+    mp.setitem(sys.modules, "olmo_core.train.callbacks", None)  # the import fails as if not installed
+    try:
+        integration.GrokmonCallback
+    finally:
+        integration._build_class.cache_clear()
+
+
+@case("engine-olmo-core-not-a-monitor", ConfigError, "GrokmonCallback needs a GrokkingMonitor, got object: pass "
+      "GrokmonCallback(monitor)")
+def _(tmp, mp):
+    needs_olmo_core()
+    from grokmon.integrations import GrokmonCallback
+
+    GrokmonCallback(object())
+
+
+@case("engine-olmo-core-probe-too-long", ConfigError, "the probe's sequences have 8 tokens, more than the 4 tokens the "
+      "model's MoE layers accept per forward (its training micro-batch, rank_microbatch_size): build the probe with "
+      "seq_len <= 4")
+def _(tmp, mp):
+    import types
+
+    needs_olmo_core()
+    from grokmon.integrations import GrokmonCallback
+
+    experts = nn.Module()
+    experts.max_local_microbatch_size = 4   # what OLMo-core's capacity-based experts were sized for
+    model = nn.Sequential(experts)
+    callback = GrokmonCallback(monitor())
+    callback.trainer = types.SimpleNamespace(train_module=types.SimpleNamespace(model=model), global_step=0)
+    try:
+        callback._fit_probe_batch()
+    finally:
+        callback.monitor.close()
+
+
+@case("engine-olmo-core-router-output", RoutingError, "OLMo-core router Module returned Tensor, not (expert_weights, "
+      "expert_indices, batch_size_per_expert, aux_loss): this OLMo-core version changed its router contract; register "
+      "a reader with grokmon.routing.register_router")
+def _(tmp, mp):
+    from grokmon.engines.olmo_core import read_router
+
+    read_router(nn.Module(), (), torch.zeros(4, 2))
+
+
 @case("engine-torchtitan-missing", ConfigError, "grokmon.integrations.torchtitan needs torchtitan (tested with 0.3.0), "
       "which is not importable (...): pip install grokmon[torchtitan]")
 def _(tmp, mp):
