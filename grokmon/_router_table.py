@@ -24,6 +24,7 @@ from __future__ import annotations
 from .errors import ConfigError
 
 _NAMED: dict[str, tuple[str, str]] = {}
+_STATE: dict[str, tuple[str, ...]] = {}
 
 
 def declare_router(class_path: str, extractor_path: str, kind: str = "mlp") -> None:
@@ -51,3 +52,32 @@ def declare_router(class_path: str, extractor_path: str, kind: str = "mlp") -> N
 def lookup(class_path: str) -> tuple[str, str] | None:
     """``(extractor_path, kind)`` declared for ``class_path``, or ``None``."""
     return _NAMED.get(class_path)
+
+
+def declare_probe_state(class_path: str, *attributes: str) -> None:
+    """Attributes of the class ``class_path`` that a probe forward must leave as they were.
+
+    The by-path twin of :func:`grokmon.routing.register_probe_state` (DeepSpeed's ``MOELayer`` keeps
+    the last forward's ``l_aux`` and ``exp_counts``, which the training step reads).
+
+    Example:
+        >>> declare_probe_state("mypkg.moe.MyLayer", "aux_loss")
+        >>> probe_state("mypkg.moe.MyLayer")
+        ('aux_loss',)
+    """
+    if not (isinstance(class_path, str) and "." in class_path):
+        raise ConfigError(f"declare_probe_state: class_path must be 'package.module.Class', got {class_path!r}")
+    if not attributes or not all(isinstance(a, str) and a for a in attributes):
+        raise ConfigError(f"declare_probe_state: give one or more attribute names, got {attributes!r}")
+    known = _STATE.get(class_path, ())
+    _STATE[class_path] = known + tuple(a for a in attributes if a not in known)
+
+
+def probe_state(class_path: str) -> tuple[str, ...]:
+    """The attributes declared with :func:`declare_probe_state` for ``class_path`` (may be empty)."""
+    return _STATE.get(class_path, ())
+
+
+def has_probe_state() -> bool:
+    """Whether any class has declared probe state (the guard is free otherwise)."""
+    return bool(_STATE)

@@ -91,7 +91,7 @@ def test_sparse_and_dense_gate_outputs_read_alike() -> None:
     _ds()
     from ds_moe_model import TinyDSMoE
 
-    from grokmon.routing.deepspeed_moe import read_topk_gate
+    from grokmon.engines.deepspeed import read_topk_gate
 
     for k in (1, 2, 3):
         gate = TinyDSMoE(k=k, eval_capacity_factor=0.5 if k > 1 else 4.0).gates()[0].eval()
@@ -106,7 +106,7 @@ def test_sparse_and_dense_gate_outputs_read_alike() -> None:
 def test_every_route_of_a_token_dropped_weighs_nothing() -> None:
     """A token with all routes dropped reached no expert: weight 0, no load, no NaN."""
     _ds()
-    from grokmon.routing.deepspeed_moe import read_topk_gate
+    from grokmon.engines.deepspeed import read_topk_gate
 
     out = (torch.tensor(0.0), 1, 4, torch.tensor([[-1, 2]], dtype=torch.int32), torch.zeros(1, 2, dtype=torch.int32),
            torch.tensor([[0.0, 0.3]]), torch.zeros(4))

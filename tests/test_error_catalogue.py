@@ -333,7 +333,7 @@ def _(tmp, mp):
       "sparse_routes=True ... This DeepSpeed release changed the gate: register an extractor with "
       "grokmon.routing.register_router(TopKGate, extractor)")
 def _(tmp, mp):
-    from grokmon.routing.deepspeed_moe import read_topk_gate  # reads a gate's output; DeepSpeed not needed
+    from grokmon.engines.deepspeed import read_topk_gate  # reads a gate's output; DeepSpeed not needed
 
     read_topk_gate(None, (), (torch.tensor(0.0), torch.zeros(4, 2)))
 
@@ -341,7 +341,7 @@ def _(tmp, mp):
 @case("routing-deepspeed-gate-shapes", RoutingError, "DeepSpeed TopKGate returned indices ... and gates ...: expected "
       "both [k, tokens]. This DeepSpeed release changed the gate: register an extractor with")
 def _(tmp, mp):
-    from grokmon.routing.deepspeed_moe import read_topk_gate
+    from grokmon.engines.deepspeed import read_topk_gate
 
     indices = torch.tensor([2, 0, 1], dtype=torch.int32)  # 1-D: not the [k, S] of sparse_routes=True
     read_topk_gate(None, (), (torch.tensor(0.0), 4, 4, indices, torch.zeros_like(indices), torch.ones(3), None))
@@ -1074,6 +1074,22 @@ def _(tmp, mp):
     from grokmon._router_table import declare_router
 
     declare_router("mypkg.moe.Gate", "mypkg.support:read_gate", kind="ffn")
+
+
+@case("engine-declare-probe-state-class-path", ConfigError, "declare_probe_state: class_path must be "
+      "'package.module.Class', got 'MOELayer'")
+def _(tmp, mp):
+    from grokmon._router_table import declare_probe_state
+
+    declare_probe_state("MOELayer", "l_aux")
+
+
+@case("engine-declare-probe-state-no-attributes", ConfigError, "declare_probe_state: give one or more attribute "
+      "names, got ()")
+def _(tmp, mp):
+    from grokmon._router_table import declare_probe_state
+
+    declare_probe_state("deepspeed.moe.sharded_moe.MOELayer")
 
 
 def needs_olmo_core() -> None:

@@ -18,7 +18,6 @@ from torch import nn
 
 from ..errors import RouterNotFoundError
 from .extract import _num_experts_attr, _top_k_attr, standard_extractor
-from .deepspeed_moe import register_if_imported
 from .registry import registered
 from .types import RouterKind, RouterSite, canonical_name, parse_layer
 
@@ -94,7 +93,6 @@ def find_routers(model: nn.Module) -> list[RouterSite]:
     Raises:
         RouterNotFoundError: no router in the model.
     """
-    register_if_imported()  # DeepSpeed's routers, when the model's process has loaded DeepSpeed
     named = dict(model.named_modules())
     specs = _router_specs(model)
     found: dict[str, tuple[nn.Module, Any, RouterKind | None]] = {}

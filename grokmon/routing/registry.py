@@ -144,7 +144,8 @@ def register_probe_state(module_class: type[nn.Module], *attributes: str) -> Non
 def _state_attributes(module: nn.Module) -> tuple[str, ...]:
     names: list[str] = []
     for cls in type(module).__mro__:
-        names += [a for a in _PROBE_STATE.get(cls, ()) if a not in names]
+        declared = _router_table.probe_state(f"{cls.__module__}.{cls.__qualname__}")
+        names += [a for a in (*_PROBE_STATE.get(cls, ()), *declared) if a not in names]
     return tuple(names)
 
 
@@ -158,11 +159,8 @@ def probe_state_guard(model: nn.Module) -> Iterator[None]:
         >>> with probe_state_guard(nn.Linear(2, 2)):   # nothing registered: a no-op
         ...     pass
     """
-    from .deepspeed_moe import register_if_imported
-
-    register_if_imported()
     saved: list[tuple[nn.Module, str, Any, Any, int]] = []
-    if _PROBE_STATE:
+    if _PROBE_STATE or _router_table.has_probe_state():
         for module in model.modules():
             for name in _state_attributes(module):
                 value = module.__dict__.get(name, _MISSING)

@@ -1,8 +1,8 @@
 """DeepSpeed's own MoE routers: native ``deepspeed.moe`` (``TopKGate``) and AutoEP's router.
 
-grokmon never imports DeepSpeed. A model that holds these modules has imported it already, so
-:func:`register_if_imported` (called by :func:`grokmon.routing.find_routers` and by the probe's
-state guard) registers the classes it finds in ``sys.modules``, once:
+grokmon never imports DeepSpeed: ``grokmon/engines/__init__.py`` declares these classes by dotted
+path (:mod:`grokmon._router_table`), and this module is imported only when
+:func:`grokmon.routing.find_routers` meets one of them:
 
 * ``deepspeed.moe.sharded_moe.TopKGate`` (``deepspeed.moe.layer.MoE`` →
   ``.deepspeed_moe`` (``MOELayer``) → ``.gate``), read by :func:`read_topk_gate`. Its weight rows
@@ -24,8 +24,9 @@ expert, below 1.
 
 **State a probe must not change.** ``MOELayer`` stores the last forward's ``l_aux`` and
 ``exp_counts`` (timings too with ``wall_clock_breakdown``), AutoEP's layer adds every forward's
-token counts into ``tokens_per_expert``; the training step reads them. They are registered with
-:func:`grokmon.routing.register_probe_state`, so every probe forward puts them back.
+token counts into ``tokens_per_expert``; the training step reads them. They are declared as probe
+state (``declare_probe_state``, the by-path twin of :func:`grokmon.routing.register_probe_state`),
+so every probe forward puts them back.
 
 **Randomness.** DeepSpeed's gate samples even in eval mode: top-2 picks its second expert with
 Gumbel noise (``top2_2nd_expert_sampling=True``, the default), top-1 picks which tokens overflow a
@@ -44,22 +45,15 @@ Example:
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import RoutingError
-from .types import RouterOutput
+from ..routing.types import RouterOutput
 
-__all__ = ["read_topk_gate", "register_if_imported"]
-
-_TOPK_GATE = ("deepspeed.moe.sharded_moe", "TopKGate")
-_MOE_LAYER = ("deepspeed.moe.sharded_moe", "MOELayer")
-_AUTOEP_ROUTER = ("deepspeed.moe.ep_router", "TokenChoiceTopKRouter")
-_AUTOEP_LAYER = ("deepspeed.module_inject.auto_ep_layer", "AutoEPMoELayer")
-_done: set[tuple[str, str]] = set()
+__all__ = ["read_topk_gate"]
 
 
 def _sorted_routes(ids: torch.Tensor, gates: torch.Tensor, routed: torch.Tensor, num_experts: int) -> RouterOutput:
@@ -115,42 +109,3 @@ def read_topk_gate(module: nn.Module | None, args: tuple, output: Any) -> Router
         "the 4-tuple (l_aux, combine_weights [S, E, C], dispatch_mask, exp_counts). This DeepSpeed release "
         "changed the gate: register an extractor with grokmon.routing.register_router(TopKGate, extractor)"
     )
-
-
-def _class(where: tuple[str, str]) -> type | None:
-    module = sys.modules.get(where[0])
-    cls = getattr(module, where[1], None) if module is not None else None
-    return cls if isinstance(cls, type) and issubclass(cls, nn.Module) else None
-
-
-def register_if_imported() -> None:
-    """Register DeepSpeed's router classes (and the state their layers keep) if DeepSpeed is loaded.
-
-    Looks only in ``sys.modules``: never imports DeepSpeed. Each class is registered once; a router
-    class the user registered first keeps the user's extractor.
-
-    Example:
-        >>> register_if_imported()       # without DeepSpeed loaded: nothing happens
-    """
-    if "deepspeed" not in sys.modules:
-        return
-    from .registry import _REGISTRY, register_probe_state, register_router
-
-    for where in (_TOPK_GATE, _MOE_LAYER, _AUTOEP_ROUTER, _AUTOEP_LAYER):
-        if where in _done:
-            continue
-        cls = _class(where)
-        if cls is None:
-            continue
-        _done.add(where)
-        if where == _TOPK_GATE:
-            if cls not in _REGISTRY:
-                register_router(cls, read_topk_gate)
-            register_probe_state(cls, "gate_time")
-        elif where == _MOE_LAYER:
-            register_probe_state(cls, "l_aux", "exp_counts", "time_falltoall", "time_salltoall", "time_moe")
-        elif where == _AUTOEP_ROUTER:
-            if cls not in _REGISTRY:
-                register_router(cls)  # (top_scores [T, k], selected_experts [T, k], counts [E])
-        else:
-            register_probe_state(cls, "tokens_per_expert")
