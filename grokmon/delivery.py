@@ -59,9 +59,9 @@ class SinkStatus:
 
     name: str
     state: str  # "ok", "stalled", "detached" or "closed"
-    delivered: int
-    queued: int
-    dropped: int
+    delivered: int  # records the sink took
+    queued: int  # records waiting for it, or in a call that has not returned
+    dropped: int  # records it will never get (overflow, errors, detached, closed before it took them)
 
 
 def _sink_name(sink: Any) -> str:
@@ -206,7 +206,10 @@ class SinkChannel:
 
     def status(self) -> SinkStatus:
         state = "closed" if self.closed else "detached" if self.detached else "stalled" if self.stalled else "ok"
-        return SinkStatus(self.name, state, self.delivered, len(self._items), self.dropped)
+        with self._cond:  # waiting records plus a log call in flight that is not yet counted as dropped
+            in_flight = self._busy_since is not None and self._inflight_kind == "log" and not self._inflight_dropped
+            queued = sum(kind == "log" for kind, _ in self._items) + in_flight
+            return SinkStatus(self.name, state, self.delivered, queued, self.dropped)
 
     # ------------------------------------------------------------------ sink thread
     def _start(self) -> None:
@@ -248,22 +251,30 @@ class SinkChannel:
                     self._cond.notify_all()
 
     def _call(self, kind: str, payload: tuple) -> None:
+        error: Exception | None = None
         try:
             if kind == "log":
                 self.sink.log(*payload)
-                self.delivered += 1
-                if self._inflight_dropped:  # it returned after all: delivered, not dropped
-                    self._inflight_dropped = False
-                    self.dropped -= 1
             else:
                 self.sink.alert(*payload)
+        except Exception as raised:  # noqa: BLE001 - reported on the training thread
+            error = raised
+        with self._cond:  # counted and marked idle together: status() never counts a record twice
+            if kind == "log":
+                if error is None:
+                    self.delivered += 1
+                    self.dropped -= self._inflight_dropped  # counted dropped while stalled; it arrived after all
+                elif not self._inflight_dropped:
+                    self.dropped += 1
+            self._busy_since, self._inflight_dropped = None, False
+            self._cond.notify_all()
+        if error is None:
             self._failures_in_row = 0
-        except Exception as error:  # noqa: BLE001 - reported on the training thread
-            self._failures_in_row += 1
-            self.dropped += kind == "log"
-            self._errors.append((f"sink {self.name}", error))
-            if self._failures_in_row >= self.max_failures and not self.keep:
-                self._detach(f"failed {self._failures_in_row} times in a row (last: {error!r})", inflight=False)
+            return
+        self._failures_in_row += 1
+        self._errors.append((f"sink {self.name}", error))
+        if self._failures_in_row >= self.max_failures and not self.keep:
+            self._detach(f"failed {self._failures_in_row} times in a row (last: {error!r})", inflight=False)
 
     def _count_inflight_dropped(self) -> int:
         """1 if a log call is in flight (stalled), counted as dropped until it returns; else 0."""

@@ -311,3 +311,27 @@ def test_a_jsonl_locked_by_another_process_is_named(tmp_path) -> None:
         holder.kill()
         holder.wait()
     JsonlSink(tmp_path / "run.jsonl").close()   # the lock went with the process
+
+
+def test_every_record_is_counted_once_even_when_a_detached_call_returns_late() -> None:
+    blocked = Blocking()
+    delivery = Delivery(lambda where, error: None, timeout=0.05, detach_after=0.1)
+    delivery.add(blocked)
+    for step in (1, 2, 3):
+        delivery.log({"grokmon/x": float(step)}, step)
+    assert blocked.started.wait(5.0)
+    time.sleep(0.3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        delivery.check()
+    assert any("is detached: 3 record(s) dropped" in str(w.message) for w in caught)
+    status = delivery.status()[0]
+    assert (status.state, status.delivered, status.queued, status.dropped) == ("detached", 0, 0, 3)
+    blocked.release.set()                 # the call in flight returns after all: delivered, not dropped
+    deadline = time.monotonic() + 5.0
+    while delivery.status()[0].delivered == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    status = delivery.status()[0]
+    assert blocked.calls == [1] and (status.delivered, status.queued, status.dropped) == (1, 0, 2)
+    delivery.log({"grokmon/x": 4.0}, 4)   # a detached sink gets nothing more, and that is counted
+    assert delivery.status()[0].dropped == 3 and blocked.calls == [1]

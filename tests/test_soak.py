@@ -127,6 +127,11 @@ def test_random_faults_lose_nothing_and_never_hold_training(seed, probe, tmp_pat
             extra += overhead_per_step(monitor, model, [step])
         disk.full = False
         monitor.flush(timeout=30.0)
+        deadline = time.monotonic() + 15.0  # a blocked call ends after 4 s: let the counts settle
+        while any(s.state == "stalled" for s in monitor.sink_status()) and time.monotonic() < deadline:
+            monitor.poll()
+            time.sleep(0.05)
+        monitor.flush(timeout=30.0)
         status = {s.name: s for s in monitor.sink_status()}
         monitor.close(timeout=30.0)
     assert len(set(drawn)) >= 6, f"seed {seed} drew too few kinds of fault: {sorted(set(drawn))}"
