@@ -171,14 +171,13 @@ class SinkChannel:
         if self.closed:
             return
         idle = self.inline or self.wait_idle(deadline)
-        with self._cond:
-            left = [kind for kind, _ in self._items]
+        with self._cond:  # counted under the lock the sink thread counts under
+            lost = sum(kind == "log" for kind, _ in self._items) + self._count_inflight_dropped()
             self._items.clear()
             self.closed = True
-            self._cond.notify_all()
-        lost = sum(kind == "log" for kind in left) + self._count_inflight_dropped()
-        if lost and not self.detached:
             self.dropped += lost
+            self._cond.notify_all()
+        if lost:
             warnings.warn(f"grokmon: sink {self.name} did not take {lost} record(s) before close (counted in "
                           "grokmon/sink_drops; the JSONL record and monitor.history have them)", RuntimeWarning, stacklevel=3)
         if self.detached or not idle:
