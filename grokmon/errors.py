@@ -33,3 +33,7 @@ class ConfigError(GrokmonError, ValueError):
 
 class SinkError(GrokmonError):
     """A metrics sink (W&B, TensorBoard, JSONL, user function) failed."""
+
+
+class UnsafeFileError(GrokmonError):
+    """A file handed to grokmon holds objects other than tensors and plain data; it was refused unrun."""

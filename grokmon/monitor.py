@@ -38,6 +38,7 @@ from .probe import ProbeSet
 from .results import ResultPath
 from .runner import ProbeRunner
 from .schedule import StepClock
+from .torchfile import load_torch_file
 from .sinks import AccelerateSink, JsonlSink, check_sinks
 
 Results = list[tuple[int, dict[str, float]]]
@@ -297,17 +298,15 @@ class GrokkingMonitor:
         return path
 
     def load(self, path: str | Path) -> None:
-        """Restore what :meth:`save` wrote (raises :class:`GrokmonError` for a different probe)."""
-        try:
-            data = torch.load(Path(path), map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError, ValueError) as error:
-            raise GrokmonError(f"cannot read a monitor state from {path} ({error}): pass a file written by "
-                               "GrokkingMonitor.save") from error
+        """Restore what :meth:`save` wrote (raises :class:`GrokmonError` for a different probe).
+
+        Only tensors and plain data are read back (``weights_only=True``): a file holding anything
+        else raises :class:`~grokmon.errors.UnsafeFileError` and nothing of it runs.
+        """
+        data = load_torch_file(path, what="a grokmon monitor state", fix="pass a file written by GrokkingMonitor.save")
         if not isinstance(data, dict) or data.get("format") != "grokmon.monitor":
             raise GrokmonError(f"{path} is not a grokmon monitor state file: write one with GrokkingMonitor.save")
         self.load_state_dict(data["state"])
-        if data.get("version") == 1:
-            self.load_pathways_state(data.get("previous"))
 
     def hf_callback(self, trainer: Any = None) -> Any:
         """A ``transformers.TrainerCallback`` driving this monitor (:class:`~grokmon.integrations.hf.GrokkingHFCallback`)."""

@@ -38,7 +38,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from .errors import ConfigError
+from .errors import ConfigError, GrokmonError
 
 PathwayForm = Literal["threshold", "topk", "token"]
 PAD = -1
@@ -122,7 +122,13 @@ class Pathways:
 
     @classmethod
     def load(cls, path: str | Path) -> "Pathways":
-        return cls.from_state_dict(torch.load(Path(path), map_location="cpu", weights_only=False))
+        """Read what :meth:`save` wrote (tensors and plain data only; see :mod:`grokmon.torchfile`)."""
+        from .torchfile import load_torch_file
+
+        state = load_torch_file(path, what="grokmon pathways", fix="pass a file written by Pathways.save")
+        if not isinstance(state, dict) or "mean_weights" not in state:
+            raise GrokmonError(f"{path} is not a grokmon pathways file: write one with Pathways.save")
+        return cls.from_state_dict(state)
 
 
 @dataclass

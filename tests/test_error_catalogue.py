@@ -33,7 +33,8 @@ import torch
 import transformers as tf
 from torch import nn
 
-from grokmon.errors import ConfigError, GrokmonError, ProbeError, RouterNotFoundError, RoutingError, SinkError
+from grokmon.errors import (ConfigError, GrokmonError, ProbeError, RouterNotFoundError, RoutingError, SinkError,
+                            UnsafeFileError)
 from grokmon.probe import ProbeSet, stratified_counts
 from grokmon.routing import capture_pathways, register_router, unregister_router
 from grokmon.routing.types import RouterOutput
@@ -869,8 +870,7 @@ def _(tmp, mp):
     monitor(stages="yes")
 
 
-@case("monitor-load-missing", GrokmonError, "cannot read a monitor state from ... pass a file written by "
-      "GrokkingMonitor.save")
+@case("monitor-load-missing", GrokmonError, "cannot read a grokmon monitor state from ... pass a file written by GrokkingMonitor.save")
 def _(tmp, mp):
     m = monitor()
     try:
@@ -904,6 +904,48 @@ def _(tmp, mp):
     finally:
         first.close()
         other.close()
+
+
+class _RunsCode:
+    """Unpickling this would call ``print``: a stand-in for code in a crafted file."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+@case("monitor-load-code", UnsafeFileError, "is not a grokmon monitor state: it holds objects other than tensors "
+      "and plain data, which grokmon never loads (nothing in it was run); pass a file written by GrokkingMonitor.save")
+def _(tmp, mp):
+    torch.save({"format": "grokmon.monitor", "state": _RunsCode()}, tmp / "state.pt")
+    m = monitor()
+    try:
+        m.load(tmp / "state.pt")
+    finally:
+        m.close()
+
+
+@case("pathways-load-code", UnsafeFileError, "is not grokmon pathways: it holds objects other than tensors and "
+      "plain data, which grokmon never loads (nothing in it was run); pass a file written by Pathways.save")
+def _(tmp, mp):
+    from grokmon.pathways import Pathways
+
+    torch.save(_RunsCode(), tmp / "pathways.pt")
+    Pathways.load(tmp / "pathways.pt")
+
+
+@case("pathways-load-not-pathways", GrokmonError, "is not a grokmon pathways file: write one with Pathways.save")
+def _(tmp, mp):
+    from grokmon.pathways import Pathways
+
+    torch.save({"x": 1}, tmp / "pathways.pt")
+    Pathways.load(tmp / "pathways.pt")
+
+
+@case("probe-load-code", UnsafeFileError, "is not a grokmon probe file: it holds objects other than tensors and "
+      "plain data, which grokmon never loads (nothing in it was run); rebuild the probe")
+def _(tmp, mp):
+    torch.save({"format": "grokmon.probe", "input_ids": _RunsCode()}, tmp / "probe.pt")
+    ProbeSet.load(tmp / "probe.pt")
 
 
 @case("monitor-load-other-probe", GrokmonError, "probe changed since the checkpoint")

@@ -311,7 +311,7 @@ def test_bad_configuration(tmp_path) -> None:
         GrokkingMonitor(make_probe(), every=1, jsonl=tmp_path)
     with pytest.raises(ConfigError, match="stages must be"):
         GrokkingMonitor(make_probe(), every=1, jsonl=False, stages="yes")
-    with pytest.raises(GrokmonError, match="cannot read a monitor state"):
+    with pytest.raises(GrokmonError, match="cannot read a grokmon monitor state"):
         GrokkingMonitor(make_probe(), every=1, jsonl=False).load(tmp_path / "missing.pt")
     one = CallbackSink(lambda m, s: None)  # a single sink and a dict of MetricConfig fields are accepted
     accepted = GrokkingMonitor(make_probe(), every=1, jsonl=False, sinks=one, metrics={"per_layer": True})

@@ -270,7 +270,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def analyze_cell(folder: Path) -> dict[str, Any]:
     """Series and measures of one finished cell (recomputed from its raw pathways)."""
     result = json.loads((folder / "result.json").read_text())
-    records = torch.load(folder / "probes.pt", weights_only=False)
+    records = torch.load(folder / "probes.pt", weights_only=True)
     domains = result["domains"]
     series = unit_series(records, domains)
     rows = _read_jsonl(folder / "live" / "grokmon.jsonl")

@@ -58,7 +58,8 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 from transformers.trainer_callback import ExportableState
 
-from ..errors import ConfigError
+from ..errors import ConfigError, GrokmonError
+from ..torchfile import load_torch_file
 from ._common import MonitorAdapter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -212,9 +213,15 @@ class GrokkingCallback(MonitorAdapter, TrainerCallback, ExportableState):
         for folder in self._checkpoint_folders(args, state):
             path = os.path.join(folder, PATHWAYS_FILE)
             if os.path.exists(path):
-                import torch
-
-                self.monitor.load_pathways_state(torch.load(path, map_location="cpu", weights_only=False))
+                try:  # tensors and plain data only: a crafted pickle is refused unrun
+                    state = load_torch_file(path, what="grokmon pathways", fix="delete it to resume without "
+                                            "pathway_drift at the first probe")
+                    if state is not None and not isinstance(state, dict):
+                        raise GrokmonError(f"{path} is not a grokmon pathways file (it holds a "
+                                           f"{type(state).__name__}): delete it to resume without pathway_drift")
+                    self.monitor.load_pathways_state(state)
+                except (GrokmonError, TypeError, KeyError, ValueError) as error:  # a damaged resume file never stops training
+                    self.monitor.results.fail("resume pathways", error)
                 return
 
     def _restore_from_checkpoint(self, args: TrainingArguments, state: TrainerState) -> None:

@@ -36,7 +36,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, ProbeError
+from ..errors import ConfigError, GrokmonError, ProbeError, UnsafeFileError
+from ..torchfile import load_torch_file
 from .checks import check_groups, check_integer_tensor, check_probe_tensors, check_vocab
 from .sources import ProbeSources
 
@@ -210,9 +211,11 @@ class ProbeSet(ProbeSources):
         if not path.exists():
             raise ProbeError(f"no probe file at {path}: save one with ProbeSet.save(path) or rebuild the probe")
         try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle / zip errors: name the file
-            raise ProbeError(f"{path} is not a readable grokmon probe file ({e}); rebuild the probe") from e
+            d = load_torch_file(path, what="a grokmon probe file", fix="rebuild the probe")
+        except UnsafeFileError:
+            raise
+        except GrokmonError as e:  # pickle / zip errors: name the file
+            raise ProbeError(f"{path} is not a readable grokmon probe file ({e.__cause__ or e}); rebuild the probe") from e
         if not isinstance(d, dict) or d.get("format") != _FORMAT:
             raise ProbeError(f"{path} is not a grokmon probe file (written by ProbeSet.save)")
         if d.get("version", 0) > _VERSION:
