@@ -37,7 +37,7 @@ from olmo_core.train import (Duration, Trainer, TrainerConfig, prepare_training_
                              teardown_training_environment)
 from olmo_core.train.train_module import TransformerDataParallelConfig, TransformerTrainModuleConfig
 
-from grokmon import GrokkingMonitor, ProbeSet
+from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
 from grokmon.integrations.olmo_core import GrokmonCallback
 
 VOCAB, SEQ = 128, 8
@@ -86,7 +86,7 @@ def build_trainer(out: str, *, steps: int = 4, every: int = 2, dp: str | None = 
     # the probe: fixed samples, the same on every rank (here random; use ProbeSet.from_dataset in practice)
     ids = torch.randint(2, VOCAB, (8, SEQ), generator=torch.Generator().manual_seed(1))
     probe = ProbeSet.from_token_ids(ids, groups=["web", "code"] * 4)
-    monitor = GrokkingMonitor(probe, every=every, output_dir=str(out_dir / "grokmon"))
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=every, output_dir=str(out_dir / "grokmon")))
 
     trainer_config = TrainerConfig(save_folder=str(out_dir / "ckpt"), max_duration=Duration.steps(steps),
                                    metrics_collect_interval=1, save_overwrite=True)

@@ -33,6 +33,7 @@ import torch
 import transformers as tf
 from torch import nn
 
+from grokmon.config import MonitorConfig
 from grokmon.errors import (ConfigError, GrokmonError, ProbeError, RouterNotFoundError, RoutingError, SinkError,
                             UnsafeFileError)
 from grokmon.probe import ProbeSet, stratified_counts
@@ -227,7 +228,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    monitor = GrokkingMonitor(probe(), every=1, jsonl=False, async_metrics=False, on_error="raise")
+    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, async_metrics=False, on_error="raise"))
     try:
         monitor.step(llama(), 1)
     finally:
@@ -293,8 +294,8 @@ def _(tmp, mp):
     model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     bad = ids()
     bad[1, 2] = 100
-    monitor = GrokkingMonitor(ProbeSet.from_token_ids(bad, min_length=4), every=1, jsonl=False,
-                              async_metrics=False, on_error="raise")
+    monitor = GrokkingMonitor(ProbeSet.from_token_ids(bad, min_length=4),
+                              MonitorConfig(every=1, jsonl=False, async_metrics=False, on_error="raise"))
     try:
         register_router(Gate)
         monitor.step(model, 1)
@@ -558,7 +559,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    GrokkingMonitor(probe(n=1), every=1, jsonl=False)
+    GrokkingMonitor(probe(n=1), MonitorConfig(every=1, jsonl=False))
 
 
 @case("probe-ids-empty-list", ProbeError, "the probe set is empty")
@@ -715,7 +716,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    GrokkingMonitor(probe(), every=1, jsonl=False, batch_size=0)
+    GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, batch_size=0))
 
 
 @case("monitor-load-not-a-state-file", GrokmonError, "is not a grokmon monitor state file")
@@ -723,7 +724,7 @@ def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
     torch.save({"x": 1}, tmp / "state.pt")
-    monitor = GrokkingMonitor(probe(), every=1, jsonl=False)
+    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False))
     try:
         monitor.load(tmp / "state.pt")
     finally:
@@ -771,10 +772,10 @@ def _(tmp, mp):
 
 
 def monitor(**kwargs: Any):
-    from grokmon.monitor import GrokkingMonitor
+    from moe_models import build_monitor
 
     probe_set = kwargs.pop("probe") if "probe" in kwargs else probe()
-    return GrokkingMonitor(probe_set, **{"every": 1, "jsonl": False, **kwargs})
+    return build_monitor(probe_set, **{"every": 1, "jsonl": False, **kwargs})
 
 
 def moe() -> nn.Module:
@@ -865,9 +866,44 @@ def _(tmp, mp):
     monitor(jsonl=tmp)
 
 
-@case("monitor-stages-type", ConfigError, "stages must be True, False or a GroupStageTracker, got str")
+@case("monitor-stages-type", ConfigError, "stages must be True or False, got 'yes'")
 def _(tmp, mp):
     monitor(stages="yes")
+
+
+@case("monitor-stages-tracker-in-config", ConfigError, "MonitorConfig.stages is True or False: pass a configured "
+      "GroupStageTracker as GrokkingMonitor(probe, config, stage_tracker=tracker)")
+def _(tmp, mp):
+    from grokmon.alerts import GroupStageTracker
+
+    monitor(stages=GroupStageTracker())
+
+
+@case("monitor-stage-tracker-type", ConfigError, "stage_tracker must be a grokmon.GroupStageTracker, got bool")
+def _(tmp, mp):
+    monitor(stage_tracker=True)
+
+
+@case("monitor-stage-tracker-stages-off", ConfigError, "stage_tracker was given but MonitorConfig(stages=False) turns "
+      "stage tracking off: drop one of the two")
+def _(tmp, mp):
+    from grokmon.alerts import GroupStageTracker
+
+    monitor(stages=False, stage_tracker=GroupStageTracker())
+
+
+@case("monitor-config-unknown-field", ConfigError, "MonitorConfig has no field 'output': did you mean output_dir? "
+      "(fields: every, metrics, ")
+def _(tmp, mp):
+    MonitorConfig(output="run")
+
+
+@case("monitor-config-not-a-config", ConfigError, "config must be a grokmon.MonitorConfig, got int: the cadence is a "
+      "setting, MonitorConfig(every=200)")
+def _(tmp, mp):
+    from grokmon.monitor import GrokkingMonitor
+
+    GrokkingMonitor(probe(), 200)
 
 
 @case("monitor-load-missing", GrokmonError, "cannot read a grokmon monitor state from ... pass a file written by GrokkingMonitor.save")
@@ -1205,7 +1241,7 @@ def _(tmp, mp):
 
 
 @case("engine-torchtitan-not-a-monitor", ConfigError, "GrokkingMetricsProcessor needs a GrokkingMonitor, got str: pass "
-      "monitor=GrokkingMonitor(probe, every=...), or leave monitor out and set Config(grokmon_probe='probe.pt')")
+      "monitor=GrokkingMonitor(probe, MonitorConfig(every=...)), or leave monitor out and set Config(grokmon_probe='probe.pt')")
 def _(tmp, mp):
     titan = titan_integration(mp)
     titan.GrokkingMetricsProcessor(titan.GrokkingMetricsProcessor.Config(log_freq=10), monitor="monitor")
@@ -2342,7 +2378,7 @@ def test_monitor_problem_warns_and_counts_unless_on_error_raise(tmp_path: Path) 
     only with ``on_error="raise"``. Here: a model without MoE routers."""
     from grokmon.monitor import GrokkingMonitor
 
-    monitor = GrokkingMonitor(probe(), every=1, output_dir=tmp_path, async_metrics=False)
+    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False))
     model = llama()
     with pytest.warns(RuntimeWarning, match=r"grokmon: probe failed, training goes on \(counted in grokmon/errors\)"):
         metrics = monitor.step(model, 1)  # training goes on; no metric of this probe is a number
@@ -2354,7 +2390,7 @@ def test_monitor_problem_warns_and_counts_unless_on_error_raise(tmp_path: Path) 
     assert not [w for w in again if "probe failed" in str(w.message)]
     assert monitor.errors == 2
     monitor.close()
-    strict = GrokkingMonitor(probe(), every=1, jsonl=False, on_error="raise")
+    strict = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, on_error="raise"))
     with pytest.raises(RouterNotFoundError, match="register_router"):
         strict.step(model, 1)
     assert strict.errors == 1

@@ -16,7 +16,7 @@ import os
 
 import pytest
 import torch
-from moe_models import random_probe, tiny_model
+from moe_models import build_monitor, random_probe, tiny_model
 
 pytest.importorskip("transformers")
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
@@ -65,10 +65,9 @@ def make_args(out_dir, **overrides) -> TrainingArguments:
     return TrainingArguments(**kw)
 
 
-def make_monitor(tmp_path, every: int = 2, **kw) -> GrokkingMonitor:
+def trainer_monitor(tmp_path, every: int = 2, **kw) -> GrokkingMonitor:
     kw.setdefault("jsonl", str(tmp_path / "grokmon.jsonl"))
-    return GrokkingMonitor(make_probe(), every=every, output_dir=str(tmp_path / "grokmon_out"),
-                           on_error="raise", **kw)
+    return build_monitor(make_probe(), every=every, output_dir=str(tmp_path / "grokmon_out"), on_error="raise", **kw)
 
 
 def jsonl_metrics(path) -> dict[int, dict]:
@@ -135,7 +134,7 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
 
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
     initial = reference(model, make_probe())
-    monitor = make_monitor(tmp_path, every=2)
+    monitor = trainer_monitor(tmp_path, every=2)
     counter = Counter()
     args = make_args(tmp_path / "out", report_to="wandb", run_name="grokmon-test")
     trainer = Trainer(model=model, args=args, train_dataset=make_dataset(),
@@ -198,7 +197,7 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
 
 def test_log_history_without_wandb(tmp_path):
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
-    monitor = make_monitor(tmp_path, every=3)
+    monitor = trainer_monitor(tmp_path, every=3)
     counter, ref = Counter(), Reference(make_probe(), every=3)
     trainer = Trainer(model=model, args=make_args(tmp_path / "out", max_steps=7), train_dataset=make_dataset(),
                       callbacks=[monitor.hf_callback(), counter, ref])
@@ -222,7 +221,7 @@ def test_trainer_log_reaches_other_integrations(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
-    monitor = make_monitor(tmp_path, every=2)
+    monitor = trainer_monitor(tmp_path, every=2)
     args = make_args(tmp_path / "out", max_steps=4, report_to="tensorboard")
     trainer = Trainer(model=model, args=args, train_dataset=make_dataset())
     trainer.add_callback(monitor.hf_callback(trainer))
@@ -243,7 +242,7 @@ def test_trainer_log_reaches_other_integrations(tmp_path):
 
 def test_warns_when_values_cannot_reach_other_integrations(tmp_path, caplog):
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
-    monitor = make_monitor(tmp_path, every=2)
+    monitor = trainer_monitor(tmp_path, every=2)
     args = make_args(tmp_path / "out", max_steps=2, report_to="tensorboard")
     with caplog.at_level(logging.WARNING, logger="grokmon.integrations.hf"):
         Trainer(model=model, args=args, train_dataset=make_dataset(), callbacks=[monitor.hf_callback()]).train()
@@ -254,7 +253,7 @@ def test_alert_rule_stops_the_trainer(tmp_path):
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
     # pathway distance is >= 0, so "above -1" fires on the first judged probe
     rule = ThresholdRule("pathway_distance", above=-1.0, stop_training=True)
-    monitor = make_monitor(tmp_path, every=2, alerts=[rule])
+    monitor = trainer_monitor(tmp_path, every=2, alerts=[rule])
     trainer = Trainer(model=model, args=make_args(tmp_path / "out", max_steps=10), train_dataset=make_dataset(),
                       callbacks=[monitor.hf_callback()])
     trainer.train()

@@ -20,6 +20,7 @@ from grokmon.alerts import ThresholdRule  # noqa: E402
 from grokmon.integrations.lightning import GrokmonLightningCallback  # noqa: E402
 from grokmon.metrics import MetricConfig, compute_metrics  # noqa: E402
 from grokmon.monitor import GrokkingMonitor  # noqa: E402
+from grokmon.config import MonitorConfig
 from grokmon.probe import ProbeSet  # noqa: E402
 from grokmon.routing import capture_pathways  # noqa: E402
 from grokmon.sinks import read_jsonl  # noqa: E402
@@ -105,7 +106,7 @@ def jsonl_steps(path) -> dict[int, dict]:
 
 
 def test_lightning_run_logs_through_loggers(tmp_path):
-    monitor = GrokkingMonitor(make_probe(), every=2, jsonl=str(tmp_path / "g.jsonl"), on_error="raise")
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=str(tmp_path / "g.jsonl"), on_error="raise"))
     ref = Reference(every=2)
     trainer = make_trainer(tmp_path, 6, [monitor.lightning_callback(), ref])
     trainer.fit(LitMoE(), loader())
@@ -125,14 +126,14 @@ def test_lightning_run_logs_through_loggers(tmp_path):
 
 
 def test_state_dict_round_trip(tmp_path):
-    monitor = GrokkingMonitor(make_probe(), every=2, jsonl=False, on_error="raise",
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"),
                               alerts=[ThresholdRule("pathway_distance", above=-1.0)])
     cb = GrokmonLightningCallback(monitor, close_on_train_end=False)
     make_trainer(tmp_path, 4, [cb]).fit(LitMoE(), loader())
     state = cb.state_dict()
     assert state["last_step"] == 4 and state["monitor_state"]["last_probe_step"] == 4
 
-    other = GrokkingMonitor(make_probe(), every=2, jsonl=False, on_error="raise",
+    other = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"),
                             alerts=[ThresholdRule("pathway_distance", above=-1.0)])
     cb2 = GrokmonLightningCallback(other)
     cb2.load_state_dict(state)
@@ -145,12 +146,12 @@ def test_state_dict_round_trip(tmp_path):
 def test_resume_from_lightning_checkpoint(tmp_path):
     jsonl = str(tmp_path / "g.jsonl")
     ckpt_dir = tmp_path / "ckpt"
-    first = GrokkingMonitor(make_probe(), every=2, jsonl=jsonl, on_error="raise")
+    first = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=jsonl, on_error="raise"))
     save = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=4, save_top_k=-1, filename="{step}")
     make_trainer(tmp_path, 6, [first.lightning_callback(), save], enable_checkpointing=True).fit(LitMoE(), loader())
     assert (ckpt_dir / "step=4.ckpt").exists()
 
-    second = GrokkingMonitor(make_probe(), every=2, jsonl=jsonl, on_error="raise")
+    second = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=jsonl, on_error="raise"))
     trainer = make_trainer(tmp_path, 10, [second.lightning_callback()], version=1)
     trainer.fit(LitMoE(), loader(), ckpt_path=str(ckpt_dir / "step=4.ckpt"))
     assert trainer.global_step == 10
@@ -165,7 +166,7 @@ def test_resume_from_lightning_checkpoint(tmp_path):
 
 def test_alert_rule_stops_lightning(tmp_path):
     rule = ThresholdRule("pathway_distance", above=-1.0, stop_training=True)
-    monitor = GrokkingMonitor(make_probe(), every=2, jsonl=False, on_error="raise", alerts=[rule])
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"), alerts=[rule])
     trainer = make_trainer(tmp_path, 10, [monitor.lightning_callback()])
     trainer.fit(LitMoE(), loader())
     assert monitor.should_stop
@@ -173,7 +174,7 @@ def test_alert_rule_stops_lightning(tmp_path):
 
 
 def test_custom_model_attribute(tmp_path):
-    monitor = GrokkingMonitor(make_probe(), every=2, jsonl=False, on_error="raise")
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"))
     module = LitMoE()
     assert GrokmonLightningCallback(monitor).probe_model(module) is module.net
     assert GrokmonLightningCallback(monitor, model="net").probe_model(module) is module.net

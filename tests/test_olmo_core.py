@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from grokmon.config import MonitorConfig
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -199,11 +200,11 @@ def test_config_copies_keep_the_monitor(tmp_path) -> None:
     from olmo_core.train import TrainerConfig
     from olmo_core.train.callbacks import GarbageCollectorCallback
 
-    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
     from grokmon.integrations import GrokmonCallback
 
-    with GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (4, 8))), every=2,
-                         output_dir=str(tmp_path)) as monitor:  # holds its JSONL record open: not copyable
+    with GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (4, 8))),
+                         MonitorConfig(every=2, output_dir=str(tmp_path))) as monitor:  # holds its JSONL record open: not copyable
         callback = GrokmonCallback(monitor)
         config = TrainerConfig(save_folder=str(tmp_path / "ckpt")).with_callback("grokmon", callback)
         config = config.with_callback("gc", GarbageCollectorCallback())
@@ -360,11 +361,13 @@ def _basic_trainer(out: Path, monitor, steps: int, save_interval: int = 1000):
 
 
 def _monitor(out: Path, **settings):
-    from grokmon import GrokkingMonitor, ProbeSet
+    from moe_models import build_monitor
+
+    from grokmon import ProbeSet
 
     ids = torch.randint(2, 50, (6, 8), generator=torch.Generator().manual_seed(3))
-    return GrokkingMonitor(ProbeSet.from_token_ids(ids, groups=["a", "b"] * 3), output_dir=str(out / "grokmon"),
-                           on_error="raise", **settings)
+    return build_monitor(ProbeSet.from_token_ids(ids, groups=["a", "b"] * 3), output_dir=str(out / "grokmon"),
+                         on_error="raise", **settings)
 
 
 def _jsonl_steps(out: Path) -> list[int]:
@@ -403,8 +406,8 @@ def test_monitor_state_resumes_from_the_trainer_checkpoint(tmp_path) -> None:
     from grokmon import GrokkingMonitor, ProbeSet
     from grokmon.errors import GrokmonError
 
-    different = GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (6, 8))), every=2,
-                                output_dir=str(tmp_path / "other"))
+    different = GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (6, 8))),
+                                MonitorConfig(every=2, output_dir=str(tmp_path / "other")))
     try:
         with pytest.raises(GrokmonError, match="probe changed"):  # another probe than the checkpoint's
             _basic_trainer(tmp_path, different, steps=8).fit()

@@ -13,13 +13,14 @@ import os
 
 import pytest
 from moe_models import tiny_model
-from test_hf_trainer import KEY, VOCAB, jsonl_metrics, make_args, make_dataset, make_monitor, make_probe
+from test_hf_trainer import KEY, VOCAB, jsonl_metrics, make_args, make_dataset, trainer_monitor, make_probe
 from transformers import Trainer
 
 from grokmon.alerts import ThresholdRule
 from grokmon.errors import GrokmonError
 from grokmon.integrations.hf import PATHWAYS_FILE, STATE_FILE, GrokkingCallback, read_callback_state
 from grokmon.monitor import GrokkingMonitor
+from grokmon.config import MonitorConfig
 from grokmon.sinks import read_jsonl
 
 EVERY = 2
@@ -32,7 +33,7 @@ def _rule() -> ThresholdRule:
 
 
 def _first_run(tmp_path) -> Trainer:
-    monitor = make_monitor(tmp_path, every=EVERY, alerts=[_rule()])
+    monitor = trainer_monitor(tmp_path, every=EVERY, alerts=[_rule()])
     args = make_args(tmp_path / "out", max_steps=7, save_strategy="steps", save_steps=4)
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args,
                       train_dataset=make_dataset(), callbacks=[monitor.hf_callback()])
@@ -53,7 +54,7 @@ def test_resume_from_trainer_checkpoint(tmp_path, through_trainer_state):
     assert in_trainer_state["attributes"]["monitor_state"] == saved["monitor_state"]
 
     # a restart: new process state, same probe (rebuilt from the same seed), same files
-    monitor = make_monitor(tmp_path, every=EVERY, alerts=[_rule()])
+    monitor = trainer_monitor(tmp_path, every=EVERY, alerts=[_rule()])
     args = make_args(tmp_path / "out", max_steps=10, save_strategy="steps", save_steps=4,
                      restore_callback_states_from_checkpoint=through_trainer_state)
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args,
@@ -89,8 +90,8 @@ def test_resume_from_trainer_checkpoint(tmp_path, through_trainer_state):
 
 def test_resume_refuses_a_different_probe(tmp_path):
     _first_run(tmp_path)
-    other = GrokkingMonitor(make_probe(seed=999), every=EVERY, jsonl=str(tmp_path / "other.jsonl"),
-                            on_error="raise")
+    other = GrokkingMonitor(make_probe(seed=999),
+                            MonitorConfig(every=EVERY, jsonl=str(tmp_path / "other.jsonl"), on_error="raise"))
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(),
                       args=make_args(tmp_path / "out", max_steps=10), train_dataset=make_dataset(),
                       callbacks=[other.hf_callback()])

@@ -40,7 +40,7 @@ monitor's sinks keep steps strictly increasing.
 
 Example:
     >>> from grokmon import GrokkingMonitor, ProbeSet                    # doctest: +SKIP
-    >>> monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), every=200)  # doctest: +SKIP
+    >>> monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), MonitorConfig(every=200))  # doctest: +SKIP
     >>> trainer = Trainer(model=model, args=TrainingArguments("out", report_to="wandb"),
     ...                   train_dataset=ds, callbacks=[GrokkingCallback(monitor)])   # doctest: +SKIP
     >>> trainer.train()                                                  # doctest: +SKIP
@@ -141,7 +141,7 @@ def read_callback_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | N
 
 
 class GrokkingCallback(MonitorAdapter, TrainerCallback, ExportableState):
-    """Probe a MoE model every ``monitor.every`` optimizer steps of a ``transformers.Trainer``.
+    """Probe a MoE model every ``monitor.config.every`` optimizer steps of a ``transformers.Trainer``.
 
     Also named :data:`GrokkingHFCallback` (beside :class:`~grokmon.integrations.lightning.GrokkingLightningCallback`).
 

@@ -83,7 +83,7 @@ def _build_class() -> type:
     pl = lightning_module()
 
     class GrokkingLightningCallback(MonitorAdapter, pl.Callback):
-        """Probe a MoE model every ``monitor.every`` optimizer updates of a Lightning ``Trainer``.
+        """Probe a MoE model every ``monitor.config.every`` optimizer updates of a Lightning ``Trainer``.
 
         Also named ``GrokmonLightningCallback`` (its first name).
 

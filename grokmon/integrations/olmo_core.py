@@ -46,7 +46,7 @@ on first use.
 Example:
     >>> from grokmon import GrokkingMonitor                              # doctest: +SKIP
     >>> from grokmon.integrations.olmo_core import GrokmonCallback       # doctest: +SKIP
-    >>> monitor = GrokkingMonitor(probe, every=200, output_dir="grokmon_out")  # doctest: +SKIP
+    >>> monitor = GrokkingMonitor(probe, MonitorConfig(every=200, output_dir="grokmon_out"))  # doctest: +SKIP
     >>> trainer_config = TrainerConfig(save_folder="ckpt").with_callback(
     ...     "grokmon", GrokmonCallback(monitor))                           # doctest: +SKIP
 """
@@ -87,7 +87,7 @@ def _build_class() -> type:
 
     @dataclasses.dataclass
     class GrokmonCallback(MonitorAdapter, Callback):
-        """Probe a MoE model every ``monitor.every`` steps of an OLMo-core ``Trainer`` (see the module doc).
+        """Probe a MoE model every ``monitor.config.every`` steps of an OLMo-core ``Trainer`` (see the module doc).
 
         Args:
             monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive.
@@ -95,7 +95,7 @@ def _build_class() -> type:
             close_on_train_end: close the monitor in ``post_train``.
 
         Example:
-            >>> cb = GrokmonCallback(GrokkingMonitor(probe, every=100))        # doctest: +SKIP
+            >>> cb = GrokmonCallback(GrokkingMonitor(probe, MonitorConfig(every=100)))        # doctest: +SKIP
             >>> TrainerConfig(save_folder="ckpt").with_callback("grokmon", cb)  # doctest: +SKIP
         """
 
@@ -132,10 +132,10 @@ def _build_class() -> type:
                     f"probe with seq_len <= {min(limits)}"
                 )
             fit = max(1, min(limits) // seq)
-            if self.monitor.runner.batch_size > fit:
+            if self.monitor.config.batch_size > fit:
                 logger.info("grokmon: probe batch_size %d -> %d (%d tokens per MoE forward at most)",
-                            self.monitor.runner.batch_size, fit, min(limits))
-                self.monitor.runner.batch_size = fit
+                            self.monitor.config.batch_size, fit, min(limits))
+                self.monitor.config.batch_size = fit
 
         def _record(self, *, final: bool = False) -> None:
             """Record waiting results with ``trainer.record_metric``: one probe per step, all at the end.

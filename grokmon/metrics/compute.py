@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from .._keywords import CheckedKeywords
 from ..editdistance import BACKENDS
 from ..errors import ConfigError
 from ..pathways import PathwayForm, Pathways, PathwaySequences, pathway_sequences
@@ -33,7 +34,7 @@ _FORMS = ("threshold", "topk", "token")
 
 
 @dataclass
-class MetricConfig:
+class MetricConfig(CheckedKeywords):
     """Which metrics :func:`compute_metrics` computes, and how (defaults follow docs/metrics.md).
 
     Attributes:
