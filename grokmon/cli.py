@@ -102,7 +102,7 @@ def scan(
     from .results import metric_job
     from .routing import capture_pathways
     from .sinks import JsonlSink
-    from .sinks.base import PREFIX
+    from .keys import prefixed
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,7 @@ def scan(
                 skipped.append(f"skipped {path}: {type(error).__name__}: {reason}")
                 previous = None
                 continue
-            sink.log({PREFIX + k: v for k, v in metrics.items()}, step, fields={"checkpoint": key})
+            sink.log(prefixed(metrics), step, fields={"checkpoint": key})
             records.append((step, metrics))
             previous = result.pathways
             del model

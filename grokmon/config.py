@@ -73,9 +73,6 @@ class MonitorConfig(CheckedKeywords):
     on_error: Literal["warn", "raise"] = "warn"
     """``"warn"`` (count in ``grokmon/errors``, warn once per kind, go on) or ``"raise"`` (tests)."""
 
-    prefix: str = "grokmon/"
-    """Put before every metric key (``grokmon/pathway_distance``)."""
-
     flush_on_sigterm: bool = True
     """On SIGTERM (preemption), write the finished results before the process ends
     (:mod:`grokmon.shutdown`; chained to any handler already installed)."""

@@ -42,6 +42,7 @@ from .alerts import AlertEvent, GroupStageTracker, Rule, RuleSet
 from .config import MonitorConfig
 from .delivery import MAX_SINK_FAILURES, Delivery, SinkStatus
 from .distributed import all_agree, rank_and_world
+from .keys import PREFIX, prefixed, unprefixed
 from .metrics import MemorizationTracker, MetricConfig, compute_metrics
 from .pathways import Pathways
 from .routing.capture import CaptureResult
@@ -126,7 +127,7 @@ class ResultPath:
     """Computes, judges and delivers probe results (see the module doc); owns the sinks and the stop flag.
 
     Args:
-        config: the monitor's settings (``prefix``, ``on_error``, ``async_metrics``, ``metrics``).
+        config: the monitor's settings (``on_error``, ``async_metrics``, ``metrics``, the sink settings).
         sinks: where results go (already set up; empty on ranks other than 0).
         rules: alert rules, evaluated on every result in step order.
         stage_tracker: the per-group stage tracker, or None.
@@ -137,7 +138,6 @@ class ResultPath:
                  stage_tracker: GroupStageTracker | None = None,
                  on_alert: Callable[[AlertEvent], None] | None = None) -> None:
         self.config = config
-        self.prefix = config.prefix
         self.fail = Faults(config.on_error)
         self.delivery = Delivery(self.fail, timeout=config.sink_timeout, capacity=config.sink_buffer,
                                  detach_after=config.sink_detach_after)
@@ -172,7 +172,7 @@ class ResultPath:
 
     def _invalid_row(self) -> dict[str, float]:
         """NaN for every headline metric (those of the last good probe, or the defaults)."""
-        keys = [k[len(self.prefix):] for k in self.last_metrics if k.startswith(self.prefix)]
+        keys = [unprefixed(k) for k in self.last_metrics if k.startswith(PREFIX)]
         keys = [k for k in keys if not k.startswith(("alert/", "group/")) and k not in ("stage", "errors")]
         return {k: math.nan for k in keys or ("pathway_distance", "probe_loss")}
 
@@ -230,8 +230,8 @@ class ResultPath:
                 metrics.update(self.stage_tracker.stage_metrics())
             metrics["errors"] = float(self.fail.count)
             metrics["sink_drops"] = float(self.delivery.dropped)
-            prefixed = {self.prefix + k: v for k, v in metrics.items()}
-            self._log(prefixed, step)
+            keyed = prefixed(metrics)
+            self._log(keyed, step)
             for event in events:
                 self._alert(event)
             if self.rules.stop_requested and not self.should_stop and self._stop_pending_step is None:
@@ -239,9 +239,9 @@ class ResultPath:
                     self._stop_pending_step = step  # rank-local values (probe_seconds) may differ: agree first
                 else:
                     self.should_stop = True
-            self.history.append((step, prefixed))
-            self.last_metrics = prefixed
-            out.append((step, prefixed))
+            self.history.append((step, keyed))
+            self.last_metrics = keyed
+            out.append((step, keyed))
         return out
 
     # ------------------------------------------------------------------ stop agreement (all ranks)

@@ -59,11 +59,12 @@ from collections import deque
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
+from ..keys import PREFIX
 from ._common import MonitorAdapter
 
 __all__ = ["GrokmonCallback", "STEP_KEY"]
 
-STEP_KEY = "grokmon/step"  # the probe step of the values recorded with it
+STEP_KEY = PREFIX + "step"  # the probe step of the values recorded with it
 
 logger = logging.getLogger(__name__)
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..keys import PREFIX
 from ._common import MonitorAdapter, Results, is_monitor
 
 try:
@@ -162,9 +163,8 @@ class GrokkingMetricsProcessor(MonitorAdapter, MetricsProcessor):
 
     def _forward(self, items: Results, step: int) -> None:
         for probe_step, metrics in items:
-            self.logger.log({**metrics, "grokmon/probe_step": probe_step}, max(step, probe_step))
-            prefix = self.monitor.config.prefix
-            shown = [f"{key}: {metrics[prefix + key]:.4f}" for key in _SUMMARY_KEYS if prefix + key in metrics]
+            self.logger.log({**metrics, PREFIX + "probe_step": probe_step}, max(step, probe_step))
+            shown = [f"{key}: {metrics[PREFIX + key]:.4f}" for key in _SUMMARY_KEYS if PREFIX + key in metrics]
             _stdout.info(f"grokmon probe of step {probe_step}: " + ("  ".join(shown) or f"{len(metrics)} values"))
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..keys import unprefixed
 from .data import OVERALL, Points, RunData, stage_name
 
 __all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "headline_figure", "headline_chart", "group_chart",
@@ -163,7 +164,7 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
         level = str(alert.get("level") or "WARN")
         color = LEVEL_COLORS.get(level, LEVEL_COLORS["WARN"])
         metric = str(alert.get("metric") or "")
-        metric = metric[len("grokmon/"):] if metric.startswith("grokmon/") else metric
+        metric = unprefixed(metric)
         for ax in axes[:max(1, n)]:
             ax.axvline(step, color=color, lw=0.8, ls=":", alpha=0.8, zorder=1)
         gid = f"alert-marker-{i}"

@@ -50,6 +50,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SinkError
+from ..keys import PREFIX
 from .base import AlertInfo, Sink, to_float
 
 __all__ = ["WandbSink"]
@@ -67,8 +68,8 @@ class WandbSink(Sink):
     Args:
         run: the W&B run (default: ``wandb.run`` at first use).
         step_key: the host's step metric, or None to log with ``step=``.
-        metric_glob: suffix glob of grokmon's keys for ``define_metric``; its stem (``grokmon/``)
-            is the prefix of the group keys and of the chart, table and summary keys.
+        metric_glob: suffix glob of grokmon's keys for ``define_metric``. The group, chart, table and
+            summary keys always use :data:`grokmon.keys.PREFIX` (``grokmon/``).
         group_charts: log ``<prefix>by_group/<metric>`` line-series charts.
         charts_every: also refresh the charts and the stage table every this many probes
             (None: only at :meth:`close`).
@@ -92,7 +93,7 @@ class WandbSink(Sink):
         self._run = run
         self.step_key = step_key
         self.metric_glob = metric_glob
-        self.prefix = metric_glob[:-1] if metric_glob and metric_glob.endswith("*") else "grokmon/"
+        self.prefix = PREFIX  # grokmon.keys owns it; metric_glob only picks the keys put on grokmon's step axis
         self.group_charts = group_charts
         self.charts_every = charts_every
         self.stage_table = stage_table
