@@ -731,19 +731,19 @@ def _(tmp, mp):
         monitor.close()
 
 
-@case("monitor-hf-callback-without-monitor", ConfigError, "GrokkingCallback needs a GrokkingMonitor")
+@case("monitor-hf-callback-without-monitor", ConfigError, "GrokkingHFCallback needs a GrokkingMonitor, got NoneType: "
+      "pass GrokkingHFCallback(monitor) or use monitor.hf_callback()")
 def _(tmp, mp):
     from grokmon.integrations import hf
 
-    mp.setattr(hf, "_LIVE", [])  # no live callback from another test to adopt
-    hf.GrokkingCallback()
+    hf.GrokkingHFCallback(None)
 
 
-@case("monitor-hf-callback-not-a-monitor", ConfigError, "GrokkingCallback needs a GrokkingMonitor, got str")
+@case("monitor-hf-callback-not-a-monitor", ConfigError, "GrokkingHFCallback needs a GrokkingMonitor, got str")
 def _(tmp, mp):
     from grokmon.integrations import hf
 
-    hf.GrokkingCallback("x")
+    hf.GrokkingHFCallback("x")
 
 
 @case("monitor-hf-state-not-grokmon", ConfigError, "is not a grokmon callback state file")
@@ -762,7 +762,7 @@ def _(tmp, mp):
     read_callback_state(tmp)
 
 
-@case("monitor-lightning-missing", GrokmonError, "GrokmonLightningCallback needs Lightning")
+@case("monitor-lightning-missing", GrokmonError, "GrokkingLightningCallback needs Lightning")
 def _(tmp, mp):
     from grokmon.integrations.lightning import lightning_module
 
@@ -1026,11 +1026,11 @@ def _(tmp, mp):
       "holds the Hugging Face model, or a function of the LightningModule")
 def _(tmp, mp):
     pytest.importorskip("lightning")
-    from grokmon.integrations.lightning import GrokmonLightningCallback
+    from grokmon.integrations.lightning import GrokkingLightningCallback
 
     m = monitor()
     try:
-        GrokmonLightningCallback(m, model="backbone").probe_model(nn.Module())
+        GrokkingLightningCallback(m, model="backbone").probe_model(nn.Module())
     finally:
         m.close()
 
@@ -1177,26 +1177,32 @@ def needs_olmo_core() -> None:
         pytest.skip("needs OLMo-core: pip install grokmon[olmo-core]")
 
 
-@case("engine-olmo-core-missing", ConfigError, "GrokmonCallback needs OLMo-core: pip install grokmon[olmo-core] (or "
-      "pip install ai2-olmo-core)")
+@case("engine-olmo-core-missing", ConfigError, "GrokkingOLMoCoreCallback needs OLMo-core: pip install "
+      "grokmon[olmo-core] (or pip install ai2-olmo-core)")
 def _(tmp, mp):
-    import grokmon.integrations.olmo_core as integration
+    import importlib
 
-    integration._build_class.cache_clear()
+    mp.delitem(sys.modules, "grokmon.integrations.olmo_core", raising=False)  # put back after the case
     mp.setitem(sys.modules, "olmo_core.train.callbacks", None)  # the import fails as if not installed
-    try:
-        integration.GrokmonCallback
-    finally:
-        integration._build_class.cache_clear()
+    importlib.import_module("grokmon.integrations.olmo_core")
 
 
-@case("engine-olmo-core-not-a-monitor", ConfigError, "GrokmonCallback needs a GrokkingMonitor, got object: pass "
-      "GrokmonCallback(monitor)")
+@case("engine-olmo-core-not-a-monitor", ConfigError, "GrokkingOLMoCoreCallback needs a GrokkingMonitor, got object: "
+      "pass GrokkingOLMoCoreCallback(monitor)")
 def _(tmp, mp):
     needs_olmo_core()
-    from grokmon.integrations import GrokmonCallback
+    from grokmon.integrations import GrokkingOLMoCoreCallback
 
-    GrokmonCallback(object())
+    GrokkingOLMoCoreCallback(object())
+
+
+@case("engine-olmo-core-config-no-probe", ConfigError, "GrokkingOLMoCoreCallbackConfig needs probe= the path of a "
+      "saved probe (ProbeSet.save or grokmon probe)")
+def _(tmp, mp):
+    needs_olmo_core()
+    from grokmon.integrations import GrokkingOLMoCoreCallbackConfig
+
+    GrokkingOLMoCoreCallbackConfig().build(None)
 
 
 @case("engine-olmo-core-probe-too-long", ConfigError, "the probe's sequences have 8 tokens, more than the 4 tokens the "
@@ -1206,12 +1212,12 @@ def _(tmp, mp):
     import types
 
     needs_olmo_core()
-    from grokmon.integrations import GrokmonCallback
+    from grokmon.integrations import GrokkingOLMoCoreCallback
 
     experts = nn.Module()
     experts.max_local_microbatch_size = 4   # what OLMo-core's capacity-based experts were sized for
     model = nn.Sequential(experts)
-    callback = GrokmonCallback(monitor())
+    callback = GrokkingOLMoCoreCallback(monitor())
     callback.trainer = types.SimpleNamespace(train_module=types.SimpleNamespace(model=model), global_step=0)
     try:
         callback._fit_probe_batch()

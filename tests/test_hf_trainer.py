@@ -1,4 +1,4 @@
-"""GrokkingCallback in real Hugging Face Trainer runs of a tiny OLMoE on CPU.
+"""GrokkingHFCallback in real Hugging Face Trainer runs of a tiny OLMoE on CPU.
 
 Checks what reached W&B (the offline ``.wandb`` file read back), ``state.log_history`` and the
 JSONL file, against each other and against a direct capture + compute on the same weights.

@@ -44,7 +44,7 @@ RUN = textwrap.dedent("""
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args, train_dataset=make_dataset(),
                       callbacks=[monitor.hf_callback(), KillAt()])
     trainer.train(resume_from_checkpoint={resume!r})
-    records = __import__("grokmon").read_jsonl(out + "/grokmon.jsonl")
+    records = __import__("grokmon.sinks", fromlist=["read_jsonl"]).read_jsonl(out + "/grokmon.jsonl")
     print("fired at", [r["step"] for r in records if "alert" in r and "seen" in r["alert"]["title"]])
 """)
 

@@ -1,4 +1,4 @@
-"""GrokmonLightningCallback in real Lightning runs of a tiny OLMoE on CPU (CSVLogger)."""
+"""GrokkingLightningCallback in real Lightning runs of a tiny OLMoE on CPU (CSVLogger)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from grokmon.alerts import ThresholdRule  # noqa: E402
-from grokmon.integrations.lightning import GrokmonLightningCallback  # noqa: E402
+from grokmon.integrations.lightning import GrokkingLightningCallback  # noqa: E402
 from grokmon.metrics import MetricConfig, compute_metrics  # noqa: E402
 from grokmon.monitor import GrokkingMonitor  # noqa: E402
 from grokmon.config import MonitorConfig
@@ -128,19 +128,34 @@ def test_lightning_run_logs_through_loggers(tmp_path):
 def test_state_dict_round_trip(tmp_path):
     monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"),
                               alerts=[ThresholdRule("pathway_distance", above=-1.0)])
-    cb = GrokmonLightningCallback(monitor, close_on_train_end=False)
+    cb = GrokkingLightningCallback(monitor, close_on_train_end=False)
     make_trainer(tmp_path, 4, [cb]).fit(LitMoE(), loader())
     state = cb.state_dict()
     assert state["last_step"] == 4 and state["monitor_state"]["last_probe_step"] == 4
 
     other = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"),
                             alerts=[ThresholdRule("pathway_distance", above=-1.0)])
-    cb2 = GrokmonLightningCallback(other)
+    cb2 = GrokkingLightningCallback(other)
     cb2.load_state_dict(state)
     assert other.state_dict(include_pathways=False) == monitor.state_dict(include_pathways=False)
     assert torch.equal(other.pathways_state()["mean_weights"], monitor.pathways_state()["mean_weights"])
     monitor.close()
     other.close()
+
+
+def test_two_callbacks_keep_their_own_state(tmp_path):
+    """The state key comes from the callback's settings (Lightning's _generate_state_key), not a fixed name."""
+    a = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=str(tmp_path / "a.jsonl"), on_error="raise"))
+    b = GrokkingMonitor(make_probe(), MonitorConfig(every=4, jsonl=str(tmp_path / "b.jsonl"), on_error="raise"))
+    callbacks = [a.lightning_callback(), b.lightning_callback()]
+    assert callbacks[0].state_key != callbacks[1].state_key
+    assert callbacks[0].state_key.startswith("GrokkingLightningCallback{")
+    save = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    make_trainer(tmp_path, 4, [*callbacks, save], enable_checkpointing=True).fit(LitMoE(), loader())
+    saved = torch.load(tmp_path / "ckpt" / "step=4.ckpt", weights_only=False)["callbacks"]
+    ours = {key: value for key, value in saved.items() if key.startswith("GrokkingLightningCallback")}
+    assert sorted(ours) == sorted(cb.state_key for cb in callbacks)
+    assert [ours[cb.state_key]["monitor_state"]["probe_count"] for cb in callbacks] == [3, 2]  # 0,2,4 and 0,4
 
 
 def test_resume_from_lightning_checkpoint(tmp_path):
@@ -176,11 +191,11 @@ def test_alert_rule_stops_lightning(tmp_path):
 def test_custom_model_attribute(tmp_path):
     monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"))
     module = LitMoE()
-    assert GrokmonLightningCallback(monitor).probe_model(module) is module.net
-    assert GrokmonLightningCallback(monitor, model="net").probe_model(module) is module.net
-    assert GrokmonLightningCallback(monitor, model=lambda m: m.net.model).probe_model(module) is module.net.model
+    assert GrokkingLightningCallback(monitor).probe_model(module) is module.net
+    assert GrokkingLightningCallback(monitor, model="net").probe_model(module) is module.net
+    assert GrokkingLightningCallback(monitor, model=lambda m: m.net.model).probe_model(module) is module.net.model
     from grokmon.errors import GrokmonError
 
     with pytest.raises(GrokmonError, match="no attribute 'backbone'"):
-        GrokmonLightningCallback(monitor, model="backbone").probe_model(module)
+        GrokkingLightningCallback(monitor, model="backbone").probe_model(module)
     monitor.close()

@@ -215,7 +215,7 @@ def _group_probe(step_codes, distance):
 
 
 def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     for gs in range(1, 7):  # the host is ahead: W&B's _step is 6 when grokmon first logs
@@ -268,7 +268,7 @@ def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
 
 
 def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink(run, step_key=None)  # Accelerate-style: explicit step=
@@ -291,7 +291,7 @@ def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
 
 
 def test_wandb_sink_extras_off_and_close_after_finish(wandb_run):
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     quiet = WandbSink(run, group_charts=False, stage_table=False, summary=False)

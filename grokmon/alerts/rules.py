@@ -390,7 +390,6 @@ class RuleLoadReport(NamedTuple):
     unexpected: list[str]
 
 
-LoadResult = RuleLoadReport  # its first name; grokmon.metrics.LoadResult is the unrelated expert-load result
 
 
 class RuleSet:
