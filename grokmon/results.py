@@ -44,6 +44,7 @@ from .delivery import MAX_SINK_FAILURES, Delivery, SinkStatus
 from .distributed import all_agree, rank_and_world
 from .keys import PREFIX, prefixed, unprefixed
 from .metrics import MemorizationTracker, MetricConfig, compute_metrics
+from .metrics.info import drop_meaningless, metric_info
 from .pathways import Pathways
 from .routing.capture import CaptureResult
 from .sinks import JsonlSink
@@ -81,14 +82,16 @@ class Faults:
 
 
 def metric_job(step: int, capture: CaptureResult, previous: Pathways | None, config: MetricConfig, *,
-               memorization: MemorizationTracker | None = None,
-               drift_invalid: bool = False) -> Callable[[], dict[str, float]]:
+               memorization: MemorizationTracker | None = None, drift_invalid: bool = False,
+               on_dropped: Callable[[list[str], int], None] | None = None) -> Callable[[], dict[str, float]]:
     """The one path from a captured probe to its unprefixed metrics (the monitor's and ``grokmon scan``'s).
 
     Returns a function to run later (on the worker): :func:`compute_metrics` with the per-sample
     loss (``probe_loss``, ``group/<g>/probe_loss``), plus ``probe_seconds``, ``probe_tokens`` and
     ``metric_seconds``. Out of GPU memory, it computes again on the CPU (the GPU is the training
     run's). ``memorization`` (the paper's sample selection) is fed in step order: jobs run one at a time.
+    A metric the model has too few MoE layers for (``MetricInfo.min_moe_layers``: ``pathway_consistency``
+    needs 3) is left out, and ``on_dropped(names, layers)`` is told.
 
     Example:
         >>> metrics = metric_job(200, capture_pathways(model, ids), None, MetricConfig())()  # doctest: +SKIP
@@ -113,6 +116,9 @@ def metric_job(step: int, capture: CaptureResult, previous: Pathways | None, con
             memorized_since = (torch.full((pathways.num_samples,), -1) if loss is None
                                else memorization.update(step, loss, pathways.groups))
         metrics = compute(memorized_since)
+        dropped = drop_meaningless(metrics, pathways.num_routers)
+        if dropped and on_dropped is not None:
+            on_dropped(dropped, pathways.num_routers)
         if drift_invalid:
             metrics["pathway_drift"] = math.nan
         metrics["probe_seconds"] = capture.seconds
@@ -157,14 +163,24 @@ class ResultPath:
         self._stop_pending_step: int | None = None
         self._worker: MetricWorker | None = None
         self._inline: list[tuple[int, Any, BaseException | None]] = []
+        self._warned_dropped = False
 
     # ------------------------------------------------------------------ jobs in
     def submit_probe(self, step: int, capture: CaptureResult, previous: Pathways | None, *,
                      drift_invalid: bool = False) -> None:
         """Compute this probe's metrics in the background (or now); they are delivered in step order."""
         job = metric_job(step, capture, previous, self.config.metrics, memorization=self.memorization,
-                         drift_invalid=drift_invalid)
+                         drift_invalid=drift_invalid, on_dropped=self._dropped)
         self.submit(step, job, device=capture.pathways.mean_weights.device)
+
+    def _dropped(self, names: list[str], layers: int) -> None:
+        """Warn once per monitor about metrics left out for too few MoE layers (from the worker thread)."""
+        if self._warned_dropped:
+            return
+        self._warned_dropped = True
+        needs = ", ".join(f"{n} needs >= {info.min_moe_layers}" for n in names if (info := metric_info(n)))
+        warnings.warn(f"grokmon: {needs} MoE layers and this model has {layers}: not logged (it could mean "
+                      "nothing here; docs/metrics.md)", RuntimeWarning, stacklevel=2)
 
     def submit_failed(self, step: int, device: torch.device | None = None) -> None:
         """Log ``step`` with its metrics NaN: visibly invalid (see :meth:`_invalid_row`)."""

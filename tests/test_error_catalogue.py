@@ -1673,6 +1673,26 @@ def _(tmp, mp):
     PlateauRule("pathway_distance", mode="down")
 
 
+@case("alerts-divergence-no-direction", ConfigError, "DivergenceRule('pathway_consistency'): pathway_consistency has "
+      "no fixed good direction, so moving 'the wrong way' is undefined: pass mode='min' or mode='max'")
+def _(tmp, mp):
+    from grokmon.alerts import DivergenceRule
+
+    DivergenceRule("pathway_consistency", max_change=0.1)
+
+
+@case("monitor-metric-needs-more-moe-layers", RuntimeWarning, "grokmon: pathway_consistency needs >= 3 MoE layers and "
+      "this model has 2: not logged (it could mean nothing here; docs/metrics.md)")
+def _(tmp, mp):
+    from moe_models import tiny_model
+
+    m = monitor(async_metrics=False)
+    try:
+        m.step(tiny_model("olmoe", num_layers=2), 1)
+    finally:
+        m.close()
+
+
 @case("alerts-number-negative", ConfigError, "min_delta=-0.1 must be a finite number >= 0")
 def _(tmp, mp):
     from grokmon.alerts import PlateauRule

@@ -41,7 +41,7 @@ def test_a_counter_that_restarts_each_epoch_keeps_probing_on_grokmons_own_count(
         for epoch in range(2):
             for step in range(6):      # 0..5, then 0..5 again
                 monitor.step(model, step)
-    assert len(caught) == 1
+    assert len([w for w in caught if "went backwards" in str(w.message)]) == 1
     state = json.loads(json.dumps(monitor.state_dict(include_pathways=False)))
     monitor.close()
     steps = [r["step"] for r in read_jsonl(tmp_path / "grokmon.jsonl") if "metrics" in r]
@@ -51,6 +51,7 @@ def test_a_counter_that_restarts_each_epoch_keeps_probing_on_grokmons_own_count(
     again.load_state_dict(state)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", "grokmon: pathway_consistency needs")  # 2 MoE layers: C_i left out
         again.step(model, 5)           # the host's 5 is grokmon's 10: probed already
         again.step(model, 7)           # 12: probed
     again.close()

@@ -29,6 +29,15 @@ from .consistency import kept_experts_mask, pathway_consistency, routing_cosine
 from .distance import pathway_distance
 from .routing import expert_load, pathway_drift, routing_entropy
 from .selection import MemorizationTracker, check_fraction
+from .info import MetricInfo
+
+#: The keys computed here and by the result path (:mod:`grokmon.metrics.info`).
+INFO = (
+    MetricInfo("probe_loss", "lower", "nats", description="mean next-token loss of the probe samples"),
+    MetricInfo("probe_seconds", "lower", "s", description="time of the probe forward"),
+    MetricInfo("probe_tokens", None, "tokens", description="tokens in the probe"),
+    MetricInfo("metric_seconds", "lower", "s", description="time to compute the metrics"),
+)
 
 _FORMS = ("threshold", "topk", "token")
 

@@ -44,6 +44,28 @@ HEADLINE: dict[str, str] = {
     "pathway_cosine": "pathway cosine",
 }
 MAX_EXTERNAL = 3   # held-out curves drawn in the headline chart
+
+
+def direction_note(metric: str) -> str:
+    """Which way is good for ``metric``, from its declared :class:`~grokmon.metrics.info.MetricInfo` ("" if unknown).
+
+    Example:
+        >>> direction_note("pathway_distance"), direction_note("pathway_cosine"), direction_note("eval/acc")
+        ('lower is better', 'no fixed direction', '')
+    """
+    from ..metrics.info import metric_info
+
+    info = metric_info(metric)
+    if info is None:
+        return ""
+    return f"{info.better} is better" if info.better else "no fixed direction"
+
+
+def _labelled(label: str, metric: str) -> str:
+    note = direction_note(metric)
+    return f"{label}\n({note})" if note else label
+
+
 MAX_LAYERS = 8     # expert-load heatmaps drawn (evenly spaced when the model has more)
 MAX_DOTS = 120     # curves with more probes are drawn as lines without a dot per probe
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
@@ -146,7 +168,7 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
         color = "#7b2cbf" if kind == "external" else "black"
         steps, values = zip(*points) if points else ((), ())
         ax.plot(steps, values, color=color, lw=1.4, marker=_marker(points), ms=2.5)
-        label = f"held-out: {name}" if kind == "external" else HEADLINE.get(name, name)
+        label = f"held-out: {name}" if kind == "external" else _labelled(HEADLINE.get(name, name), name)
         ax.set_ylabel(label, fontsize=8.5)
         ax.grid(alpha=0.25)
         ax.tick_params(labelsize=8)
@@ -242,7 +264,7 @@ def group_chart(run: RunData, metric: str, *, label: str | None = None) -> str |
                 ms=2, label=group, gid=gid)
         marks[gid] = {"class": "group-line", "data-group": group, "title": f"{group}: {metric}"}
     ax.set_xlabel("step", fontsize=9)
-    ax.set_ylabel(label or metric, fontsize=9)
+    ax.set_ylabel(_labelled(label or metric, metric), fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.25)
     if len(per_group) <= 8:
