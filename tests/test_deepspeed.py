@@ -270,7 +270,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
                                   MonitorConfig(every=1, async_metrics=False, output_dir=f"{out_path}_check{rank}", on_error="raise", batch_size=1))
         ids = torch.randint(0, 128, (2, SEQ), generator=torch.Generator().manual_seed(10 + rank))
         plain = _engine_step(target, ids)
-        probed = _engine_step(twin, ids, probe=lambda e: checker.probe(e, 1))
+        probed = _engine_step(twin, ids, probe=lambda e: checker.probe_now(e, 1))
         checker.close()
         result["probe_in_step_changes_nothing"] = plain[0] == probed[0] and all(
             torch.equal(a, b) for a, b in zip(plain[1], probed[1]))

@@ -22,6 +22,7 @@ from moe_models import tiny_model
 import grokmon.results as results_module  # the metric job (compute_metrics) lives on the result path
 from grokmon import GrokkingMonitor, MonitorConfig, MetricConfig, ProbeSet, ThresholdRule, capture_pathways, compute_metrics
 from grokmon.errors import ConfigError, GrokmonError, ProbeError
+from grokmon.metrics.info import drop_meaningless
 from grokmon.sinks import CallbackSink
 
 
@@ -73,6 +74,7 @@ def test_values_equal_direct_capture(tmp_path) -> None:
     direct = capture_pathways(model, probe.input_ids, probe.attention_mask, groups=probe.groups,
                               group_names=probe.group_names)
     expected = compute_metrics(direct.pathways, config=config)
+    assert drop_meaningless(expected, direct.pathways.num_routers) == ["pathway_consistency"]  # 2 MoE layers
     last = monitor.history[-1][1]
     for key, value in expected.items():
         if key != "pathway_drift" and not key.startswith("pathway_drift"):
