@@ -43,10 +43,14 @@ class MonitorConfig(CheckedKeywords):
     appear when the probe has groups."""
 
     jsonl: str | bool = True
-    """The JSONL record: True for ``output_dir/grokmon.jsonl``, a file path, or False."""
+    """The JSONL record: True for ``<run folder>/grokmon.jsonl``, a file path, or False."""
 
-    output_dir: str = "grokmon_out"
-    """Folder of the default JSONL record and of the saved probe (``probe.pt``)."""
+    output_dir: str | None = None
+    """Folder of the JSONL record and of the saved probe (``probe.pt``). ``None`` (the default): each
+    run gets a new folder of its own, ``run-<n>`` under ``grokmon_out/`` (under the Hugging Face
+    Trainer, ``<TrainingArguments.output_dir>/grokmon/``; under Lightning, ``<default_root_dir>/grokmon/``),
+    made at the first probe, so running a script again never appends to the last run's record; a
+    resume reopens the folder saved in the checkpoint's monitor state. A path: exactly that folder."""
 
     stages: bool = True
     """Track the per-group grokking stage (memorizing / grokking / saturated). To change its patience,
@@ -117,7 +121,7 @@ class MonitorConfig(CheckedKeywords):
                 raise ConfigError(f"jsonl={str(self.jsonl)!r} is a folder: pass a file path (e.g. "
                                   f"{Path(self.jsonl) / 'grokmon.jsonl'}), True for output_dir/grokmon.jsonl, or False")
             self.jsonl = str(self.jsonl)
-        self.output_dir = str(self.output_dir)
+        self.output_dir = None if self.output_dir is None else str(self.output_dir)
         if not isinstance(self.stages, bool):
             if type(self.stages).__name__ == "GroupStageTracker":
                 raise ConfigError("MonitorConfig.stages is True or False: pass a configured GroupStageTracker as "
@@ -134,10 +138,13 @@ class MonitorConfig(CheckedKeywords):
 
     @property
     def jsonl_path(self) -> Path | None:
-        """The JSONL record's path, or None when it is off."""
+        """The JSONL record's path; None when it is off or in a run folder made at the first probe
+        (``output_dir=None``: the monitor's ``jsonl_path`` says where it went)."""
         if not self.jsonl:
             return None
-        return Path(self.output_dir) / "grokmon.jsonl" if self.jsonl is True else Path(self.jsonl)
+        if self.jsonl is not True:
+            return Path(self.jsonl)
+        return None if self.output_dir is None else Path(self.output_dir) / "grokmon.jsonl"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (``metrics`` as a dict of its fields)."""

@@ -21,7 +21,7 @@ import threading
 import weakref
 from typing import Any
 
-__all__ = ["close_open_monitors", "install_sigterm_handler", "open_monitors", "register", "unregister"]
+__all__ = ["run_first_at_exit", "close_open_monitors", "install_sigterm_handler", "open_monitors", "register", "unregister"]
 
 #: Seconds each monitor may wait for pending metrics when the process is told to stop.
 SIGTERM_TIMEOUT = 5.0
@@ -53,6 +53,18 @@ def close_open_monitors(timeout: float = 10.0) -> None:
             monitor.close(timeout=timeout)
         except Exception:  # noqa: BLE001 - nothing can be reported while the process ends
             pass
+
+
+def run_first_at_exit() -> None:
+    """Make grokmon's exit hook run before every ``atexit`` hook registered so far.
+
+    ``atexit`` runs the last registered hook first. A host's W&B run tears its service down in a hook
+    registered at ``wandb.init``, after grokmon was imported: on Ctrl-C, grokmon's hook would then
+    deliver its last records to a W&B run already gone ("Connection lost"). The monitor calls this
+    whenever a sink is added, so its records reach every sink added so far.
+    """
+    atexit.unregister(close_open_monitors)
+    atexit.register(close_open_monitors)
 
 
 def install_sigterm_handler() -> bool:

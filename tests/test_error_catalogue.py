@@ -810,6 +810,27 @@ def _(tmp, mp):
     step_backwards("warn")
 
 
+@case("monitor-step-after-close", RuntimeWarning, "grokmon: step after close failed, training goes on (counted in "
+      "grokmon/errors): GrokmonError('monitor.step() was called after monitor.close(): nothing is probed or "
+      "recorded; make a new GrokkingMonitor for a new run')")
+def _(tmp, mp):
+    m = monitor()
+    m.close()
+    m.step(moe(), 1)
+
+
+@case("monitor-run-folder-unwritable", RuntimeWarning, "grokmon: record failed, training goes on (counted in "
+      "grokmon/errors)")
+def _(tmp, mp):
+    (tmp / "file").write_text("")
+    m = monitor(jsonl=True)
+    try:
+        m.set_run_root(tmp / "file" / "grokmon")  # a folder cannot be made under a file
+        m.step(moe(), 1)
+    finally:
+        m.close()
+
+
 @case("monitor-step-backwards-raise", ConfigError, "the step went backwards, from 4 to 0 (a counter that restarts "
       "each epoch?)")
 def _(tmp, mp):

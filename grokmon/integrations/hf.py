@@ -177,6 +177,8 @@ class GrokkingHFCallback(MonitorAdapter, TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
+        # a new run's record goes in its own folder under the Trainer's output_dir (output_dir=None)
+        self.monitor.set_run_root(os.path.join(args.output_dir, "grokmon"))
         if state.is_world_process_zero:
             self._attach_wandb(args)
             others = [r for r in _report_to(args) if r != "wandb"]

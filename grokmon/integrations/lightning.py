@@ -32,6 +32,8 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -135,6 +137,10 @@ class GrokkingLightningCallback(MonitorAdapter, pl.Callback):
                 lg.log_metrics(dict(metrics), step=step)
 
     # ------------------------------------------------------------ hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # before Lightning restores callback state: a new run's folder goes under the Trainer's root
+        self.monitor.set_run_root(os.path.join(trainer.default_root_dir, "grokmon"))
+
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         step = int(trainer.global_step)
         self._baseline(self.probe_model(pl_module), step, self._optimizer(trainer))
