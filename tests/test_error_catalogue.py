@@ -1790,6 +1790,32 @@ def _(tmp, mp):
     _stalled_sink(0.1)
 
 
+def _fatal_sink() -> None:
+    from grokmon.delivery import Delivery
+    from grokmon.results import Faults
+    from grokmon.sinks import CallbackSink
+
+    def exits(metrics, step):
+        raise SystemExit(1)
+
+    delivery = Delivery(Faults("warn"))
+    delivery.add(CallbackSink(exits, name="exits"))
+    delivery.log({"grokmon/x": 1.0}, 1)
+    delivery.flush(timeout=5.0)
+
+
+@case("sinks-base-exception", RuntimeWarning, "grokmon: sink exits raised SystemExit(1) and is detached: 0 "
+      "record(s) dropped (counted in grokmon/sink_drops)")
+def _(tmp, mp):
+    _fatal_sink()
+
+
+@case("sinks-base-exception-counted", RuntimeWarning, "grokmon: sink exits failed, training goes on (counted in "
+      "grokmon/errors): SinkError('sink exits raised SystemExit(1), which a sink must never raise')")
+def _(tmp, mp):
+    _fatal_sink()
+
+
 @case("sinks-accelerate-not-accelerator", SinkError, "AccelerateSink needs an accelerate.Accelerator")
 def _(tmp, mp):
     from grokmon.sinks import AccelerateSink

@@ -242,8 +242,12 @@ class JsonlSink(Sink):
             self._pending.popleft()
         self._warned_write = False
 
-    def log(self, metrics: Mapping[str, float], step: int, *, fields: Mapping[str, Any] | None = None) -> None:
-        """Append one metric record; ``fields`` are extra top-level JSON fields (e.g. the checkpoint)."""
+    def log(self, metrics: Mapping[str, float], step: int, *, fields: Mapping[str, Any] | None = None) -> bool:
+        """Append one metric record; ``fields`` are extra top-level JSON fields (e.g. the checkpoint).
+
+        Returns False for a step refused because it is not after the last one in the file (counted in
+        ``dropped``; the monitor counts it as ``refused`` in ``sink_status()``), True otherwise.
+        """
         step = int(step)
         clash = [k for k in fields or {} if k in _RESERVED]
         if clash:
@@ -256,13 +260,14 @@ class JsonlSink(Sink):
                     "dropped (JSONL steps only move forward). Pass resume_step= when resuming from a checkpoint",
                     RuntimeWarning, stacklevel=2,
                 )
-            return
+            return False
         values = {}
         for k, v in metrics.items():
             f = to_float(v, k)
             values[str(k)] = f if math.isfinite(f) else None
         self._write({"step": step, "time": time.time(), **_jsonable(dict(fields or {})), "metrics": values})
         self.last_step = step if self.last_step is None else max(step, self.last_step)
+        return True
 
     def _alert(self, alert: AlertInfo) -> None:
         step = alert.step if alert.step is not None else self.last_step
