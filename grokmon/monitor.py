@@ -214,7 +214,7 @@ class GrokkingMonitor:
         return self.results.poll()
 
     def flush(self, timeout: float | None = 300.0) -> Results:
-        """Wait for pending metric computation and deliver everything."""
+        """Wait for pending metric computation and deliver everything (at most ``timeout`` s in all)."""
         return self.results.flush(timeout)
 
     def add_sink(self, sink: Any) -> None:
@@ -228,7 +228,8 @@ class GrokkingMonitor:
 
     # ------------------------------------------------------------------ lifecycle and state
     def close(self, timeout: float | None = 300.0) -> None:
-        """Flush pending metrics (waiting at most ``timeout`` s per result), close the sinks, stop the worker."""
+        """Flush pending metrics, close the sinks, stop the worker: at most ``timeout`` s in all
+        (:meth:`grokmon.results.ResultPath.close`: probes still computing then are counted, not waited for)."""
         if self._closed:
             return
         self._closed = True
@@ -324,7 +325,8 @@ class GrokkingMonitor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        # leaving on an exception (Ctrl-C, SystemExit): the short shutdown deadline, as at exit
+        self.close() if exc[0] is None else self.close(timeout=shutdown.SHUTDOWN_TIMEOUT)
 
 
 def _merged(results: Results) -> dict[str, float]:

@@ -51,6 +51,8 @@ from .worker import MetricWorker
 __all__ = ["Faults", "MAX_SINK_FAILURES", "ResultPath", "metric_job"]
 
 log = logging.getLogger("grokmon")
+#: Seconds of a close's deadline kept for the sinks (at most half of it): metric jobs stop waiting before.
+SINK_RESERVE = 3.0
 Results = list[tuple[int, dict[str, float]]]
 
 
@@ -157,6 +159,7 @@ class ResultPath:
         self._stop_pending_step: int | None = None
         self._worker: MetricWorker | None = None
         self._inline: list[tuple[int, Any, BaseException | None]] = []
+        self.unfinished = 0  # probes whose metrics were still computing when the monitor closed
 
     # ------------------------------------------------------------------ jobs in
     def submit_probe(self, step: int, capture: CaptureResult, previous: Pathways | None, *,
@@ -196,10 +199,11 @@ class ResultPath:
         return results
 
     def flush(self, timeout: float | None = 300.0) -> Results:
-        """Wait for pending metric computation (at most ``timeout`` s per result), deliver everything,
-        and wait (at most ``timeout`` s) for the healthy sinks to take it; stalled sinks are not waited for."""
+        """Wait for pending metric computation, deliver everything, and wait for the healthy sinks to
+        take it: at most ``timeout`` s in all; stalled sinks are not waited for."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         results = self._deliver(self._take(wait=True, timeout=timeout))
-        self.delivery.flush(timeout)
+        self.delivery.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return results
 
     @property
@@ -295,12 +299,30 @@ class ResultPath:
 
     # ------------------------------------------------------------------ lifecycle and state
     def close(self, timeout: float | None = 300.0) -> None:
-        """Deliver what is pending, stop the worker, close the sinks: at most ``timeout`` s for the
-        sinks in all; a stalled sink is never called again."""
-        self._deliver(self._take(wait=True, timeout=timeout))
+        """Deliver what is pending, stop the worker, close the sinks: one deadline, ``timeout`` s, for
+        the metric jobs and the sinks together (a stalled sink is never called again).
+
+        The metric jobs may use the deadline less a reserve for the sinks (half of it, at most
+        :data:`SINK_RESERVE` s), so the probes that finished are written; a probe still computing
+        then is not waited for: it is warned about, counted in ``grokmon/errors`` and in
+        :attr:`unfinished`.
+        """
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        jobs_until = None if timeout is None else start + max(0.0, timeout - min(timeout / 2, SINK_RESERVE))
+        self._deliver(self._take(wait=True, timeout=None if jobs_until is None else max(0.0, jobs_until - start)))
         if self._worker is not None:
-            self._worker.close()
-        self.delivery.close(timeout)
+            self._worker.close(timeout=0.0)  # cancels the jobs not started; never waits on a running one
+            self._deliver(self._take(wait=False))  # any that finished meanwhile
+            steps = self._worker.unfinished_steps
+            if steps:
+                self.unfinished += len(steps)
+                self.fail.count += len(steps)
+                warnings.warn(f"grokmon: {len(steps)} probe(s) were still computing their metrics when the monitor "
+                              f"closed (steps {steps[:10]}{' ...' if len(steps) > 10 else ''}; shutdown deadline "
+                              f"{timeout:g} s): they are not written (counted in grokmon/errors)",
+                              RuntimeWarning, stacklevel=3)
+        self.delivery.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def state_dict(self) -> dict[str, Any]:
         """Errors, the stop decision, alert, stage and memorization state (JSON-able)."""

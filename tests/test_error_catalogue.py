@@ -1790,6 +1790,26 @@ def _(tmp, mp):
     _stalled_sink(0.1)
 
 
+@case("monitor-close-unfinished", RuntimeWarning, "grokmon: 2 probe(s) were still computing their metrics when the "
+      "monitor closed (steps [2, 3]; shutdown deadline 0.5 s): they are not written (counted in grokmon/errors)")
+def _(tmp, mp):
+    import threading
+
+    from grokmon.config import MonitorConfig
+    from grokmon.results import ResultPath
+
+    release = threading.Event()
+    path = ResultPath(MonitorConfig(jsonl=False))
+    path.submit(1, lambda: {"x": 1.0})
+    path.flush(timeout=5.0)
+    path.submit(2, lambda: (release.wait(30), {"x": 2.0})[1])
+    path.submit(3, lambda: {"x": 3.0})
+    try:
+        path.close(timeout=0.5)
+    finally:
+        release.set()
+
+
 def _fatal_sink() -> None:
     from grokmon.delivery import Delivery
     from grokmon.results import Faults
