@@ -1810,6 +1810,42 @@ def _(tmp, mp):
         release.set()
 
 
+@case("sinks-jsonl-deleted", RuntimeWarning, "JsonlSink(...): the file (or its folder) was deleted while the run "
+      "wrote it; made again with the 1 line(s) it held, and the run goes on writing it (counted in .recreated)")
+def _(tmp, mp):
+    import shutil
+
+    from grokmon.sinks import JsonlSink
+
+    sink = JsonlSink(tmp / "run" / "grokmon.jsonl")
+    sink.log({"grokmon/x": 1.0}, 1)
+    shutil.rmtree(tmp / "run")
+    try:
+        sink.log({"grokmon/x": 2.0}, 2)
+    finally:
+        sink.close()
+
+
+@case("sinks-jsonl-pending-full", RuntimeWarning, "JsonlSink(...): more than 100000 lines or 10 bytes could not be "
+      "written; the oldest are given up (counted in .lost)")
+def _(tmp, mp):
+    import errno
+
+    from grokmon.sinks import JsonlSink
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    sink = JsonlSink(tmp / "grokmon.jsonl", max_pending_bytes=10)
+    mp.setattr("grokmon.sinks.jsonl.os.write", full)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*write failed")
+        sink.log({"grokmon/x": 1.0}, 1)
+        sink.log({"grokmon/x": 2.0}, 2)
+    mp.undo()
+    sink.close()
+
+
 def _fatal_sink() -> None:
     from grokmon.delivery import Delivery
     from grokmon.results import Faults
