@@ -80,7 +80,7 @@ class MonitorConfig:
     sink_detach_after: float = 60.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.every, int) or self.every < 1:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ConfigError(f"every must be a positive number of optimizer steps, got {self.every!r}")
         if self.on_error not in ("warn", "raise"):
             raise ConfigError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}")

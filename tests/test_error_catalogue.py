@@ -792,6 +792,16 @@ def _(tmp, mp):
         m.close()
 
 
+@case("monitor-step-negative", ConfigError, "step must be >= 0, got -1: pass the optimizer step (0 before the first "
+      "update)")
+def _(tmp, mp):
+    m = monitor()
+    try:
+        m.step(moe(), -1)
+    finally:
+        m.close()
+
+
 def step_backwards(on_error: str) -> None:
     m = monitor(async_metrics=False, on_error=on_error)
     model = moe()
@@ -841,6 +851,11 @@ def _(tmp, mp):
 @case("monitor-every-zero", ConfigError, "every must be a positive number of optimizer steps, got 0")
 def _(tmp, mp):
     monitor(every=0)
+
+
+@case("monitor-every-bool", ConfigError, "every must be a positive number of optimizer steps, got True")
+def _(tmp, mp):
+    monitor(every=True)
 
 
 @case("monitor-on-error", ConfigError, "on_error must be 'warn' or 'raise', got 'ignore'")
@@ -2128,6 +2143,63 @@ def _(tmp, mp):
     from grokmon.cli import report
 
     report(tmp / "missing.jsonl", tmp / "plots")
+
+
+@case("cli-trainer-state-step-overflow", GrokmonError, "trainer_state.json has no readable global_step (OverflowError: "
+      "cannot convert float infinity to integer): restore")
+def _(tmp, mp):
+    from grokmon.cli import checkpoint_step
+
+    (tmp / "checkpoint-7").mkdir()
+    (tmp / "checkpoint-7" / "trainer_state.json").write_text('{"global_step": 1e400}')
+    checkpoint_step(tmp / "checkpoint-7")
+
+
+@case("cli-scan-out-is-a-file", GrokmonError, "--out ... is a file: pass a folder for grokmon.jsonl and grokmon.csv")
+def _(tmp, mp):
+    from grokmon.cli import scan
+
+    (tmp / "taken").write_text("x")
+    scan([tmp / "checkpoint-7"], tmp / "probe.pt", tmp / "taken", progress=False)
+
+
+@case("cli-report-folder-without-jsonl", GrokmonError, "is a folder without a grokmon.jsonl: pass the grokmon.jsonl a "
+      "run or a scan wrote, or its folder")
+def _(tmp, mp):
+    from grokmon.cli import report
+
+    (tmp / "empty").mkdir()
+    report(tmp / "empty", tmp / "plots")
+
+
+@case("cli-corpus-not-utf8", GrokmonError, "is not UTF-8 text (line 2, byte 12: b'\\xe9'): convert it to UTF-8 "
+      "(e.g. iconv -f latin1 -t utf-8)")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.txt").write_bytes(b"one line\ncaf\xe9\n")
+    build_probe(tmp / "corpus.txt", "tokenizer", tmp / "probe.pt", n=1, seq_len=8)
+
+
+@case("cli-probe-out-is-a-folder", GrokmonError, "--out ... is a folder: pass the probe file to write (e.g. "
+      ".../probe.pt)")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.txt").write_text("one sample\nanother sample\n")
+    (tmp / "out").mkdir()
+    try:
+        build_probe(tmp / "corpus.txt", "tokenizer", tmp / "out", n=1, seq_len=8)
+    finally:
+        assert not (tmp / "out.tmp").exists()
+
+
+@case("probe-save-to-a-folder", ProbeError, "is a folder: pass a file path for the probe (e.g. .../probe.pt)")
+def _(tmp, mp):
+    try:
+        probe().save(tmp)
+    finally:
+        assert not tmp.with_name(tmp.name + ".tmp").exists()
 
 
 @case("cli-corpus-missing", GrokmonError, "does not exist")

@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import ConfigError
 from .data import OVERALL, Points, RunData, stage_name
 
-__all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "headline_figure", "headline_chart", "group_chart",
+__all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "plain_text", "headline_figure", "headline_chart", "group_chart",
            "expert_load_chart", "save_png", "external_curves"]
 
 STAGE_COLORS: dict[str, str] = {"memorizing": "#f4a261", "grokking": "#2a9d8f", "saturated": "#264653",
@@ -47,6 +47,21 @@ MAX_LAYERS = 8     # expert-load heatmaps drawn (evenly spaced when the model ha
 MAX_DOTS = 120     # curves with more probes are drawn as lines without a dot per probe
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
             "#ff7f0e", "#7f7f7f")
+
+
+def plain_text() -> Any:
+    """A context in which matplotlib draws every label as written: a ``$`` in a group name, a title or
+    an eval column is text, not mathtext (``$\\frac{`` would otherwise raise while drawing).
+
+    Example:
+        >>> with plain_text():                                  # doctest: +SKIP
+        ...     svg = headline_chart(run, title="cost in $ (USD)")
+    """
+    try:
+        import matplotlib
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError("the report needs matplotlib: pip install 'grokmon[plot]'") from e
+    return matplotlib.rc_context({"text.parse_math": False, "text.usetex": False})
 
 
 def _figure(width: float, height: float) -> Any:

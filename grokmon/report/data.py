@@ -178,10 +178,11 @@ def load_run(source: Any, eval_series: Mapping[str, Points] | None = None) -> Ru
         elif isinstance(r.get("alert"), Mapping):
             a = dict(r["alert"])
             a.setdefault("step", r.get("step"))
+            a["step"] = int(a["step"]) if _finite(a["step"]) else None  # "abc", 1e400 (inf): an alert without a step
             extra = a.get("extra") if isinstance(a.get("extra"), Mapping) else {}
-            if a.get("kind") == "stage" and extra.get("stage"):
+            if a.get("kind") == "stage" and extra.get("stage") and a["step"] is not None:
                 group = extra.get("group") or OVERALL
-                stage_alerts[(int(a["step"] or 0), str(group))] = {**extra, "group": group, "text": a.get("text", "")}
+                stage_alerts[(a["step"], str(group))] = {**extra, "group": group, "text": a.get("text", "")}
             else:
                 run.alerts.append(a)
         elif isinstance(r.get("config"), Mapping):
