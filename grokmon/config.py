@@ -59,6 +59,9 @@ class MonitorConfig:
             dropped and counted in ``grokmon/sink_drops``).
         sink_detach_after: seconds a stalled sink call may last before the sink is detached (the
             JSONL record never is).
+        history_limit: results kept in ``monitor.history`` (a count: the oldest go first; the JSONL
+            record keeps them all). Its memory is about 125 bytes per metric key per result
+            (docs/performance.md): 1,000 results of 400 keys are about 50 MB.
     """
 
     every: int = 200
@@ -78,6 +81,7 @@ class MonitorConfig:
     sink_timeout: float = 5.0
     sink_buffer: int = 10_000
     sink_detach_after: float = 60.0
+    history_limit: int = 1000
 
     def __post_init__(self) -> None:
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
@@ -92,6 +96,8 @@ class MonitorConfig:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if not isinstance(self.sink_buffer, int) or isinstance(self.sink_buffer, bool) or self.sink_buffer < 1:
             raise ConfigError(f"sink_buffer must be a positive number of records, got {self.sink_buffer!r}")
+        if not isinstance(self.history_limit, int) or isinstance(self.history_limit, bool) or self.history_limit < 1:
+            raise ConfigError(f"history_limit must be a positive number of results, got {self.history_limit!r}")
         if self.metrics is None:
             self.metrics = MetricConfig()
         elif isinstance(self.metrics, Mapping):

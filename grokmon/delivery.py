@@ -199,7 +199,7 @@ class SinkChannel:
             self._cond.notify_all()
         if lost:
             warnings.warn(f"grokmon: sink {self.name} did not take {lost} record(s) before close (counted in "
-                          "grokmon/sink_drops; the JSONL record and monitor.history have them)", RuntimeWarning, stacklevel=3)
+                          "grokmon/sink_drops; the JSONL record has them)", RuntimeWarning, stacklevel=3)
         if self.detached or not idle:
             return  # never call into a sink that is stalled or gone
         thread = self._thread
@@ -338,7 +338,7 @@ class SinkChannel:
             self._cond.notify_all()
         # warned from the training thread (at its next check), never from the sink's
         self._notes.append(f"grokmon: sink {self.name} {why} and is detached: {queued} record(s) dropped "
-                           "(counted in grokmon/sink_drops); the JSONL record and monitor.history keep every result")
+                           "(counted in grokmon/sink_drops); the JSONL record keeps every result")
 
 
 class Delivery:

@@ -88,7 +88,7 @@ class GrokkingMonitor:
     ``grokmon/errors``; a failed probe logs its step with NaN metrics. Sinks are called from their own
     threads: one that stalls (``sink_timeout``) has its records held and is detached after
     ``sink_detach_after`` s, one that fails 3 times in a row is detached; the JSONL record never is,
-    and the in-memory ``history`` keeps every result (:mod:`grokmon.delivery`).
+    and the in-memory ``history`` keeps the last ``history_limit`` results (:mod:`grokmon.delivery`).
 
     Example:
         >>> GrokkingMonitor(probe, every=100, batch_size=8, alerts=[PlateauRule("pathway_distance")])  # doctest: +SKIP
@@ -159,7 +159,8 @@ class GrokkingMonitor:
     sinks = property(lambda self: self.results.sinks, doc="The sinks results go to (world rank 0).")
     rules = property(lambda self: self.results.rules, doc="The alert rules (a RuleSet).")
     stage_tracker = property(lambda self: self.results.stage_tracker, doc="The per-group stage tracker or None.")
-    history = property(lambda self: self.results.history, doc="Every ``(step, prefixed metrics)`` delivered.")
+    history = property(lambda self: self.results.history,
+                       doc="The last ``history_limit`` (1000) ``(step, prefixed metrics)`` delivered.")
     last_metrics = property(lambda self: self.results.last_metrics, doc="The last result delivered.")
     should_stop = property(lambda self: self.results.should_stop,
                            doc="An alert rule with ``stop_training=True`` fired (agreed on all ranks).")

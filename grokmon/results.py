@@ -14,8 +14,8 @@ decision follow the host loop); the sinks are called from their own threads
 (:class:`~grokmon.delivery.Delivery`), so a sink that blocks costs training nothing. A failure
 anywhere is counted by :class:`Faults` (``grokmon/errors``), warned once per place and never raised
 (``on_error="raise"`` for tests). A sink that stalls or fails ``MAX_SINK_FAILURES`` times in a row
-is detached (never the JSONL record); ``history`` keeps every result and ``grokmon/sink_drops``
-counts the records a sink never got.
+is detached (never the JSONL record); ``history`` keeps the last ``history_limit`` results and
+``grokmon/sink_drops`` counts the records a sink never got.
 
 Example:
     >>> from grokmon.config import MonitorConfig
@@ -244,6 +244,8 @@ class ResultPath:
                 else:
                     self.should_stop = True
             self.history.append((step, prefixed))
+            if len(self.history) > self.config.history_limit:  # bounded: the JSONL record keeps every result
+                del self.history[: len(self.history) - self.config.history_limit]
             self.last_metrics = prefixed
             out.append((step, prefixed))
         return out

@@ -853,6 +853,13 @@ def _(tmp, mp):
     monitor(every=0)
 
 
+@case("monitor-history-limit", ConfigError, "history_limit must be a positive number of results, got 0")
+def _(tmp, mp):
+    from grokmon.config import MonitorConfig
+
+    MonitorConfig(history_limit=0)
+
+
 @case("monitor-every-bool", ConfigError, "every must be a positive number of optimizer steps, got True")
 def _(tmp, mp):
     monitor(every=True)
@@ -1800,7 +1807,7 @@ def _(tmp, mp):
 
 
 @case("sinks-stalled-detached", RuntimeWarning, "grokmon: sink hung stalled for 0 s and is detached: 1 "
-      "record(s) dropped (counted in grokmon/sink_drops); the JSONL record and monitor.history keep every result")
+      "record(s) dropped (counted in grokmon/sink_drops); the JSONL record keeps every result")
 def _(tmp, mp):
     _stalled_sink(0.1)
 
