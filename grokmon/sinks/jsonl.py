@@ -64,43 +64,16 @@ import os
 import time
 import warnings
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..errors import SinkError
 from .base import PREFIX, AlertInfo, Sink, _jsonable, to_float
 
-__all__ = ["JsonlSink", "read_jsonl", "read_metrics", "unprefixed"]
+__all__ = ["JsonlSink", "iter_jsonl", "read_jsonl", "read_metrics", "unprefixed"]
 
 _RESERVED = ("step", "time", "metrics", "alert")
-
-
-def _parse(path: Path) -> tuple[list[dict], bool]:
-    """Records of ``path`` and whether its end is damaged (an unterminated or unparsable last line)."""
-    raw = path.read_bytes()
-    if not raw:
-        return [], False
-    lines = raw.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    records, damaged = [], False
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError as e:
-            if i == len(lines) - 1 and not tail:
-                damaged = True  # last line half-written, then a newline was never reached
-                break
-            raise SinkError(f"line {i + 1} of {path} is not JSON ({e}): the file is corrupted; move it away") from e
-    if tail.strip():
-        try:
-            records.append(json.loads(tail))
-        except ValueError:
-            pass
-        damaged = True  # no trailing newline: the next append would glue onto this line
-    return records, damaged
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
@@ -109,10 +82,37 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     Metric records have ``"metrics"``, alert records ``"alert"``; ``null`` metric values are
     non-finite numbers.
     """
+    return list(iter_jsonl(path))
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
+    """The records of :func:`read_jsonl`, read one line at a time (memory does not grow with the file).
+
+    Example:
+        >>> for record in iter_jsonl("grokmon_out/grokmon.jsonl"):   # doctest: +SKIP
+        ...     print(record["step"])
+    """
     path = Path(path)
     if not path.exists():
         raise SinkError(f"no JSONL file at {path}")
-    return _parse(path)[0]
+    with open(path, "rb") as f:
+        previous: bytes | None = None
+        number = 0
+        for line in f:
+            if previous is not None:
+                number += 1
+                if previous.strip():
+                    try:
+                        yield json.loads(previous)
+                    except ValueError as e:
+                        raise SinkError(f"line {number} of {path} is not JSON ({e}): the file is corrupted; "
+                                        "move it away") from e
+            previous = line
+        if previous is not None and previous.strip():
+            try:
+                yield json.loads(previous)
+            except ValueError:
+                pass  # a half-written last line
 
 
 def read_metrics(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
@@ -345,9 +345,10 @@ class JsonlSink(Sink):
                               "its lines are kept in memory and written once it can", RuntimeWarning, stacklevel=5)
             return
         data = b"".join(held)
-        lines = data.count(b"\n")
-        if data:
-            os.write(fd, data)
+        lines = data.splitlines(keepends=True)
+        for line in reversed(lines):  # written first, in order, whole or not at all, like any waiting line
+            self._pending.appendleft(line)
+            self._pending_bytes += len(line)
         old, self._fd = self._fd, fd
         os.close(old)
         self._lock.close()
@@ -357,7 +358,7 @@ class JsonlSink(Sink):
             self._lock = _Lock(None)
         self.recreated += 1
         warnings.warn(f"JsonlSink({self.path}): the file (or its folder) was deleted while the run wrote it; made "
-                      f"again with the {lines} line(s) it held, and the run goes on writing it (counted "
+                      f"again with the {len(lines)} line(s) it held, and the run goes on writing it (counted "
                       "in .recreated)", RuntimeWarning, stacklevel=5)
 
     def _write(self, record: dict[str, Any]) -> None:
