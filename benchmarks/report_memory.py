@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def write_record(path: Path, megabytes: float) -> int:
     rng = random.Random(0)
-    scalars = ["pathway_distance", "probe_loss", "routing_entropy", "pathway_cosine", "pathway_drift", "stage",
+    scalars = ["pathway_distance", "probe_loss", "routing_entropy", "pathway_cosine", "pathway_drift", "grad_norm",
                "errors", "sink_drops", "probe_seconds", "probe_tokens", "metric_seconds", "consistency",
                "pathway_distance/topk", "pathway_distance/token", "load_balance", "expert_overlap",
                "alert/distance_plateau", "mean_pathway_length", "active_experts"]
@@ -42,7 +42,9 @@ def write_record(path: Path, megabytes: float) -> int:
             step = probes * 50
             m = {f"grokmon/{k}": rng.random() for k in scalars}
             m.update({f"grokmon/group/g{g}/{k}": rng.random() for g in range(8) for k in per_group})
-            m.update({f"grokmon/group/g{g}/stage": float(min(2, step // 200_000)) for g in range(8)})
+            stage = float(min(2, step // 200_000))  # stages change rarely, as in a run
+            m["grokmon/stage"] = stage
+            m.update({f"grokmon/group/g{g}/stage": stage for g in range(8)})
             m.update({f"grokmon/layer/{layer}/expert/{e}/load": rng.random() / 64 for layer in range(4) for e in range(64)})
             f.write(json.dumps({"step": step, "time": 1.7e9 + step, "metrics": m}) + "\n")
             if probes % 500 == 0:
@@ -64,7 +66,7 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": args.code, "MPLBACKEND": "Agg"}
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "grokmon.cli", "report", str(record), "--out", str(Path(tmp) / "r")],
-                              env=env, capture_output=True, text=True)
+                              env=env, capture_output=True, text=True, cwd=tmp)  # not this checkout's grokmon
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")

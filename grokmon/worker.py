@@ -8,7 +8,8 @@ Example:
     >>> w.submit(1, lambda: {"x": 1.0})
     >>> w.drain(wait=True)
     [(1, {'x': 1.0}, None)]
-    >>> w.close()
+    >>> w.close()   # the steps of jobs never collected
+    []
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ Example:
     >>> import tempfile, os
     >>> path = os.path.join(tempfile.mkdtemp(), "grokmon.jsonl")
     >>> with JsonlSink(path) as sink:
-    ...     sink.log({"grokmon/pathway_distance": 3.5, "grokmon/nan": float("nan")}, step=200)
+    ...     _ = sink.log({"grokmon/pathway_distance": 3.5, "grokmon/nan": float("nan")}, step=200)
     >>> [(r["step"], r["metrics"]) for r in read_jsonl(path)]
     [(200, {'grokmon/pathway_distance': 3.5, 'grokmon/nan': None})]
 """
@@ -125,7 +125,7 @@ def read_metrics(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
         >>> import tempfile, os
         >>> path = os.path.join(tempfile.mkdtemp(), "grokmon.jsonl")
         >>> with JsonlSink(path) as sink:
-        ...     sink.log({"grokmon/pathway_distance": 3.5, "grokmon/probe_loss": float("nan")}, step=200)
+        ...     _ = sink.log({"grokmon/pathway_distance": 3.5, "grokmon/probe_loss": float("nan")}, step=200)
         >>> read_metrics(path)
         [(200, {'pathway_distance': 3.5, 'probe_loss': nan})]
     """
