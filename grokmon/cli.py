@@ -30,8 +30,8 @@ def checkpoint_step(path: Path) -> int:
     state = path / "trainer_state.json"
     if state.is_file():
         try:
-            return int(json.loads(state.read_text())["global_step"])
-        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            return int(json.loads(state.read_text(encoding="utf-8", errors="replace"))["global_step"])
+        except (ValueError, KeyError, TypeError, OverflowError) as error:  # JSONDecodeError is a ValueError
             raise GrokmonError(
                 f"{state} has no readable global_step ({type(error).__name__}: {error}): "
                 "restore the Trainer's trainer_state.json or delete it to take the step from the folder name"
@@ -105,6 +105,8 @@ def scan(
     from .keys import prefixed
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GrokmonError(f"--out {out} is a file: pass a folder for grokmon.jsonl and grokmon.csv")
     out.mkdir(parents=True, exist_ok=True)
     probe = ProbeSet.load(probe_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -197,8 +199,13 @@ def report(jsonl: str | Path, out_dir: str | Path, *, eval_file: str | Path | No
     from .report import OVERVIEW_FILE, write_report
 
     path = Path(jsonl)
+    if path.is_dir():  # a run's folder: its grokmon.jsonl (as write_report takes it)
+        if not (path / "grokmon.jsonl").is_file():
+            raise GrokmonError(f"{path} is a folder without a grokmon.jsonl: pass the grokmon.jsonl a run or a "
+                               "scan wrote, or its folder")
+        path = path / "grokmon.jsonl"
     if not path.is_file():
-        raise GrokmonError(f"{path} does not exist: pass the grokmon.jsonl a run or a scan wrote")
+        raise GrokmonError(f"{path} does not exist: pass the grokmon.jsonl a run or a scan wrote, or its folder")
     page = write_report(path, out_dir, eval_file=eval_file, title=title)
     written = [page, Path(out_dir) / OVERVIEW_FILE]
     if pngs:
@@ -225,8 +232,17 @@ def build_probe(
         raise GrokmonError(f"corpus {path} does not exist")
     if n < 1:
         raise GrokmonError(f"--n must be a positive number of samples, got {n}")
+    if Path(out).is_dir():
+        raise GrokmonError(f"--out {out} is a folder: pass the probe file to write (e.g. {Path(out) / 'probe.pt'})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        raise GrokmonError(f"corpus {path} is not UTF-8 text (line {line}, byte {error.start}: "
+                           f"{error.object[error.start:error.end]!r}): convert it to UTF-8 "
+                           "(e.g. iconv -f latin1 -t utf-8)") from None
     texts, groups = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         if path.suffix in (".jsonl", ".json"):
@@ -354,6 +370,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                               min_length=args.min_length))
     except GrokmonError as error:
         print(f"grokmon: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file the command reads or writes: the system's own words name it
+        print(f"grokmon: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - the command line never shows a traceback
+        print(f"grokmon: error: unexpected {type(error).__name__}: {error} (a grokmon bug: please report it with "
+              "the command line that gave it)", file=sys.stderr)
         return 2
     return 0
 

@@ -96,8 +96,13 @@ class MonitorConfig(CheckedKeywords):
     sink_detach_after: float = 60.0
     """Seconds a stalled sink call may last before the sink is detached (the JSONL record never is)."""
 
+    history_limit: int = 1000
+    """Results kept in ``monitor.history`` (a count: the oldest go first; the JSONL record keeps them
+    all). Its memory is about 125 bytes per metric key per result (docs/performance.md): 1,000 results
+    of 400 keys are about 50 MB."""
+
     def __post_init__(self) -> None:
-        if not isinstance(self.every, int) or self.every < 1:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ConfigError(f"every must be a positive number of optimizer steps, got {self.every!r}")
         if self.on_error not in ("warn", "raise"):
             raise ConfigError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}")
@@ -109,6 +114,8 @@ class MonitorConfig(CheckedKeywords):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if not isinstance(self.sink_buffer, int) or isinstance(self.sink_buffer, bool) or self.sink_buffer < 1:
             raise ConfigError(f"sink_buffer must be a positive number of records, got {self.sink_buffer!r}")
+        if not isinstance(self.history_limit, int) or isinstance(self.history_limit, bool) or self.history_limit < 1:
+            raise ConfigError(f"history_limit must be a positive number of results, got {self.history_limit!r}")
         if self.metrics is None:
             self.metrics = MetricConfig()
         elif isinstance(self.metrics, Mapping):

@@ -90,7 +90,7 @@ class GrokkingMonitor:
     ``grokmon/errors``; a failed probe logs its step with NaN metrics. Sinks are called from their own
     threads: one that stalls (``sink_timeout``) has its records held and is detached after
     ``sink_detach_after`` s, one that fails 3 times in a row is detached; the JSONL record never is,
-    and the in-memory ``history`` keeps every result (:mod:`grokmon.delivery`).
+    and the in-memory ``history`` keeps the last ``history_limit`` results (:mod:`grokmon.delivery`).
 
     Example:
         >>> GrokkingMonitor(probe, MonitorConfig(every=100, batch_size=8),                  # doctest: +SKIP
@@ -138,7 +138,7 @@ class GrokkingMonitor:
         self._closed = False
         shutdown.register(self, sigterm=self.config.flush_on_sigterm)
         # dropped without close(): deliver what is pending and release the record's lock anyway
-        self._finalizer = weakref.finalize(self, self.results.close, 10.0)
+        self._finalizer = weakref.finalize(self, self.results.close, shutdown.SHUTDOWN_TIMEOUT)
         self._finalizer.atexit = False  # at exit, grokmon.shutdown closes the open monitors within one deadline
 
     def _open_sinks(self, sinks: list[Any], accelerator: Any) -> None:
@@ -199,7 +199,8 @@ class GrokkingMonitor:
     sinks = property(lambda self: self.results.sinks, doc="The sinks results go to (world rank 0).")
     rules = property(lambda self: self.results.rules, doc="The alert rules (a RuleSet).")
     stage_tracker = property(lambda self: self.results.stage_tracker, doc="The per-group stage tracker or None.")
-    history = property(lambda self: self.results.history, doc="Every ``(step, prefixed metrics)`` delivered.")
+    history = property(lambda self: self.results.history,
+                       doc="The last ``history_limit`` (1000) ``(step, prefixed metrics)`` delivered.")
     last_metrics = property(lambda self: self.results.last_metrics, doc="The last result delivered.")
     should_stop = property(lambda self: self.results.should_stop,
                            doc="An alert rule with ``stop_training=True`` fired (agreed on all ranks).")
@@ -264,7 +265,7 @@ class GrokkingMonitor:
         return self.results.poll()
 
     def flush(self, timeout: float | None = 300.0) -> Results:
-        """Wait for pending metric computation and deliver everything."""
+        """Wait for pending metric computation and deliver everything (at most ``timeout`` s in all)."""
         return self.results.flush(timeout)
 
     def add_sink(self, sink: Any) -> None:
@@ -280,7 +281,8 @@ class GrokkingMonitor:
 
     # ------------------------------------------------------------------ lifecycle and state
     def close(self, timeout: float | None = 300.0) -> None:
-        """Flush pending metrics (waiting at most ``timeout`` s per result), close the sinks, stop the worker."""
+        """Flush pending metrics, close the sinks, stop the worker: at most ``timeout`` s in all
+        (:meth:`grokmon.results.ResultPath.close`: probes still computing then are counted, not waited for)."""
         if self._closed:
             return
         self._closed = True
@@ -382,7 +384,8 @@ class GrokkingMonitor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        # leaving on an exception (Ctrl-C, SystemExit): the short shutdown deadline, as at exit
+        self.close() if exc[0] is None else self.close(timeout=shutdown.SHUTDOWN_TIMEOUT)
 
 
 def _merged(results: Results) -> dict[str, float]:

@@ -793,6 +793,16 @@ def _(tmp, mp):
         m.close()
 
 
+@case("monitor-step-negative", ConfigError, "step must be >= 0, got -1: pass the optimizer step (0 before the first "
+      "update)")
+def _(tmp, mp):
+    m = monitor()
+    try:
+        m.step(moe(), -1)
+    finally:
+        m.close()
+
+
 def step_backwards(on_error: str) -> None:
     m = monitor(async_metrics=False, on_error=on_error)
     model = moe()
@@ -863,6 +873,18 @@ def _(tmp, mp):
 @case("monitor-every-zero", ConfigError, "every must be a positive number of optimizer steps, got 0")
 def _(tmp, mp):
     monitor(every=0)
+
+
+@case("monitor-history-limit", ConfigError, "history_limit must be a positive number of results, got 0")
+def _(tmp, mp):
+    from grokmon.config import MonitorConfig
+
+    MonitorConfig(history_limit=0)
+
+
+@case("monitor-every-bool", ConfigError, "every must be a positive number of optimizer steps, got True")
+def _(tmp, mp):
+    monitor(every=True)
 
 
 @case("monitor-on-error", ConfigError, "on_error must be 'warn' or 'raise', got 'ignore'")
@@ -1868,9 +1890,91 @@ def _(tmp, mp):
 
 
 @case("sinks-stalled-detached", RuntimeWarning, "grokmon: sink hung stalled for 0 s and is detached: 1 "
-      "record(s) dropped (counted in grokmon/sink_drops); the JSONL record and monitor.history keep every result")
+      "record(s) dropped (counted in grokmon/sink_drops); the JSONL record keeps every result")
 def _(tmp, mp):
     _stalled_sink(0.1)
+
+
+@case("monitor-close-unfinished", RuntimeWarning, "grokmon: 2 probe(s) were still computing their metrics when the "
+      "monitor closed (steps [2, 3]; shutdown deadline 0.5 s): they are not written (counted in grokmon/errors)")
+def _(tmp, mp):
+    import threading
+
+    from grokmon.config import MonitorConfig
+    from grokmon.results import ResultPath
+
+    release = threading.Event()
+    path = ResultPath(MonitorConfig(jsonl=False))
+    path.submit(1, lambda: {"x": 1.0})
+    path.flush(timeout=5.0)
+    path.submit(2, lambda: (release.wait(30), {"x": 2.0})[1])
+    path.submit(3, lambda: {"x": 3.0})
+    try:
+        path.close(timeout=0.5)
+    finally:
+        release.set()
+
+
+@case("sinks-jsonl-deleted", RuntimeWarning, "JsonlSink(...): the file (or its folder) was deleted while the run "
+      "wrote it; made again with the 1 line(s) it held, and the run goes on writing it (counted in .recreated)")
+def _(tmp, mp):
+    import shutil
+
+    from grokmon.sinks import JsonlSink
+
+    sink = JsonlSink(tmp / "run" / "grokmon.jsonl")
+    sink.log({"grokmon/x": 1.0}, 1)
+    shutil.rmtree(tmp / "run")
+    try:
+        sink.log({"grokmon/x": 2.0}, 2)
+    finally:
+        sink.close()
+
+
+@case("sinks-jsonl-pending-full", RuntimeWarning, "JsonlSink(...): more than 100000 lines or 10 bytes could not be "
+      "written; the oldest are given up (counted in .lost)")
+def _(tmp, mp):
+    import errno
+
+    from grokmon.sinks import JsonlSink
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    sink = JsonlSink(tmp / "grokmon.jsonl", max_pending_bytes=10)
+    mp.setattr("grokmon.sinks.jsonl.os.write", full)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*write failed")
+        sink.log({"grokmon/x": 1.0}, 1)
+        sink.log({"grokmon/x": 2.0}, 2)
+    mp.undo()
+    sink.close()
+
+
+def _fatal_sink() -> None:
+    from grokmon.delivery import Delivery
+    from grokmon.results import Faults
+    from grokmon.sinks import CallbackSink
+
+    def exits(metrics, step):
+        raise SystemExit(1)
+
+    delivery = Delivery(Faults("warn"))
+    delivery.add(CallbackSink(exits, name="exits"))
+    delivery.log({"grokmon/x": 1.0}, 1)
+    delivery.flush(timeout=5.0)
+
+
+@case("sinks-base-exception", RuntimeWarning, "grokmon: sink exits raised SystemExit(1) and is detached: 0 "
+      "record(s) dropped (counted in grokmon/sink_drops)")
+def _(tmp, mp):
+    _fatal_sink()
+
+
+@case("sinks-base-exception-counted", RuntimeWarning, "grokmon: sink exits failed, training goes on (counted in "
+      "grokmon/errors): SinkError('sink exits raised SystemExit(1), which a sink must never raise')")
+def _(tmp, mp):
+    _fatal_sink()
 
 
 @case("sinks-accelerate-not-accelerator", SinkError, "AccelerateSink needs an accelerate.Accelerator")
@@ -2129,6 +2233,63 @@ def _(tmp, mp):
     from grokmon.cli import report
 
     report(tmp / "missing.jsonl", tmp / "plots")
+
+
+@case("cli-trainer-state-step-overflow", GrokmonError, "trainer_state.json has no readable global_step (OverflowError: "
+      "cannot convert float infinity to integer): restore")
+def _(tmp, mp):
+    from grokmon.cli import checkpoint_step
+
+    (tmp / "checkpoint-7").mkdir()
+    (tmp / "checkpoint-7" / "trainer_state.json").write_text('{"global_step": 1e400}')
+    checkpoint_step(tmp / "checkpoint-7")
+
+
+@case("cli-scan-out-is-a-file", GrokmonError, "--out ... is a file: pass a folder for grokmon.jsonl and grokmon.csv")
+def _(tmp, mp):
+    from grokmon.cli import scan
+
+    (tmp / "taken").write_text("x")
+    scan([tmp / "checkpoint-7"], tmp / "probe.pt", tmp / "taken", progress=False)
+
+
+@case("cli-report-folder-without-jsonl", GrokmonError, "is a folder without a grokmon.jsonl: pass the grokmon.jsonl a "
+      "run or a scan wrote, or its folder")
+def _(tmp, mp):
+    from grokmon.cli import report
+
+    (tmp / "empty").mkdir()
+    report(tmp / "empty", tmp / "plots")
+
+
+@case("cli-corpus-not-utf8", GrokmonError, "is not UTF-8 text (line 2, byte 12: b'\\xe9'): convert it to UTF-8 "
+      "(e.g. iconv -f latin1 -t utf-8)")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.txt").write_bytes(b"one line\ncaf\xe9\n")
+    build_probe(tmp / "corpus.txt", "tokenizer", tmp / "probe.pt", n=1, seq_len=8)
+
+
+@case("cli-probe-out-is-a-folder", GrokmonError, "--out ... is a folder: pass the probe file to write (e.g. "
+      ".../probe.pt)")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.txt").write_text("one sample\nanother sample\n")
+    (tmp / "out").mkdir()
+    try:
+        build_probe(tmp / "corpus.txt", "tokenizer", tmp / "out", n=1, seq_len=8)
+    finally:
+        assert not (tmp / "out.tmp").exists()
+
+
+@case("probe-save-to-a-folder", ProbeError, "is a folder: pass a file path for the probe (e.g. .../probe.pt)")
+def _(tmp, mp):
+    try:
+        probe().save(tmp)
+    finally:
+        assert not tmp.with_name(tmp.name + ".tmp").exists()
 
 
 @case("cli-corpus-missing", GrokmonError, "does not exist")

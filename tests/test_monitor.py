@@ -368,3 +368,15 @@ def test_probe_is_saved_with_the_run(tmp_path) -> None:
         other = GrokkingMonitor(make_probe(seed=5), MonitorConfig(every=1, output_dir=tmp_path))
     assert ProbeSet.load(tmp_path / "probe.pt").fingerprint() == make_probe().fingerprint()  # kept
     other.close()
+
+
+def test_history_is_bounded_by_history_limit_and_the_jsonl_keeps_everything(make_monitor, olmoe) -> None:
+    monitor = make_monitor(every=1, history_limit=3, async_metrics=False)
+    for step in range(1, 8):
+        monitor.step(olmoe, step)
+    monitor.flush()
+    assert [s for s, _ in monitor.history] == [5, 6, 7]
+    assert monitor.last_metrics is monitor.history[-1][1]
+    from grokmon.sinks import read_jsonl
+
+    assert [r["step"] for r in read_jsonl(monitor.jsonl_path) if "metrics" in r] == list(range(1, 8))

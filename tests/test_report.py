@@ -258,3 +258,25 @@ def test_eval_file_errors(tmp_path, name, content, match):
         path.write_text(content)
     with pytest.raises(ConfigError, match=match):
         read_eval_file(path)
+
+
+def test_a_thousand_groups_stay_readable(tmp_path):
+    """Issue 20: 1000 groups drew a 1050 x 26461 px overview and a legend of 1000 entries."""
+    import struct
+
+    groups = [f"g{i:04d}" for i in range(1000)]
+    records = []
+    for step in (0, 100, 200):
+        metrics = {"grokmon/pathway_distance": 0.5, "grokmon/probe_loss": 2.0, "grokmon/stage": 0.0}
+        for i, g in enumerate(groups):
+            metrics[f"grokmon/group/{g}/pathway_distance"] = 0.4 + i / 1e4
+            metrics[f"grokmon/group/{g}/probe_loss"] = 2.0 - step / 1e3
+            metrics[f"grokmon/group/{g}/stage"] = 0.0 if step < 200 or i % 2 else 1.0
+        records.append((step, metrics))
+    page = write_report(records, tmp_path / "out").read_text()
+    width, height = struct.unpack(">II", (tmp_path / "out" / "overview.png").read_bytes()[16:24])
+    assert height < 1600, (width, height)
+    assert page.count('class="group-line"') == 2 * 12
+    assert "Showing 12 of 1000 groups" in page and "median of 1000 groups" in page
+    assert "The strip shows 24 of 1000 groups" in page
+    assert page.count('class="stage-bar"') >= 24 and 'data-group="g0999"' in page   # first and last kept

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .charts import expert_load_chart, external_curves, group_chart, headline_chart
+from .charts import expert_load_chart, external_curves, group_chart, headline_chart, plain_text
 from .data import RunData, Transition, load_run
 from .evalfile import read_eval_file
 from .page import render_page
@@ -90,12 +90,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     if title is None:
         title = "grokmon report" + (f": {source_path.resolve().parent.name}" if source_path is not None else "")
-    charts: dict[str, str | None] = {
-        "chart-headline": headline_chart(run, png=out / OVERVIEW_FILE, title=title),
-        "chart-groups": group_chart(run, "pathway_distance", label="pathway distance"),
-        "chart-group-loss": group_chart(run, "probe_loss", label="probe loss"),
-    }
-    load = expert_load_chart(run)
+    with plain_text():
+        charts, load = _charts(run, out, title)
     if load is not None:
         charts["chart-expert-load"], drawn = load
         all_layers = sorted(run.expert_load)
@@ -108,6 +104,15 @@ def write_report(
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _charts(run: RunData, out: Path, title: str) -> tuple[dict[str, str | None], Any]:
+    charts: dict[str, str | None] = {
+        "chart-headline": headline_chart(run, png=out / OVERVIEW_FILE, title=title),
+        "chart-groups": group_chart(run, "pathway_distance", label="pathway distance"),
+        "chart-group-loss": group_chart(run, "probe_loss", label="probe loss"),
+    }
+    return charts, expert_load_chart(run)
 
 
 def _e(x: object) -> str:

@@ -31,7 +31,8 @@ from ..errors import ConfigError
 from ..keys import unprefixed
 from .data import OVERALL, Points, RunData, stage_name
 
-__all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "headline_figure", "headline_chart", "group_chart",
+__all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "plain_text", "pick_evenly", "strip_rows",
+           "group_note", "strip_note", "headline_figure", "headline_chart", "group_chart",
            "expert_load_chart", "save_png", "external_curves"]
 
 STAGE_COLORS: dict[str, str] = {"memorizing": "#f4a261", "grokking": "#2a9d8f", "saturated": "#264653",
@@ -68,8 +69,25 @@ def _labelled(label: str, metric: str) -> str:
 
 MAX_LAYERS = 8     # expert-load heatmaps drawn (evenly spaced when the model has more)
 MAX_DOTS = 120     # curves with more probes are drawn as lines without a dot per probe
+MAX_STRIP_ROWS = 24  # groups in the overview's stage strip (evenly spaced by name when there are more)
+MAX_GROUP_LINES = 12  # group lines per per-group chart; with more groups, their median and 10-90 % range too
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
             "#ff7f0e", "#7f7f7f")
+
+
+def plain_text() -> Any:
+    """A context in which matplotlib draws every label as written: a ``$`` in a group name, a title or
+    an eval column is text, not mathtext (``$\\frac{`` would otherwise raise while drawing).
+
+    Example:
+        >>> with plain_text():                                  # doctest: +SKIP
+        ...     svg = headline_chart(run, title="cost in $ (USD)")
+    """
+    try:
+        import matplotlib
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError("the report needs matplotlib: pip install 'grokmon[plot]'") from e
+    return matplotlib.rc_context({"text.parse_math": False, "text.usetex": False})
 
 
 def _figure(width: float, height: float) -> Any:
@@ -99,6 +117,25 @@ def external_curves(run: RunData) -> list[str]:
     """The held-out curves the headline shows: accuracy-like names first, at most ``MAX_EXTERNAL``."""
     names = sorted(run.external, key=lambda n: ("acc" not in n.lower(), n))
     return names[:MAX_EXTERNAL]
+
+
+def pick_evenly(names: list[str], limit: int) -> list[str]:
+    """``names`` when there are at most ``limit``, else ``limit`` of them evenly spaced (first and last kept).
+
+    Example:
+        >>> pick_evenly([f"g{i}" for i in range(10)], 4)
+        ['g0', 'g3', 'g6', 'g9']
+    """
+    if len(names) <= limit:
+        return list(names)
+    idx = sorted({round(i * (len(names) - 1) / (limit - 1)) for i in range(limit)})
+    return [names[i] for i in idx]
+
+
+def strip_rows(run: RunData) -> list[str]:
+    """The stage strip's rows: ``overall`` first, then at most ``MAX_STRIP_ROWS`` groups."""
+    groups = sorted(g for g in run.stages if g != OVERALL)
+    return ([OVERALL] if OVERALL in run.stages else []) + pick_evenly(groups, MAX_STRIP_ROWS)
 
 
 def _headline_metrics(run: RunData) -> list[str]:
@@ -151,7 +188,7 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
     """
     metrics = _headline_metrics(run)
     external = external_curves(run)
-    rows = sorted(run.stages, key=lambda g: (g != OVERALL, g))
+    rows = strip_rows(run)
     panels = [("external", n) for n in external] + [("metric", m) for m in metrics]
     n = len(panels)
     strip_h = 0.35 + 0.26 * len(rows) if rows else 0.0
@@ -255,8 +292,11 @@ def group_chart(run: RunData, metric: str, *, label: str | None = None) -> str |
         steps, values = zip(*run.series[metric])
         ax.plot(steps, values, color="black", ls="--", lw=1.2, label="all samples")
     groups = run.groups
+    drawn = set(pick_evenly([g for g in groups if g in per_group], MAX_GROUP_LINES))
+    if len(drawn) < len(per_group):  # many groups: their spread, then a readable few of them
+        _group_spread(ax, per_group)
     for i, group in enumerate(groups):
-        if group not in per_group:
+        if group not in drawn:
             continue
         steps, values = zip(*per_group[group])
         gid = f"group-line-{i}"
@@ -267,12 +307,47 @@ def group_chart(run: RunData, metric: str, *, label: str | None = None) -> str |
     ax.set_ylabel(_labelled(label or metric, metric), fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.25)
-    if len(per_group) <= 8:
+    if len(drawn) <= 8:
         ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
     else:  # many groups: beside the plot, not over the lines
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(per_group) // 16,
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(drawn) // 16,
                   frameon=False)
     return to_svg(fig, f"group-{metric}", marks, f"{label or metric} per group against the step")
+
+
+def _group_spread(ax: Any, per_group: Mapping[str, Points]) -> None:
+    """The median and the 10-90 % range of all groups at each step (grey), under the lines drawn."""
+    import numpy as np
+
+    at: dict[int, list[float]] = {}
+    for points in per_group.values():
+        for step, value in points:
+            if math.isfinite(value):
+                at.setdefault(step, []).append(value)
+    if not at:
+        return
+    steps = sorted(at)
+    low, mid, high = (np.array([np.percentile(at[s], q) for s in steps]) for q in (10, 50, 90))
+    ax.fill_between(steps, low, high, color="#bbbbbb", alpha=0.45, lw=0, label=f"10-90 % of {len(per_group)} groups")
+    ax.plot(steps, mid, color="#555555", lw=1.6, label=f"median of {len(per_group)} groups")
+
+
+def group_note(run: RunData, metric: str) -> str:
+    """The caption's note when a per-group chart draws only some groups ("" when it draws them all)."""
+    per_group = run.grouped.get(metric) or {}
+    if len(per_group) <= MAX_GROUP_LINES:
+        return ""
+    return (f"Showing {MAX_GROUP_LINES} of {len(per_group)} groups (evenly spaced by name) over the median and "
+            "10–90 % range of all groups; every group's values are in the record.")
+
+
+def strip_note(run: RunData) -> str:
+    """The caption's note when the stage strip shows only some groups ("" when it shows them all)."""
+    groups = [g for g in run.stages if g != OVERALL]
+    if len(groups) <= MAX_STRIP_ROWS:
+        return ""
+    return (f"The strip shows {MAX_STRIP_ROWS} of {len(groups)} groups (evenly spaced by name); the stage table "
+            "below lists every change.")
 
 
 def _pick_layers(layers: list[int]) -> list[int]:

@@ -28,7 +28,7 @@ import html
 import time
 from collections.abc import Mapping, Sequence
 
-from .charts import LEVEL_COLORS, STAGE_COLORS, band_group
+from .charts import LEVEL_COLORS, STAGE_COLORS, band_group, group_note, strip_note
 from .data import RunData
 
 __all__ = ["render_page"]
@@ -178,6 +178,7 @@ def render_page(run: RunData, charts: Mapping[str, str | None], *, title: str,
     caption = ("Curves against the training step. "
                + (f"Background: the stage of <b>{_e(band)}</b>. " if band else "")
                + ("The strip below has one row of stage bars per group. " if run.stages else "")
+               + strip_note(run) + " "
                + ("▼ marks an alert (hover for its text). " if run.alerts else "")
                + ("Purple: held-out curves (not computed by grokmon). " if run.external else ""))
     headline = _figure("chart-headline", charts.get("chart-headline"), caption, "no curves to draw")
@@ -186,9 +187,11 @@ def render_page(run: RunData, charts: Mapping[str, str | None], *, title: str,
                  "whenever the probe has groups.")
     groups = (
         '<section id="groups"><h2>Per group</h2><div class="grid2">'
-        + _figure("chart-groups", charts.get("chart-groups"), "Pathway distance, one line per group.", no_groups)
+        + _figure("chart-groups", charts.get("chart-groups"),
+                  "Pathway distance, one line per group. " + group_note(run, "pathway_distance"), no_groups)
         + _figure("chart-group-loss", charts.get("chart-group-loss"),
-                  "Probe loss, one line per group: it flattens once the group is memorized.", no_groups)
+                  "Probe loss, one line per group: it flattens once the group is memorized. "
+                  + group_note(run, "probe_loss"), no_groups)
         + "</div></section>")
     layers_note = charts.get("expert-load-note") or ""
     load = ('<section id="expert-load"><h2>Expert load</h2>'
