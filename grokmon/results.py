@@ -330,7 +330,9 @@ class ResultPath:
         jobs_until = None if timeout is None else start + max(0.0, timeout - min(timeout / 2, SINK_RESERVE))
         self._deliver(self._take(wait=True, timeout=None if jobs_until is None else max(0.0, jobs_until - start)))
         if self._worker is not None:
-            self._worker.close(timeout=0.0)  # cancels the jobs not started; never waits on a running one
+            idle = not self._worker.unfinished_steps  # nothing running: the dispatcher ends at once
+            left = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            self._worker.close(timeout=(5.0 if deadline is None else left) if idle else 0.0)  # never waits on a running job
             self._deliver(self._take(wait=False))  # any that finished meanwhile
             steps = self._worker.unfinished_steps
             if steps:

@@ -130,7 +130,7 @@ def _facts(run: RunData, eval_file: Any, probe_file: Any) -> list[tuple[str, str
     facts = [("record", f"<code>{_e(run.source)}</code>"),
              ("probes", f"{len(run.steps)} at steps {run.steps[0]}–{run.steps[-1]}"
                         + (f", every {run.probe_every} steps" if run.probe_every else ""))]
-    if run.times is not None:
+    if run.times is not None and all(abs(t) < 1e11 for t in run.times):  # a time the clock can show
         start, end = run.times
         facts.append(("wall clock", f"{_e(time.strftime('%Y-%m-%d %H:%M', time.localtime(start)))} → "
                                     f"{_e(time.strftime('%Y-%m-%d %H:%M', time.localtime(end)))} "
