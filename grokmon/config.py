@@ -59,6 +59,11 @@ class MonitorConfig:
             dropped and counted in ``grokmon/sink_drops``).
         sink_detach_after: seconds a stalled sink call may last before the sink is detached (the
             JSONL record never is).
+        wandb_charts_every: refresh the W&B per-group charts and stage table every this many probes
+            (None: only when the monitor closes); used by the W&B sink the Trainer and Lightning
+            adapters add.
+        wandb_alert_level: the lowest alert level that calls ``run.alert`` in that sink (``"WARN"``:
+            rules, not each group's stage change; ``"INFO"``: every event).
     """
 
     every: int = 200
@@ -78,6 +83,8 @@ class MonitorConfig:
     sink_timeout: float = 5.0
     sink_buffer: int = 10_000
     sink_detach_after: float = 60.0
+    wandb_charts_every: int | None = 10
+    wandb_alert_level: str = "WARN"
 
     def __post_init__(self) -> None:
         if not isinstance(self.every, int) or self.every < 1:
@@ -92,6 +99,12 @@ class MonitorConfig:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if not isinstance(self.sink_buffer, int) or isinstance(self.sink_buffer, bool) or self.sink_buffer < 1:
             raise ConfigError(f"sink_buffer must be a positive number of records, got {self.sink_buffer!r}")
+        if self.wandb_charts_every is not None and (not isinstance(self.wandb_charts_every, int) or isinstance(
+                self.wandb_charts_every, bool) or self.wandb_charts_every < 1):
+            raise ConfigError(f"wandb_charts_every must be a positive number of probes, or None (charts only at "
+                              f"close), got {self.wandb_charts_every!r}")
+        if self.wandb_alert_level not in ("INFO", "WARN", "ERROR"):
+            raise ConfigError(f"wandb_alert_level must be 'INFO', 'WARN' or 'ERROR', got {self.wandb_alert_level!r}")
         if self.metrics is None:
             self.metrics = MetricConfig()
         elif isinstance(self.metrics, Mapping):

@@ -85,9 +85,9 @@ def metric_job(step: int, capture: CaptureResult, previous: Pathways | None, con
     """The one path from a captured probe to its unprefixed metrics (the monitor's and ``grokmon scan``'s).
 
     Returns a function to run later (on the worker): :func:`compute_metrics` with the per-sample
-    loss (``probe_loss``, ``group/<g>/probe_loss``), plus ``probe_seconds``, ``probe_tokens`` and
-    ``metric_seconds``. Out of GPU memory, it computes again on the CPU (the GPU is the training
-    run's). ``memorization`` (the paper's sample selection) is fed in step order: jobs run one at a time.
+    loss (``probe_loss``, ``group/<g>/probe_loss``), plus ``probe_seconds``, ``probe_tokens``,
+    ``probe_routers`` (the MoE routers captured) and ``metric_seconds``. Out of GPU memory, it
+    computes again on the CPU (the GPU is the training run's). ``memorization`` (the paper's sample selection) is fed in step order: jobs run one at a time.
 
     Example:
         >>> metrics = metric_job(200, capture_pathways(model, ids), None, MetricConfig())()  # doctest: +SKIP
@@ -116,6 +116,7 @@ def metric_job(step: int, capture: CaptureResult, previous: Pathways | None, con
             metrics["pathway_drift"] = math.nan
         metrics["probe_seconds"] = capture.seconds
         metrics["probe_tokens"] = float(capture.num_tokens)
+        metrics["probe_routers"] = float(pathways.num_routers)
         metrics["metric_seconds"] = time.perf_counter() - start
         return metrics
 

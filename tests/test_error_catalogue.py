@@ -832,6 +832,21 @@ def _(tmp, mp):
     monitor(sink_buffer=0)
 
 
+@case("monitor-wandb-charts-every", ConfigError, "wandb_charts_every must be a positive number of probes, or None "
+      "(charts only at close), got 0")
+def _(tmp, mp):
+    from grokmon import MonitorConfig
+
+    MonitorConfig(wandb_charts_every=0)
+
+
+@case("monitor-wandb-alert-level", ConfigError, "wandb_alert_level must be 'INFO', 'WARN' or 'ERROR', got 'warning'")
+def _(tmp, mp):
+    from grokmon import MonitorConfig
+
+    MonitorConfig(wandb_alert_level="warning")
+
+
 @case("monitor-probe-not-probeset", ConfigError, "probe must be a grokmon.ProbeSet, got Tensor: build one with "
       "ProbeSet.from_*")
 def _(tmp, mp):
@@ -1945,6 +1960,13 @@ def _(tmp, mp):
     from grokmon.sinks import WandbSink
 
     WandbSink(charts_every=0)
+
+
+@case("sinks-wandb-alert-level", SinkError, "alert_level='LOUD' must be one of ('INFO', 'WARN', 'ERROR')")
+def _(tmp, mp):
+    from grokmon.sinks import WandbSink
+
+    WandbSink(alert_level="LOUD")
 
 
 class FinishedRun:
