@@ -103,6 +103,7 @@ def scan(
     from .probe import ProbeSet
     from .results import metric_job
     from .routing import capture_pathways
+    from .runinfo import config_line
     from .sinks import JsonlSink
     from .sinks.base import PREFIX
 
@@ -122,7 +123,14 @@ def scan(
     previous = None
     records: list[tuple[int, dict]] = []
     skipped: list[str] = []
+    resumed = [p for p in ordered if str(p.resolve()) in done]
+    if resumed and progress:
+        print(f"grokmon scan: {len(resumed)} of {len(ordered)} checkpoints are already in {jsonl}, skipped: "
+              + ", ".join(p.name for p in resumed), file=sys.stderr)
     with JsonlSink(jsonl, ordered=False) as sink:  # checkpoints come in the order the user gives them
+        if not done:  # the configuration line first: settings, probe fingerprint, versions
+            sink.write_config(config_line(probe, metrics=config, source="grokmon scan",
+                                          probe_file=str(Path(probe_path).resolve()), batch_size=batch_size))
         for path in tqdm(ordered, desc="grokmon scan", unit="ckpt", disable=not progress):
             key = str(path.resolve())
             if key in done:
@@ -163,6 +171,8 @@ def _scanned(jsonl: Path) -> dict[str, tuple[int, dict]]:
 
     done: dict[str, tuple[int, dict]] = {}
     for number, row in enumerate(read_jsonl(jsonl) if jsonl.exists() else [], 1):
+        if "config" in row and "metrics" not in row:  # the configuration line
+            continue
         if "checkpoint" not in row or "metrics" not in row:
             raise GrokmonError(
                 f"line {number} of {jsonl} is not a grokmon scan record: --out already holds a "

@@ -39,6 +39,7 @@ from .results import ResultPath
 from .runner import ProbeRunner
 from .schedule import StepClock
 from .torchfile import load_torch_file
+from .runinfo import config_line
 from .sinks import AccelerateSink, JsonlSink, check_sinks
 
 Results = list[tuple[int, dict[str, float]]]
@@ -138,6 +139,10 @@ class GrokkingMonitor:
                 if self.config.jsonl is not True or not getattr(error, "in_use", False):
                     raise
                 record, path = _free_record(path, error)  # default path taken by another live monitor
+            try:  # the configuration line first: settings, probe fingerprint, versions
+                record.write_config(config_line(self.probe_set, monitor=self.config))
+            except Exception as error:  # noqa: BLE001 - a record without it still reads
+                self.results.fail("configuration line", error)
             self.results.add_sink(record)
             self.jsonl_path = path
             if self.config.save_probe:  # beside the record: a restarted or later job loads the same samples

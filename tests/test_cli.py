@@ -43,13 +43,27 @@ def test_scan_writes_metrics_per_checkpoint_and_resumes(run_dir, capsys) -> None
     assert "pathway_drift" in records[1][1]
     header = (out / "grokmon.csv").read_text().splitlines()[0].split(",")
     assert header[0] == "step" and "pathway_distance" in header
-    # a second scan skips what is done: no new lines
+    # the configuration line comes first: the settings, the probe and the versions
+    first = json.loads((out / "grokmon.jsonl").read_text().splitlines()[0])
+    assert first["config"]["probe_fingerprint"] == probe.fingerprint()
+    assert first["config"]["probe_groups"] == {"a": 3, "b": 3} and first["config"]["source"] == "grokmon scan"
+    assert first["config"]["metrics"]["per_expert"] is True and first["config"]["torch"] == torch.__version__
+    assert first["config"]["probe_file"] == str((run_dir / "probe.pt").resolve())
+    # a second scan skips what is done, says so, and writes no new lines
+    capsys.readouterr()
     lines = (out / "grokmon.jsonl").read_text().count("\n")
     assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out)]) == 0
     assert (out / "grokmon.jsonl").read_text().count("\n") == lines
+    err = capsys.readouterr().err
+    assert "2 of 2 checkpoints are already in" in err and "skipped: checkpoint-10, checkpoint-20" in err
 
     assert main(["report", str(out / "grokmon.jsonl"), "--out", str(run_dir / "page")]) == 0
     assert {p.name for p in (run_dir / "page").iterdir()} == {"report.html", "overview.png"}
+    page = (run_dir / "page" / "report.html").read_text()
+    # no probe.pt beside the scan's record, but the configuration line names the --probe file
+    assert "no <code>probe.pt</code> beside the record" not in page
+    assert f"fingerprint <code title=\"{probe.fingerprint()}\">" in page and "from the configuration line" in page
+    assert 'id="config-record"' in page and "no configuration line" not in page
     assert main(["report", str(out / "grokmon.jsonl"), "--out", str(run_dir / "plots"), "--pngs"]) == 0
     names = {p.name for p in (run_dir / "plots").iterdir()}
     assert {"report.html", "overview.png", "pathway_distance.png", "expert_load.png"} <= names

@@ -328,11 +328,11 @@ class WandbSink(Sink):
         run = self.run
         if ALERT_LEVELS.index(alert.level) >= ALERT_LEVELS.index(self.alert_level):
             run.alert(**kwargs)
-        if not self.summary:
+        kind = alert.extra.get("kind")
+        if not self.summary or kind == "stage":  # stage changes are <p>stage_transitions, not alerts
             return
         step = alert.step if alert.step is not None else self.last_step
         rule = str(alert.extra.get("rule") or alert.title)
-        kind = alert.extra.get("kind")
         a = self._alerts
         a["count"] += 1
         a["last"] = {"step": step, "title": alert.title, "level": alert.level, "kind": kind, "text": alert.text}
