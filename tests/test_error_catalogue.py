@@ -2121,6 +2121,37 @@ def _(tmp, mp):
     build_probe(tmp / "corpus.txt", str(tmp / "no-tokenizer"), tmp / "probe.pt", n=2, seq_len=8)
 
 
+def _word_tokenizer(folder: Path) -> None:
+    """A word-level tokenizer (``w0``..``w9``) saved to ``folder``."""
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{f"w{i}": i + 2 for i in range(10)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
+
+
+@case("cli-probe-text-too-short", GrokmonError, "line 4 of ... has 2 tokens, fewer than --min-length 4 (1 line of the "
+      "corpus is that short): pass --skip-short to leave them out of the draw, or lower --min-length")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    _word_tokenizer(tmp / "tok")
+    (tmp / "corpus.txt").write_text("w1 w2 w3 w4 w5\nw1 w2 w3 w4\n\nw1 w2\n")
+    build_probe(tmp / "corpus.txt", str(tmp / "tok"), tmp / "probe.pt", n=3, seq_len=8, min_length=4)
+
+
+@case("cli-probe-too-few-after-skip", GrokmonError, "the corpus has 2 texts of at least --min-length 4 tokens, fewer "
+      "than --n 3: lower --n or --min-length")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    _word_tokenizer(tmp / "tok")
+    (tmp / "corpus.txt").write_text("w1 w2 w3 w4 w5\nw1 w2 w3 w4\n\nw1 w2\n")
+    build_probe(tmp / "corpus.txt", str(tmp / "tok"), tmp / "probe.pt", n=3, seq_len=8, min_length=4, skip_short=True)
+
+
 @case("plots-matplotlib-missing", ConfigError, "plots need matplotlib")
 def _(tmp, mp):
     from grokmon.plots import plot_metrics
