@@ -38,9 +38,9 @@ E, D, K, LAYERS = 6, 8, 2, 2
 
 # ------------------------------------------------------------------------------------ without OLMo-core
 def test_docs_script_is_the_example() -> None:
-    """docs/integrations.md shows examples/olmo_core_train.py (minus its docstring), unchanged."""
+    """docs/engines.md shows examples/olmo_core_train.py (minus its docstring), unchanged."""
     root = Path(__file__).resolve().parent.parent
-    page = (root / "docs" / "integrations.md").read_text()
+    page = (root / "docs" / "engines.md").read_text()
     section = page.split("## OLMo-core", 1)[1]
     shown = section.split("```python notest\n", 1)[1].split("```", 1)[0]
     body = (root / "examples" / "olmo_core_train.py").read_text().split('"""', 2)[2].lstrip()
