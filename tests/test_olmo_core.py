@@ -252,7 +252,8 @@ def _run(out: Path, world: int, dp: str | None) -> dict:
     for p, output in zip(procs, outputs):
         assert p.returncode == 0, output[-6000:]
     lines = [json.loads(line) for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
-    return {"jsonl": {rec["step"]: rec["metrics"] for rec in lines},
+    assert "config" in lines[0]   # the configuration line first
+    return {"jsonl": {rec["step"]: rec["metrics"] for rec in lines[1:]},
             "logged": json.loads((out / "logged.json").read_text()), "out": out}
 
 
@@ -368,7 +369,8 @@ def _monitor(out: Path, **settings):
 
 
 def _jsonl_steps(out: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "config" not in r]
 
 
 @needs_olmo_core
