@@ -26,15 +26,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from overhead import build  # noqa: E402  (the same model as the overhead benchmark; benchmarks/ is on sys.path)
 
-from grokmon import CallbackSink, GrokkingMonitor, ProbeSet  # noqa: E402
+from grokmon import CallbackSink, GrokkingMonitor, MonitorConfig, ProbeSet  # noqa: E402
 
 
 def run(args: argparse.Namespace, probe: ProbeSet, batch: torch.Tensor, blocked: bool) -> tuple[list, list, list]:
     """Per-step seconds of plain steps and of probe steps; the sink states at the end."""
     hang = threading.Event()
     sinks = [CallbackSink(lambda metrics, step: hang.wait(), name="hung")] if blocked else []
-    monitor = GrokkingMonitor(probe, every=args.every, jsonl=False, batch_size=32, sinks=sinks, baseline=False,
-                              sink_timeout=1.0, sink_detach_after=10_000.0)
+    monitor = GrokkingMonitor(probe,
+                              MonitorConfig(every=args.every, jsonl=False, batch_size=32, baseline=False, sink_timeout=1.0, sink_detach_after=10_000.0),
+                              sinks=sinks)
     model = build(args)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     plain, probing = [], []

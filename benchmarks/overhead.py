@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 import torch  # noqa: E402
 from transformers import OlmoeConfig, OlmoeForCausalLM  # noqa: E402
 
-from grokmon import GrokkingMonitor, ProbeSet  # noqa: E402
+from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet  # noqa: E402
 
 
 def build(args: argparse.Namespace) -> OlmoeForCausalLM:
@@ -61,7 +61,8 @@ def blocked_vs_forward(args: argparse.Namespace, probe: ProbeSet, repeats: int =
     no-grad forwards of the same probe batches (``logits_to_keep=1``, and with ``labels`` for the loss)."""
     model = build(args)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
-    monitors = {loss: GrokkingMonitor(probe, every=1, jsonl=False, batch_size=32, compute_loss=loss, stages=False)
+    monitors = {loss: GrokkingMonitor(probe,
+                                      MonitorConfig(every=1, jsonl=False, batch_size=32, compute_loss=loss, stages=False))
                 for loss in (False, True)}
     times: dict[str, list[float]] = {k: [] for k in ("capture", "capture+loss", "forward", "forward+loss")}
 
@@ -116,7 +117,7 @@ def main() -> None:
         # paired and in alternating order, so a drift in machine speed (seen here: +-25 % over a
         # minute on a shared VM) hits both sides of each pair alike; the ratio is per pair
         def with_monitor() -> float:
-            monitor = GrokkingMonitor(probe, every=args.every, jsonl=False, batch_size=32)
+            monitor = GrokkingMonitor(probe, MonitorConfig(every=args.every, jsonl=False, batch_size=32))
             start = time.perf_counter()
             _, b = train(build(args), args.steps, batch, monitor)
             monitor.close()  # the last probe's background metrics are part of the cost

@@ -54,7 +54,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from grokmon import GrokkingMonitor, MetricConfig, PlateauRule, ProbeSet  # noqa: E402
+from grokmon import GrokkingMonitor, MonitorConfig, MetricConfig, PlateauRule, ProbeSet  # noqa: E402
 from grokmon.alerts import STAGE_CODES  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus.jsonl"
@@ -244,15 +244,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # The probe: 16 training samples per domain; per-group metrics and stages come from its groups.
     probe = build_probe(corpus, args.probe_per_group, seq_len=64, seed=args.seed)
     events: list[Any] = []
-    monitor = GrokkingMonitor(
-        probe, every=args.every, accelerator=accelerator, output_dir=out,
-        metrics=MetricConfig(per_group=True),
-        # The one alert rule: the overall pathway distance stops falling. Distance rises while the
-        # domains are memorized, so the first probes are only watched (warmup), never judged.
-        alerts=[PlateauRule("pathway_distance", mode="min", patience=args.patience, min_delta=0.01,
+    monitor = GrokkingMonitor(probe,
+                              MonitorConfig(every=args.every, output_dir=out, metrics=MetricConfig(per_group=True)),
+                              accelerator=accelerator,
+                              alerts=[PlateauRule("pathway_distance", mode="min", patience=args.patience, min_delta=0.01,
                             warmup=args.alert_warmup)],
-        on_alert=events.append,
-    )
+                              on_alert=events.append)
     accelerator.register_for_checkpointing(monitor)
 
     accelerator.print(f"training {type(accelerator.unwrap_model(model)).__name__} ({args.layers} MoE layers, "
@@ -261,7 +258,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"every {args.every} steps")
     start = time.perf_counter()
     global_step, running, aux, count = 0, 0.0, 0.0, 0
-    monitor.probe(model, global_step)  # baseline probe before any update
+    monitor.probe_now(model, global_step)  # baseline probe before any update
     model.train()
     done = False
     while not done:  # epochs
@@ -336,7 +333,7 @@ def summarize(monitor: GrokkingMonitor, events: list[Any], seconds: float, accel
         if not fired:
             print("alerts: none fired")
         print(f"wrote {monitor.jsonl_path}")
-        (Path(monitor.output_dir) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        (Path(monitor.config.output_dir) / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
 

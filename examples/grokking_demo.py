@@ -36,7 +36,7 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from grokking_task import RECIPE, ArithmeticDataset, accuracy, make_dataset, make_model, make_optimizer  # noqa: E402
 
-from grokmon import GrokkingMonitor, MetricConfig, ProbeSet  # noqa: E402
+from grokmon import GrokkingMonitor, MonitorConfig, MetricConfig, ProbeSet  # noqa: E402
 from grokmon.alerts import STAGES  # noqa: E402
 from grokmon.validation import (  # noqa: E402
     correlation_table, first_step_at_or_above, grokking_window, partial_spearman,
@@ -168,10 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # The probe: a fixed, seeded subset of *training* samples, the whole [a, b, =, c] sequence.
     pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[: args.probe]
     probe = ProbeSet.from_token_ids(train.input_ids[pick], min_length=4)  # 4-token samples
-    monitor = GrokkingMonitor(
-        probe, every=args.every, output_dir=out, batch_size=256,
-        metrics=MetricConfig(extra_forms=("token",)),  # the per-token form too: grokmon/pathway_distance/token
-    )
+    monitor = GrokkingMonitor(probe,
+                              MonitorConfig(every=args.every, output_dir=out, batch_size=256, metrics=MetricConfig(extra_forms=("token",))))
 
     report_to: list[str] = []
     if not args.no_wandb:

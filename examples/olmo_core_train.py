@@ -1,4 +1,4 @@
-"""Train a tiny random-init OLMo-core MoE with grokmon's ``GrokmonCallback`` (OLMo-core's own Trainer).
+"""Train a tiny random-init OLMo-core MoE with grokmon's ``GrokkingOLMoCoreCallbackConfig`` (OLMo-core's own Trainer).
 
 One process::
 
@@ -37,8 +37,8 @@ from olmo_core.train import (Duration, Trainer, TrainerConfig, prepare_training_
                              teardown_training_environment)
 from olmo_core.train.train_module import TransformerDataParallelConfig, TransformerTrainModuleConfig
 
-from grokmon import GrokkingMonitor, ProbeSet
-from grokmon.integrations.olmo_core import GrokmonCallback
+from grokmon import MonitorConfig, ProbeSet
+from grokmon.integrations.olmo_core import GrokkingOLMoCoreCallbackConfig
 
 VOCAB, SEQ = 128, 8
 
@@ -61,8 +61,8 @@ def write_tokens(path: Path, n_tokens: int = 4096, seed: int = 0) -> Path:
 
 def build_trainer(out: str, *, steps: int = 4, every: int = 2, dp: str | None = None, global_batch: int = 4,
                   model: TransformerConfig | None = None, extra_callbacks: dict | None = None) -> Trainer:
-    """The model, data, monitor and OLMo-core Trainer with ``GrokmonCallback`` attached (after
-    ``prepare_training_environment``)."""
+    """The model, data, probe file and OLMo-core Trainer with grokmon's callback config in it (after
+    ``prepare_training_environment``); the monitor is ``trainer.callbacks["grokmon"].monitor``."""
     out_dir = Path(out)
     tokens = out_dir / "data" / "tokens.npy"
     if get_rank() == 0:
@@ -83,14 +83,19 @@ def build_trainer(out: str, *, steps: int = 4, every: int = 2, dp: str | None = 
     data_loader = NumpyDataLoaderConfig(global_batch_size=global_batch * SEQ, seed=0,
                                         work_dir=str(out_dir / "data")).build(dataset)
 
-    # the probe: fixed samples, the same on every rank (here random; use ProbeSet.from_dataset in practice)
-    ids = torch.randint(2, VOCAB, (8, SEQ), generator=torch.Generator().manual_seed(1))
-    probe = ProbeSet.from_token_ids(ids, groups=["web", "code"] * 4)
-    monitor = GrokkingMonitor(probe, every=every, output_dir=str(out_dir / "grokmon"))
+    # the probe: fixed samples in a file every rank loads (here random; use ProbeSet.from_dataset in practice)
+    probe_file = out_dir / "probe.pt"
+    if get_rank() == 0:
+        ids = torch.randint(2, VOCAB, (8, SEQ), generator=torch.Generator().manual_seed(1))
+        ProbeSet.from_token_ids(ids, groups=["web", "code"] * 4).save(probe_file)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    grokmon = GrokkingOLMoCoreCallbackConfig(
+        probe=str(probe_file), monitor=MonitorConfig(every=every, output_dir=str(out_dir / "grokmon")))
 
     trainer_config = TrainerConfig(save_folder=str(out_dir / "ckpt"), max_duration=Duration.steps(steps),
                                    metrics_collect_interval=1, save_overwrite=True)
-    trainer_config = trainer_config.with_callback("grokmon", GrokmonCallback(monitor))
+    trainer_config = trainer_config.with_callback("grokmon", grokmon)  # built by TrainerConfig.build
     for name, callback in (extra_callbacks or {}).items():
         trainer_config = trainer_config.with_callback(name, callback)
     return trainer_config.build(train_module, data_loader)

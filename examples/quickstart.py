@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from transformers import OlmoeConfig, OlmoeForCausalLM
 
-from grokmon import MetricConfig, ProbeSet, capture_pathways, compute_metrics, find_routers
+from grokmon import MetricConfig, ProbeSet, capture_pathways, compute_metrics
+from grokmon.routing import find_routers
 
 
 def tiny_olmoe(seed: int = 0) -> OlmoeForCausalLM:

@@ -5,9 +5,9 @@ Monitor Memorization-to-Generalization without Test" (arXiv 2506.21551) and stre
 Weights & Biases, TensorBoard or JSONL while training runs.
 
 Example:
-    >>> from grokmon import GrokkingMonitor, ProbeSet          # doctest: +SKIP
+    >>> from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet  # doctest: +SKIP
     >>> probe = ProbeSet.from_token_ids(token_ids, groups=domains)  # doctest: +SKIP
-    >>> trainer = Trainer(..., callbacks=[GrokkingMonitor(probe, every=200).hf_callback()])  # doctest: +SKIP
+    >>> trainer = Trainer(..., callbacks=[GrokkingMonitor(probe, MonitorConfig(every=200)).hf_callback()])  # doctest: +SKIP
 
 Public names are imported lazily, so ``import grokmon`` stays cheap and pulls in transformers,
 W&B or Lightning only when the part that needs them is used.
@@ -21,63 +21,43 @@ from ._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it
+# The public API, grouped (about 25 names): public name -> module that defines it. Everything else
+# lives in its sub-package (grokmon.metrics, grokmon.routing, grokmon.sinks, grokmon.errors, ...).
 _EXPORTS: dict[str, str] = {
-    # errors
-    "GrokmonError": "grokmon.errors",
-    "RouterNotFoundError": "grokmon.errors",
-    "RoutingError": "grokmon.errors",
-    "ProbeError": "grokmon.errors",
-    "ConfigError": "grokmon.errors",
-    "SinkError": "grokmon.errors",
-    # data
-    "Pathways": "grokmon.pathways",
-    "PathwaySequences": "grokmon.pathways",
-    "pathway_sequences": "grokmon.pathways",
-    "ProbeSet": "grokmon.probe",
-    # routing
-    "find_routers": "grokmon.routing",
-    "register_router": "grokmon.routing",
-    "capture_pathways": "grokmon.routing",
-    "RouterOutput": "grokmon.routing",
-    "RouterSite": "grokmon.routing",
-    "CaptureResult": "grokmon.routing",
-    # metrics
-    "MetricConfig": "grokmon.metrics",
-    "compute_metrics": "grokmon.metrics",
-    "pathway_distance": "grokmon.metrics",
-    "pathway_consistency": "grokmon.metrics",
-    "routing_entropy": "grokmon.metrics",
-    "expert_load": "grokmon.metrics",
-    "pathway_drift": "grokmon.metrics",
-    # edit distance
-    "levenshtein": "grokmon.editdistance",
-    "edit_distance": "grokmon.editdistance",
-    "pairwise_edit_distance": "grokmon.editdistance",
-    # monitor, alerts, sinks
+    # the monitor and its settings
     "GrokkingMonitor": "grokmon.monitor",
     "MonitorConfig": "grokmon.config",
+    "ProbeSet": "grokmon.probe",
+    "MetricConfig": "grokmon.metrics",
+    # training-framework adapters (the others: grokmon.integrations)
+    "GrokkingHFCallback": "grokmon.integrations.hf",
+    "GrokkingLightningCallback": "grokmon.integrations.lightning",
+    # alerts and stages
     "PlateauRule": "grokmon.alerts",
     "ThresholdRule": "grokmon.alerts",
     "DivergenceRule": "grokmon.alerts",
     "GroupStageTracker": "grokmon.alerts",
     "AlertEvent": "grokmon.alerts",
+    # where results go, and reading them back
     "JsonlSink": "grokmon.sinks",
     "WandbSink": "grokmon.sinks",
     "TensorBoardSink": "grokmon.sinks",
-    "CallbackSink": "grokmon.sinks",
     "AccelerateSink": "grokmon.sinks",
-    "BufferSink": "grokmon.sinks",
-    "GrokkingHFCallback": "grokmon.integrations.hf",
-    "GrokkingLightningCallback": "grokmon.integrations.lightning",
-    "GrokkingCallback": "grokmon.integrations.hf",  # first names of the two above
-    "GrokmonLightningCallback": "grokmon.integrations.lightning",
-    "read_wandb_run": "grokmon.testing.wandb_records",
-    "read_jsonl": "grokmon.sinks",
+    "CallbackSink": "grokmon.sinks",
     "read_metrics": "grokmon.sinks",
+    # metrics without a monitor (checkpoints, notebooks)
+    "capture_pathways": "grokmon.routing",
+    "compute_metrics": "grokmon.metrics",
+    "Pathways": "grokmon.pathways",
+    # another MoE router
+    "register_router": "grokmon.routing",
+    "RouterOutput": "grokmon.routing",
+    # errors (the specific kinds: grokmon.errors)
+    "GrokmonError": "grokmon.errors",
+    "ConfigError": "grokmon.errors",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [*_EXPORTS, "__version__"]
 
 
 __getattr__, __dir__ = lazy_exports("grokmon", _EXPORTS, globals(), __all__)
@@ -88,5 +68,5 @@ from . import engines as _engines  # noqa: E402,F401
 
 
 if TYPE_CHECKING:  # pragma: no cover - static analysers see the real names
-    from .errors import ConfigError, GrokmonError, ProbeError, RouterNotFoundError, RoutingError, SinkError
-    from .pathways import Pathways, PathwaySequences, pathway_sequences
+    from .errors import ConfigError, GrokmonError
+    from .pathways import Pathways

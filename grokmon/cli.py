@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .config import MonitorConfig
 from .errors import GrokmonError
+from .metrics import MetricConfig
 
 _STEP_IN_NAME = re.compile(r"(?:checkpoint|step|ckpt|iter)[-_]?(\d+)", re.IGNORECASE)
 
@@ -74,13 +76,9 @@ def scan(
     probe_path: str | Path,
     out_dir: str | Path,
     *,
-    batch_size: int = 16,
+    config: MonitorConfig | None = None,
     device: str | None = None,
-    per_group: bool = True,
-    per_layer: bool = False,
-    per_expert: bool = True,
     progress: bool = True,
-    metric_options: dict | None = None,
 ) -> list[tuple[int, dict]]:
     """Compute every metric for each checkpoint (sorted by step); resumable; writes JSONL and CSV.
 
@@ -89,8 +87,9 @@ def scan(
     an extra field; ``grokmon.csv`` has one row per checkpoint, keys without the prefix.
     Checkpoints already recorded in ``out_dir/grokmon.jsonl`` are skipped, so an interrupted scan
     picks up where it stopped. Returns the ``(step, metrics)`` records of the whole scan (keys
-    without the prefix). ``metric_options`` are further :class:`~grokmon.MetricConfig` fields
-    (``form``, ``threshold``, ``extra_forms``, ``max_pairs``, ``seed``).
+    without the prefix). The settings are a live run's: ``config`` (default ``MonitorConfig()``)
+    gives the metrics (``config.metrics``), the probe batch (``config.batch_size``) and whether
+    token ids are kept; its other fields do not apply to a scan.
 
     A checkpoint that cannot be loaded or probed is skipped and the others are scanned and
     written; a :class:`~grokmon.GrokmonError` then lists each skipped checkpoint with a one-line
@@ -99,13 +98,12 @@ def scan(
     import torch
     from tqdm.auto import tqdm
 
-    from .metrics import MetricConfig
     from .probe import ProbeSet
     from .results import metric_job
     from .routing import capture_pathways
     from .runinfo import config_line
     from .sinks import JsonlSink
-    from .sinks.base import PREFIX
+    from .keys import prefixed
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,7 +117,8 @@ def scan(
     ordered = sorted(paths, key=checkpoint_step)
     jsonl = out / "grokmon.jsonl"
     done = _scanned(jsonl)
-    config = MetricConfig(per_group=per_group, per_layer=per_layer, per_expert=per_expert, **(metric_options or {}))
+    settings = config or MonitorConfig()
+    config = settings.metrics
     previous = None
     records: list[tuple[int, dict]] = []
     skipped: list[str] = []
@@ -130,7 +129,7 @@ def scan(
     with JsonlSink(jsonl, ordered=False) as sink:  # checkpoints come in the order the user gives them
         if not done:  # the configuration line first: settings, probe fingerprint, versions
             sink.write_config(config_line(probe, metrics=config, source="grokmon scan",
-                                          probe_file=str(Path(probe_path).resolve()), batch_size=batch_size))
+                                          probe_file=str(Path(probe_path).resolve()), batch_size=settings.batch_size))
         for path in tqdm(ordered, desc="grokmon scan", unit="ckpt", disable=not progress):
             key = str(path.resolve())
             if key in done:
@@ -143,8 +142,8 @@ def scan(
                 result = capture_pathways(
                     model, probe.input_ids.to(device),
                     None if probe.attention_mask is None else probe.attention_mask.to(device),
-                    batch_size=batch_size, groups=probe.groups, group_names=probe.group_names,
-                    keep_token_ids="token" in (config.form, *config.extra_forms),
+                    batch_size=settings.batch_size, groups=probe.groups, group_names=probe.group_names,
+                    keep_token_ids=settings.capture_token_ids,
                 )
                 step = checkpoint_step(path)
                 metrics = metric_job(step, result, previous, config)()
@@ -153,7 +152,7 @@ def scan(
                 skipped.append(f"skipped {path}: {type(error).__name__}: {reason}")
                 previous = None
                 continue
-            sink.log({PREFIX + k: v for k, v in metrics.items()}, step, fields={"checkpoint": key})
+            sink.log(prefixed(metrics), step, fields={"checkpoint": key})
             records.append((step, metrics))
             previous = result.pathways
             del model
@@ -348,17 +347,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_scan.add_argument("checkpoints", nargs="+", help="checkpoint folders (save_pretrained), e.g. ckpts/checkpoint-*")
     p_scan.add_argument("--probe", required=True, help="probe file (ProbeSet.save / grokmon probe)")
     p_scan.add_argument("--out", required=True, help="output folder; a scan already there is resumed")
-    p_scan.add_argument("--batch-size", type=int, default=16, help="probe samples per forward (default 16)")
+    run, metric = MonitorConfig(), MetricConfig()  # the defaults of a live run, so a scan computes the same keys
+    p_scan.add_argument("--batch-size", type=int, default=run.batch_size,
+                        help=f"probe samples per forward (default {run.batch_size})")
     p_scan.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     p_scan.add_argument("--per-layer", action="store_true", help="also log layer/<i>/... keys")
-    p_scan.add_argument("--form", choices=("threshold", "topk", "token"), default="threshold",
-                        help="pathway form of the headline distance (default: threshold, the paper's)")
-    p_scan.add_argument("--threshold", type=float, default=0.7, help="cumulative weight of the threshold form (0.7)")
+    p_scan.add_argument("--per-expert", action="store_true",
+                        help="also log layer/<i>/expert/<e>/load keys (the report's expert-load heatmap)")
+    p_scan.add_argument("--form", choices=("threshold", "topk", "token"), default=metric.form,
+                        help=f"pathway form of the headline distance (default: {metric.form}, the paper's)")
+    p_scan.add_argument("--threshold", type=float, default=metric.threshold,
+                        help=f"cumulative weight of the threshold form ({metric.threshold})")
     p_scan.add_argument("--extra-forms", nargs="*", choices=("threshold", "topk", "token"), default=(),
                         help="further forms logged as pathway_distance/<form>")
-    p_scan.add_argument("--max-pairs", type=int, default=100_000,
-                        help="most sample pairs per group for the distance; more are subsampled (100000)")
-    p_scan.add_argument("--seed", type=int, default=0, help="seed of the pair subsample (0)")
+    p_scan.add_argument("--max-pairs", type=int, default=metric.max_pairs,
+                        help=f"most sample pairs per group for the distance; more are subsampled ({metric.max_pairs})")
+    p_scan.add_argument("--seed", type=int, default=metric.seed, help=f"seed of the pair subsample ({metric.seed})")
 
     p_report = sub.add_parser("report", help="one HTML page and an overview PNG of a run",
                               description="Write OUT/report.html (self-contained: open it from disk) and "
@@ -393,10 +397,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "scan":
-            options = dict(form=args.form, threshold=args.threshold, extra_forms=tuple(args.extra_forms),
-                           max_pairs=args.max_pairs, seed=args.seed)
-            records = scan(args.checkpoints, args.probe, args.out, batch_size=args.batch_size,
-                           device=args.device, per_layer=args.per_layer, metric_options=options)
+            metrics = MetricConfig(form=args.form, threshold=args.threshold, extra_forms=tuple(args.extra_forms),
+                                   max_pairs=args.max_pairs, seed=args.seed, per_layer=args.per_layer,
+                                   per_expert=args.per_expert)
+            records = scan(args.checkpoints, args.probe, args.out, device=args.device,
+                           config=MonitorConfig(batch_size=args.batch_size, metrics=metrics))
             print(f"{len(records)} checkpoints -> {Path(args.out) / 'grokmon.jsonl'}, grokmon.csv")
         elif args.command == "report":
             for path in report(args.jsonl, args.out, eval_file=args.eval_file, title=args.title, pngs=args.pngs):

@@ -1,8 +1,9 @@
 """MonitorConfig: every setting of a :class:`~grokmon.monitor.GrokkingMonitor` that is not a live object.
 
-Plain, JSON-able data, checked when built (a :class:`~grokmon.errors.ConfigError` naming the fix)
-and saved in ``monitor.state_dict()["config"]``. The live objects (the probe, sinks, alert rules,
-a configured stage tracker, the accelerator, ``on_alert``) are passed to the monitor itself.
+Plain, JSON-able data, checked when built (a :class:`~grokmon.errors.ConfigError` naming the fix;
+a keyword that is no field names the closest one) and saved in ``monitor.state_dict()["config"]``.
+The live objects (the probe, sinks, alert rules, a configured stage tracker, the accelerator,
+``on_alert``) are passed to the monitor itself. Each field's documentation sits under the field.
 
 Example:
     >>> config = MonitorConfig(every=100, batch_size=8, jsonl=False)
@@ -10,6 +11,9 @@ Example:
     (100, 'threshold')
     >>> MonitorConfig.from_dict(config.to_dict()) == config
     True
+    >>> MonitorConfig(output="run")
+    Traceback (most recent call last):
+    grokmon.errors.ConfigError: MonitorConfig has no field 'output': did you mean output_dir? ...
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ._keywords import CheckedKeywords
 from .errors import ConfigError
 from .metrics import MetricConfig
 
@@ -27,64 +32,73 @@ __all__ = ["MonitorConfig"]
 
 
 @dataclass
-class MonitorConfig:
-    """The settings of a :class:`~grokmon.monitor.GrokkingMonitor`.
-
-    Attributes:
-        every: probe cadence in optimizer steps (steps where ``step % every == 0``).
-        metrics: what to compute (:class:`~grokmon.metrics.MetricConfig`, or a dict of its fields);
-            per-group keys appear when the probe has groups.
-        jsonl: the JSONL record: True for ``output_dir/grokmon.jsonl``, a file path, or False.
-        output_dir: folder of the default JSONL record and of the saved probe (``probe.pt``).
-        stages: track the per-group grokking stage (memorizing / grokking / saturated); to change its
-            patience, thresholds or alert level pass a configured ``GroupStageTracker`` as
-            ``GrokkingMonitor(stages=...)`` instead.
-        batch_size: probe samples per forward (the probe's memory budget); halved, down to 1, when a
-            probe runs out of memory, and kept at the size that worked.
-        keep_token_ids: keep per-token expert ids (always on when a metric form is ``"token"``).
-        compute_loss: compute each probe sample's next-token loss (``probe_loss``,
-            ``group/<g>/probe_loss``; needed by ``MetricConfig(selection="memorized")``).
-        baseline: the integrations (Trainer, Lightning) probe once before the first training step.
-        async_metrics: compute metrics on a background thread (False: inline, for tests).
-        on_error: ``"warn"`` (count, warn, go on) or ``"raise"``.
-        prefix: put before every metric key (``grokmon/pathway_distance``).
-        flush_on_sigterm: on SIGTERM (preemption), write the finished results before the process ends
-            (:mod:`grokmon.shutdown`; chained to any handler already installed).
-        save_probe: write the probe beside the JSONL record (``probe.pt``), so a restarted or later
-            job can ``ProbeSet.load`` exactly the same samples.
-        sink_timeout: seconds one sink call (``log``, ``alert``) may take before that sink is marked
-            stalled; sinks run on their own threads, so training never waits for them
-            (:mod:`grokmon.delivery`).
-        sink_buffer: records held per sink while it is slow or stalled (past that the oldest are
-            dropped and counted in ``grokmon/sink_drops``).
-        sink_detach_after: seconds a stalled sink call may last before the sink is detached (the
-            JSONL record never is).
-        wandb_charts_every: refresh the W&B per-group charts and stage table every this many probes
-            (None: only when the monitor closes); used by the W&B sink the Trainer and Lightning
-            adapters add.
-        wandb_alert_level: the lowest alert level that calls ``run.alert`` in that sink (``"WARN"``:
-            rules, not each group's stage change; ``"INFO"``: every event).
-    """
+class MonitorConfig(CheckedKeywords):
+    """The settings of a :class:`~grokmon.monitor.GrokkingMonitor` (``GrokkingMonitor(probe, MonitorConfig(...))``)."""
 
     every: int = 200
+    """Probe cadence in optimizer steps (steps where ``step % every == 0``)."""
+
     metrics: MetricConfig = field(default_factory=MetricConfig)
+    """What to compute (:class:`~grokmon.metrics.MetricConfig`, or a dict of its fields); per-group keys
+    appear when the probe has groups."""
+
     jsonl: str | bool = True
+    """The JSONL record: True for ``output_dir/grokmon.jsonl``, a file path, or False."""
+
     output_dir: str = "grokmon_out"
+    """Folder of the default JSONL record and of the saved probe (``probe.pt``)."""
+
     stages: bool = True
+    """Track the per-group grokking stage (memorizing / grokking / saturated). To change its patience,
+    thresholds or alert level, pass a configured tracker as ``GrokkingMonitor(stage_tracker=...)``."""
+
     batch_size: int = 32
+    """Probe samples per forward (the probe's memory budget). When a probe runs out of memory the
+    monitor halves it, down to 1, and keeps the size that worked: ``monitor.config.batch_size`` is
+    always the size in use (the monitor works on its own copy of the config you pass)."""
+
     keep_token_ids: bool = False
+    """Keep per-token expert ids (always on when a metric form is ``"token"``)."""
+
     compute_loss: bool = True
+    """Compute each probe sample's next-token loss (``probe_loss``, ``group/<g>/probe_loss``; needed by
+    ``MetricConfig(selection="memorized")``)."""
+
     baseline: bool = True
+    """The integrations (Trainer, Lightning, OLMo-core) probe once before the first training step."""
+
     async_metrics: bool = True
+    """Compute metrics on a background thread (False: inline, for tests)."""
+
     on_error: Literal["warn", "raise"] = "warn"
-    prefix: str = "grokmon/"
+    """``"warn"`` (count in ``grokmon/errors``, warn once per kind, go on) or ``"raise"`` (tests)."""
+
     flush_on_sigterm: bool = True
+    """On SIGTERM (preemption), write the finished results before the process ends
+    (:mod:`grokmon.shutdown`; chained to any handler already installed)."""
+
     save_probe: bool = True
+    """Write the probe beside the JSONL record (``probe.pt``), so a restarted or later job can
+    ``ProbeSet.load`` exactly the same samples."""
+
     sink_timeout: float = 5.0
+    """Seconds one sink call (``log``, ``alert``) may take before that sink is marked stalled; sinks run
+    on their own threads, so training never waits for them (:mod:`grokmon.delivery`)."""
+
     sink_buffer: int = 10_000
+    """Records held per sink while it is slow or stalled (past that the oldest are dropped and counted
+    in ``grokmon/sink_drops``)."""
+
     sink_detach_after: float = 60.0
+    """Seconds a stalled sink call may last before the sink is detached (the JSONL record never is)."""
+
     wandb_charts_every: int | None = 10
+    """Refresh the W&B per-group charts and stage table every this many probes (None: only when the
+    monitor closes); used by the W&B sink the Trainer and Lightning adapters add."""
+
     wandb_alert_level: str = "WARN"
+    """The lowest alert level that calls ``run.alert`` in that sink (``"WARN"``: rules, not each group's
+    stage change; ``"INFO"``: every event)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.every, int) or self.every < 1:
@@ -119,7 +133,10 @@ class MonitorConfig:
             self.jsonl = str(self.jsonl)
         self.output_dir = str(self.output_dir)
         if not isinstance(self.stages, bool):
-            raise ConfigError(f"stages must be True, False or a GroupStageTracker, got {type(self.stages).__name__}")
+            if type(self.stages).__name__ == "GroupStageTracker":
+                raise ConfigError("MonitorConfig.stages is True or False: pass a configured GroupStageTracker as "
+                                  "GrokkingMonitor(probe, config, stage_tracker=tracker)")
+            raise ConfigError(f"stages must be True or False, got {self.stages!r}")
         if self.metrics.selection == "memorized" and not self.compute_loss:
             raise ConfigError("MetricConfig(selection='memorized') selects samples by their probe loss: "
                               "keep compute_loss=True")

@@ -12,7 +12,7 @@ job, and everything after the capture (metrics, rules, stages, sinks, the stop d
 :class:`~grokmon.results.ResultPath`'s.
 
 Example:
-    >>> monitor = GrokkingMonitor(probe, every=200)                     # doctest: +SKIP
+    >>> monitor = GrokkingMonitor(probe, MonitorConfig(every=200))      # doctest: +SKIP
     >>> for step, batch in enumerate(loader, start=1):                  # doctest: +SKIP
     ...     loss = model(**batch).loss; loss.backward(); opt.step(); opt.zero_grad()
     ...     monitor.step(model, step)
@@ -69,21 +69,20 @@ def _free_record(taken: Path, error: SinkError) -> tuple[JsonlSink, Path]:
 
 
 class GrokkingMonitor:
-    """Probe ``probe`` through the model every ``every`` optimizer steps and log grokmon's metrics.
+    """Probe ``probe`` through the model every ``config.every`` optimizer steps and log grokmon's metrics.
 
     Args:
         probe: the fixed probe set (save it with the run; the same one must be used after resume).
-        every: probe cadence in optimizer steps (steps where ``step % every == 0``; default 200).
-        config: a :class:`~grokmon.config.MonitorConfig`; keyword settings below override its fields.
+        config: the settings (:class:`~grokmon.config.MonitorConfig`; default ``MonitorConfig()``).
+            The monitor keeps its own copy as ``monitor.config``: read settings there
+            (``monitor.config.every``); ``monitor.config.batch_size`` is the size in use after an
+            out-of-memory halving.
         sinks: extra sinks (W&B, TensorBoard, a function); the JSONL record is on by default.
         alerts: alert rules (``PlateauRule`` ...) evaluated on every probe's metrics.
-        stages: True / False, or a configured :class:`GroupStageTracker` (patience, thresholds, level).
+        stage_tracker: a configured :class:`GroupStageTracker` (patience, thresholds, level) instead of
+            the default one ``config.stages`` turns on.
         accelerator: an ``accelerate.Accelerator``: logs to its trackers and unwraps the model.
         on_alert: called with each :class:`AlertEvent`.
-        **settings: any other :class:`~grokmon.config.MonitorConfig` field: ``metrics``, ``jsonl``,
-            ``output_dir``, ``batch_size``, ``keep_token_ids``, ``compute_loss``, ``baseline``,
-            ``async_metrics``, ``on_error``, ``prefix``, ``flush_on_sigterm``, ``save_probe``,
-            ``sink_timeout``, ``sink_buffer``, ``sink_detach_after``.
 
     Faults never stop training (``on_error="warn"``): each warns once per kind and is counted in
     ``grokmon/errors``; a failed probe logs its step with NaN metrics. Sinks are called from their own
@@ -92,33 +91,38 @@ class GrokkingMonitor:
     and the in-memory ``history`` keeps every result (:mod:`grokmon.delivery`).
 
     Example:
-        >>> GrokkingMonitor(probe, every=100, batch_size=8, alerts=[PlateauRule("pathway_distance")])  # doctest: +SKIP
-        >>> GrokkingMonitor(probe, config=MonitorConfig(every=100, batch_size=8))                      # doctest: +SKIP
+        >>> GrokkingMonitor(probe, MonitorConfig(every=100, batch_size=8),                  # doctest: +SKIP
+        ...                 alerts=[PlateauRule("pathway_distance")])
     """
 
-    def __init__(self, probe: ProbeSet, every: int | None = None, *, config: MonitorConfig | None = None,
-                 sinks: Sequence[Any] = (), alerts: Sequence[Rule] = (), stages: bool | GroupStageTracker | None = None,
-                 accelerator: Any = None, on_alert: Callable[[AlertEvent], None] | None = None,
-                 **settings: Any) -> None:
+    def __init__(self, probe: ProbeSet, config: MonitorConfig | None = None, *, sinks: Sequence[Any] = (),
+                 alerts: Sequence[Rule] = (), stage_tracker: GroupStageTracker | None = None,
+                 accelerator: Any = None, on_alert: Callable[[AlertEvent], None] | None = None) -> None:
         if not isinstance(probe, ProbeSet):
             raise ConfigError(f"probe must be a grokmon.ProbeSet, got {type(probe).__name__}: "
                               "build one with ProbeSet.from_*")
         if len(probe) < 2:
             raise ProbeError("the probe needs at least 2 samples: pathway distance compares pairs")
-        tracker = stages if isinstance(stages, GroupStageTracker) else None
-        settings.update({"every": every} if every is not None else {})
-        settings.update({"stages": True if tracker is not None else stages} if stages is not None else {})
-        if config is not None and not isinstance(config, MonitorConfig):
-            raise ConfigError(f"config must be a grokmon.MonitorConfig, got {type(config).__name__}")
-        self.config = MonitorConfig(**settings) if config is None else dataclasses.replace(config, **settings)
+        if config is None:
+            config = MonitorConfig()
+        if not isinstance(config, MonitorConfig):
+            hint = (f": the cadence is a setting, MonitorConfig(every={config})" if isinstance(config, int)
+                    and not isinstance(config, bool) else "")
+            raise ConfigError(f"config must be a grokmon.MonitorConfig, got {type(config).__name__}{hint}")
+        if stage_tracker is not None:
+            if not isinstance(stage_tracker, GroupStageTracker):
+                raise ConfigError(f"stage_tracker must be a grokmon.GroupStageTracker, got {type(stage_tracker).__name__}")
+            if not config.stages:
+                raise ConfigError("stage_tracker was given but MonitorConfig(stages=False) turns stage tracking off: "
+                                  "drop one of the two")
+        self.config = dataclasses.replace(config)  # the monitor's own copy (batch_size changes after an OOM)
         sinks = check_sinks(sinks)
         self.probe_set = probe
         self._fingerprint = probe.fingerprint()
         self.accelerator = accelerator
-        self.runner = ProbeRunner(probe, batch_size=self.config.batch_size, keep_token_ids=self.config.capture_token_ids,
-                                  compute_loss=self.config.compute_loss, accelerator=accelerator)
+        self.runner = ProbeRunner(probe, self.config, accelerator=accelerator)
         self.results = ResultPath(self.config, rules=alerts, on_alert=on_alert,
-                                  stage_tracker=tracker or (GroupStageTracker() if self.config.stages else None))
+                                  stage_tracker=stage_tracker or (GroupStageTracker() if self.config.stages else None))
         self.jsonl_path: Path | None = None
         if self.results.rank == 0:
             self._open_sinks(sinks, accelerator)
@@ -156,11 +160,6 @@ class GrokkingMonitor:
             self.results.add_sink(sink)
 
     # ------------------------------------------------------------------ what the settings and results say
-    every = property(lambda self: self.config.every, doc="Probe cadence in optimizer steps.")
-    baseline = property(lambda self: self.config.baseline, doc="Integrations probe once before training.")
-    metric_config = property(lambda self: self.config.metrics, doc="The :class:`MetricConfig` in use.")
-    output_dir = property(lambda self: Path(self.config.output_dir), doc="Folder of the default JSONL record.")
-    batch_size = property(lambda self: self.runner.batch_size, doc="Probe samples per forward (lowered after OOM).")
     sinks = property(lambda self: self.results.sinks, doc="The sinks results go to (world rank 0).")
     rules = property(lambda self: self.results.rules, doc="The alert rules (a RuleSet).")
     stage_tracker = property(lambda self: self.results.stage_tracker, doc="The per-group stage tracker or None.")
@@ -190,7 +189,7 @@ class GrokkingMonitor:
         return _merged(results)
 
     def probe_now(self, model: nn.Module, step: int, *, optimizer: Any = None) -> None:
-        """Probe now, whatever the schedule (all ranks must call it at the same step). Alias: ``probe``."""
+        """Probe now, whatever the schedule (all ranks must call it at the same step)."""
         self._probe_at(model, self._clock.resolve(step, last_probed=self.last_probe_step, on_error=self.config.on_error), optimizer)
 
     def _probe_at(self, model: nn.Module, step: int, optimizer: Any) -> None:
@@ -210,8 +209,6 @@ class GrokkingMonitor:
                 f"the MoE layout changed since the previous probe ({change}): pathway_drift is NaN for this probe"))
             previous = None
         self.results.submit_probe(step, capture, previous, drift_invalid=change is not None)
-
-    probe = probe_now  # documented alias (docs/architecture.md); the integrations call probe_now
 
     # ------------------------------------------------------------------ results
     def poll(self) -> Results:

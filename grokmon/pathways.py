@@ -239,7 +239,7 @@ def pathway_sequences(
         if pathways.token_ids is None:
             raise ConfigError(
                 "the 'token' pathway form needs per-token expert ids: capture with keep_token_ids=True "
-                "(GrokkingMonitor(..., keep_token_ids=True))"
+                "(MonitorConfig(keep_token_ids=True))"
             )
         ids = pathways.token_ids.long()  # [N, T, L, k]
         n, t, l, k = ids.shape

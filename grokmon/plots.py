@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 from .errors import ConfigError
-from .sinks.base import PREFIX
+from .keys import PREFIX, unprefixed
 
 Record = tuple[int, Mapping[str, float]]
 
@@ -37,10 +37,6 @@ def _pyplot():
     return plt
 
 
-def _strip(key: str) -> str:
-    return key[len(PREFIX):] if key.startswith(PREFIX) else key
-
-
 def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -53,7 +49,7 @@ def split_series(records: Iterable[Record]) -> tuple[dict, dict]:
         for key, value in metrics.items():
             if not _finite(value):
                 continue
-            key = _strip(key)
+            key = unprefixed(key)
             match = _GROUP_KEY.match(key)
             if match:
                 grouped[match["metric"]][match["group"]].append((step, float(value)))
@@ -102,7 +98,7 @@ def plot_metrics(
             ax.plot(steps, values, marker=".", markersize=3, label=group, alpha=0.8)
         ax.set_xlabel("step")
         ax.set_ylabel(name)
-        ax.set_title(f"grokmon/{name}")
+        ax.set_title(PREFIX + name)
         for label, step in (marks or {}).items():
             ax.axvline(step, linestyle="--", color="grey")
             ax.annotate(label, (step, 1.0), xycoords=("data", "axes fraction"), fontsize=8,
@@ -134,7 +130,7 @@ def plot_expert_load(records: Sequence[Record], out_dir: str | Path) -> Path | N
     for step, metrics in reversed(list(records)):
         cells = {}
         for key, value in metrics.items():
-            match = _LOAD_KEY.match(_strip(key))
+            match = _LOAD_KEY.match(unprefixed(key))
             if match and _finite(value):
                 cells[int(match["layer"]), int(match["expert"])] = float(value)
         if cells:

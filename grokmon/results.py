@@ -42,7 +42,9 @@ from .alerts import AlertEvent, GroupStageTracker, Rule, RuleSet
 from .config import MonitorConfig
 from .delivery import MAX_SINK_FAILURES, Delivery, SinkStatus
 from .distributed import all_agree, rank_and_world
+from .keys import PREFIX, prefixed, unprefixed
 from .metrics import MemorizationTracker, MetricConfig, compute_metrics
+from .metrics.info import drop_meaningless, metric_info
 from .pathways import Pathways
 from .routing.capture import CaptureResult
 from .sinks import JsonlSink
@@ -80,14 +82,16 @@ class Faults:
 
 
 def metric_job(step: int, capture: CaptureResult, previous: Pathways | None, config: MetricConfig, *,
-               memorization: MemorizationTracker | None = None,
-               drift_invalid: bool = False) -> Callable[[], dict[str, float]]:
+               memorization: MemorizationTracker | None = None, drift_invalid: bool = False,
+               on_dropped: Callable[[list[str], int], None] | None = None) -> Callable[[], dict[str, float]]:
     """The one path from a captured probe to its unprefixed metrics (the monitor's and ``grokmon scan``'s).
 
     Returns a function to run later (on the worker): :func:`compute_metrics` with the per-sample
-    loss (``probe_loss``, ``group/<g>/probe_loss``), plus ``probe_seconds``, ``probe_tokens``,
-    ``probe_routers`` (the MoE routers captured) and ``metric_seconds``. Out of GPU memory, it
-    computes again on the CPU (the GPU is the training run's). ``memorization`` (the paper's sample selection) is fed in step order: jobs run one at a time.
+    loss (``probe_loss``, ``group/<g>/probe_loss``), plus ``probe_seconds``, ``probe_tokens`` and
+    ``metric_seconds``. Out of GPU memory, it computes again on the CPU (the GPU is the training
+    run's). ``memorization`` (the paper's sample selection) is fed in step order: jobs run one at a time.
+    A metric the model has too few MoE layers for (``MetricInfo.min_moe_layers``: ``pathway_consistency``
+    needs 3) is left out, and ``on_dropped(names, layers)`` is told.
 
     Example:
         >>> metrics = metric_job(200, capture_pathways(model, ids), None, MetricConfig())()  # doctest: +SKIP
@@ -112,11 +116,13 @@ def metric_job(step: int, capture: CaptureResult, previous: Pathways | None, con
             memorized_since = (torch.full((pathways.num_samples,), -1) if loss is None
                                else memorization.update(step, loss, pathways.groups))
         metrics = compute(memorized_since)
+        dropped = drop_meaningless(metrics, pathways.num_routers)
+        if dropped and on_dropped is not None:
+            on_dropped(dropped, pathways.num_routers)
         if drift_invalid:
             metrics["pathway_drift"] = math.nan
         metrics["probe_seconds"] = capture.seconds
         metrics["probe_tokens"] = float(capture.num_tokens)
-        metrics["probe_routers"] = float(pathways.num_routers)
         metrics["metric_seconds"] = time.perf_counter() - start
         return metrics
 
@@ -127,7 +133,7 @@ class ResultPath:
     """Computes, judges and delivers probe results (see the module doc); owns the sinks and the stop flag.
 
     Args:
-        config: the monitor's settings (``prefix``, ``on_error``, ``async_metrics``, ``metrics``).
+        config: the monitor's settings (``on_error``, ``async_metrics``, ``metrics``, the sink settings).
         sinks: where results go (already set up; empty on ranks other than 0).
         rules: alert rules, evaluated on every result in step order.
         stage_tracker: the per-group stage tracker, or None.
@@ -138,7 +144,6 @@ class ResultPath:
                  stage_tracker: GroupStageTracker | None = None,
                  on_alert: Callable[[AlertEvent], None] | None = None) -> None:
         self.config = config
-        self.prefix = config.prefix
         self.fail = Faults(config.on_error)
         self.delivery = Delivery(self.fail, timeout=config.sink_timeout, capacity=config.sink_buffer,
                                  detach_after=config.sink_detach_after)
@@ -158,14 +163,24 @@ class ResultPath:
         self._stop_pending_step: int | None = None
         self._worker: MetricWorker | None = None
         self._inline: list[tuple[int, Any, BaseException | None]] = []
+        self._warned_dropped = False
 
     # ------------------------------------------------------------------ jobs in
     def submit_probe(self, step: int, capture: CaptureResult, previous: Pathways | None, *,
                      drift_invalid: bool = False) -> None:
         """Compute this probe's metrics in the background (or now); they are delivered in step order."""
         job = metric_job(step, capture, previous, self.config.metrics, memorization=self.memorization,
-                         drift_invalid=drift_invalid)
+                         drift_invalid=drift_invalid, on_dropped=self._dropped)
         self.submit(step, job, device=capture.pathways.mean_weights.device)
+
+    def _dropped(self, names: list[str], layers: int) -> None:
+        """Warn once per monitor about metrics left out for too few MoE layers (from the worker thread)."""
+        if self._warned_dropped:
+            return
+        self._warned_dropped = True
+        needs = ", ".join(f"{n} needs >= {info.min_moe_layers}" for n in names if (info := metric_info(n)))
+        warnings.warn(f"grokmon: {needs} MoE layers and this model has {layers}: not logged (it could mean "
+                      "nothing here; docs/metrics.md)", RuntimeWarning, stacklevel=2)
 
     def submit_failed(self, step: int, device: torch.device | None = None) -> None:
         """Log ``step`` with its metrics NaN: visibly invalid (see :meth:`_invalid_row`)."""
@@ -173,7 +188,7 @@ class ResultPath:
 
     def _invalid_row(self) -> dict[str, float]:
         """NaN for every headline metric (those of the last good probe, or the defaults)."""
-        keys = [k[len(self.prefix):] for k in self.last_metrics if k.startswith(self.prefix)]
+        keys = [unprefixed(k) for k in self.last_metrics if k.startswith(PREFIX)]
         keys = [k for k in keys if not k.startswith(("alert/", "group/")) and k not in ("stage", "errors")]
         return {k: math.nan for k in keys or ("pathway_distance", "probe_loss")}
 
@@ -231,8 +246,8 @@ class ResultPath:
                 metrics.update(self.stage_tracker.stage_metrics())
             metrics["errors"] = float(self.fail.count)
             metrics["sink_drops"] = float(self.delivery.dropped)
-            prefixed = {self.prefix + k: v for k, v in metrics.items()}
-            self._log(prefixed, step)
+            keyed = prefixed(metrics)
+            self._log(keyed, step)
             for event in events:
                 self._alert(event)
             if self.rules.stop_requested and not self.should_stop and self._stop_pending_step is None:
@@ -240,9 +255,9 @@ class ResultPath:
                     self._stop_pending_step = step  # rank-local values (probe_seconds) may differ: agree first
                 else:
                     self.should_stop = True
-            self.history.append((step, prefixed))
-            self.last_metrics = prefixed
-            out.append((step, prefixed))
+            self.history.append((step, keyed))
+            self.last_metrics = keyed
+            out.append((step, keyed))
         return out
 
     # ------------------------------------------------------------------ stop agreement (all ranks)

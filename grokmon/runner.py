@@ -14,7 +14,7 @@ What it takes care of, so the monitor only has to say "probe now":
   schedule-free optimizer is put in eval mode for the probe and back, module modes are restored.
 
 Example:
-    >>> runner = ProbeRunner(probe, batch_size=16)                   # doctest: +SKIP
+    >>> runner = ProbeRunner(probe, MonitorConfig(batch_size=16))    # doctest: +SKIP
     >>> result = runner.capture(model, optimizer)                    # doctest: +SKIP
     >>> result.pathways.num_samples == len(probe)                    # doctest: +SKIP
     True
@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .config import MonitorConfig
 from .distributed import all_agree, gather_pathways, rank_and_world, unwrap_for_probe
 from .errors import GrokmonError
 from .probe import ProbeSet
@@ -54,17 +55,15 @@ class ProbeRunner:
 
     Args:
         probe: the whole (unsharded) probe; this rank's shard is taken here.
-        batch_size: probe samples per forward; lowered for good after an out-of-memory retry.
-        keep_token_ids / compute_loss: passed to :func:`~grokmon.routing.capture_pathways`.
+        config: the monitor's settings: ``batch_size`` (probe samples per forward; halved in place, for
+            good, after an out-of-memory retry), ``capture_token_ids`` and ``compute_loss`` (passed
+            to :func:`~grokmon.routing.capture_pathways`).
         accelerator: an ``accelerate.Accelerator`` whose wrapping is removed before the forward.
     """
 
-    def __init__(self, probe: ProbeSet, *, batch_size: int = 32, keep_token_ids: bool = False,
-                 compute_loss: bool = True, accelerator: Any = None) -> None:
+    def __init__(self, probe: ProbeSet, config: MonitorConfig, *, accelerator: Any = None) -> None:
         self.probe = probe
-        self.batch_size = batch_size
-        self.keep_token_ids = keep_token_ids
-        self.compute_loss = compute_loss
+        self.config = config
         self.accelerator = accelerator
         self.rank, self.world_size = rank_and_world()
         self._shard = probe.shard(self.rank, self.world_size) if self.world_size > 1 else probe
@@ -77,17 +76,18 @@ class ProbeRunner:
         """
         while True:
             try:
-                return self._capture_once(model, optimizer, self.batch_size)
+                return self._capture_once(model, optimizer, self.config.batch_size)
             except _OutOfMemory as error:
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                if self.batch_size == 1:
+                if self.config.batch_size == 1:
                     raise GrokmonError("out of memory probing even with batch_size=1: this probe is skipped; use "
                                        "shorter probe samples (seq_len) or probe less of the model's memory peak") \
                         from error.__cause__
-                tried, self.batch_size = self.batch_size, max(1, self.batch_size // 2)
+                tried = self.config.batch_size
+                self.config.batch_size = max(1, tried // 2)
                 warnings.warn(f"grokmon: out of memory probing with batch_size={tried}; retrying with "
-                              f"{self.batch_size} (kept for later probes)", RuntimeWarning, stacklevel=3)
+                              f"{self.config.batch_size} (kept for later probes)", RuntimeWarning, stacklevel=3)
 
     def _rows(self) -> tuple[_Rows, torch.Tensor, bool]:
         """This rank's rows to capture, their probe positions (-1: not a sample), counts valid?
@@ -125,7 +125,7 @@ class ProbeRunner:
                 with torch.random.fork_rng(devices=cuda):  # the probe never moves the training RNG
                     result = routing.capture_pathways(
                         target, rows.input_ids, rows.attention_mask, batch_size=batch_size,
-                        keep_token_ids=self.keep_token_ids, compute_loss=self.compute_loss,
+                        keep_token_ids=self.config.capture_token_ids, compute_loss=self.config.compute_loss,
                         groups=rows.groups, group_names=self.probe.group_names,
                     )
                     if self.world_size > 1:
@@ -155,8 +155,8 @@ class ProbeRunner:
     def _pad_forwards(self, model: nn.Module, captured: int, device: torch.device) -> None:
         """Extra no-hook forwards so every rank runs the same number (forwards are collectives under FSDP)."""
         per_rank = math.ceil(len(self.probe) / self.world_size)
-        needed = math.ceil(per_rank / self.batch_size)
-        done = math.ceil(captured / self.batch_size)
+        needed = math.ceil(per_rank / self.config.batch_size)
+        done = math.ceil(captured / self.config.batch_size)
         if needed > done:
             sample = self.probe.input_ids[:1].to(device)
             flags = [(m, m.training) for m in model.modules()]

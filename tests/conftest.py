@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from moe_models import random_probe, tiny_model
+from moe_models import build_monitor, random_probe, tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -39,14 +39,16 @@ def probe() -> Any:
 
 @pytest.fixture
 def make_monitor(tmp_path, probe) -> Iterator[Callable[..., Any]]:
-    """``make_monitor(**settings)``: a GrokkingMonitor of ``probe`` writing under ``tmp_path``, closed after the test."""
-    from grokmon import GrokkingMonitor
+    """``make_monitor(**fields)``: a GrokkingMonitor of ``probe`` writing under ``tmp_path``, closed after the test.
 
+    Keywords are :class:`~grokmon.MonitorConfig` fields, plus the monitor's live arguments (``probe``,
+    ``sinks``, ``alerts``, ``stage_tracker``, ``accelerator``, ``on_alert``): ``moe_models.build_monitor``.
+    """
     made = []
 
-    def make(**settings: Any) -> Any:
-        settings.setdefault("output_dir", tmp_path)
-        made.append(GrokkingMonitor(settings.pop("probe", probe), **settings))
+    def make(**fields: Any) -> Any:
+        fields.setdefault("output_dir", tmp_path)
+        made.append(build_monitor(fields.pop("probe", probe), **fields))
         return made[-1]
 
     yield make

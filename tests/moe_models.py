@@ -97,3 +97,15 @@ def random_probe(n: int = 8, seed: int = 0, seq_len: int = 12, *, vocab_size: in
     labels = {"halves": ["a"] * (n // 2) + ["b"] * (n - n // 2), "alternate": ["ab"[i % 2] for i in range(n)],
               None: None}[groups]
     return ProbeSet.from_token_ids(ids, groups=labels, min_length=min_length)
+
+
+def build_monitor(probe, *, sinks=(), alerts=(), stage_tracker=None, accelerator=None, on_alert=None, **fields):
+    """``GrokkingMonitor(probe, MonitorConfig(**fields), sinks=..., ...)``: test helpers take config fields.
+
+    Example:
+        >>> monitor = build_monitor(random_probe(), every=1, jsonl=False)   # doctest: +SKIP
+    """
+    from grokmon import GrokkingMonitor, MonitorConfig
+
+    return GrokkingMonitor(probe, MonitorConfig(**fields), sinks=sinks, alerts=alerts, stage_tracker=stage_tracker,
+                           accelerator=accelerator, on_alert=on_alert)

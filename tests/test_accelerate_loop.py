@@ -7,7 +7,7 @@ from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
 from moe_models import tiny_model
 
-from grokmon import GrokkingMonitor, ProbeSet
+from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
 
 
 class RecordingTracker(GeneralTracker):
@@ -38,7 +38,8 @@ def test_accelerate_loop_logs_probe_steps_and_checkpoints_the_monitor(tmp_path) 
     data = torch.randint(2, 128, (12, 2, 10), generator=torch.Generator().manual_seed(0))
     model, opt = accelerator.prepare(model, opt)
     probe = ProbeSet.from_token_ids(torch.randint(2, 128, (6, 10), generator=torch.Generator().manual_seed(1)))
-    monitor = GrokkingMonitor(probe, every=2, accelerator=accelerator, output_dir=tmp_path, async_metrics=False)
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=2, output_dir=tmp_path, async_metrics=False),
+                              accelerator=accelerator)
     accelerator.register_for_checkpointing(monitor)
     global_step = 0
     for batch in data:
@@ -57,7 +58,7 @@ def test_accelerate_loop_logs_probe_steps_and_checkpoints_the_monitor(tmp_path) 
     assert logged[-1][1]["grokmon/pathway_distance"] == monitor.history[-1][1]["grokmon/pathway_distance"]
 
     accelerator.save_state(str(tmp_path / "ckpt"))
-    fresh = GrokkingMonitor(probe, every=2, output_dir=tmp_path / "fresh", async_metrics=False)
+    fresh = GrokkingMonitor(probe, MonitorConfig(every=2, output_dir=tmp_path / "fresh", async_metrics=False))
     accelerator._custom_objects.clear()
     accelerator.register_for_checkpointing(fresh)
     accelerator.load_state(str(tmp_path / "ckpt"))

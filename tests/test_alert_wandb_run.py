@@ -6,7 +6,7 @@ import pytest
 import torch
 from moe_models import tiny_model
 
-from grokmon import GrokkingMonitor, PlateauRule, ProbeSet, ThresholdRule
+from grokmon import GrokkingMonitor, MonitorConfig, PlateauRule, ProbeSet, ThresholdRule
 from grokmon.sinks import WandbSink
 from grokmon.testing.wandb_records import read_wandb_run
 
@@ -16,13 +16,11 @@ def test_rule_fires_once_and_reaches_wandb(tmp_path) -> None:
     run = wandb.init(mode="offline", dir=str(tmp_path), project="grokmon-test")
     probe = ProbeSet.from_token_ids(torch.randint(2, 128, (6, 12), generator=torch.Generator().manual_seed(0)))
     fired = []
-    monitor = GrokkingMonitor(
-        probe, every=1, output_dir=tmp_path, async_metrics=False,
-        sinks=[WandbSink(run, step_key="step", alert_level="INFO")],  # asked for: INFO events alert too
-        alerts=[ThresholdRule("probe_loss", above=0.0, name="loss_seen", level="INFO", wait_duration=300),
-                PlateauRule("pathway_distance", mode="min", patience=100, name="never")],
-        on_alert=fired.append,
-    )
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False),
+                              sinks=[WandbSink(run, step_key="step", alert_level="INFO")],  # asked for: INFO events alert too
+                              alerts=[ThresholdRule("probe_loss", above=0.0, name="loss_seen", level="INFO", wait_duration=300),
+                                      PlateauRule("pathway_distance", mode="min", patience=100, name="never")],
+                              on_alert=fired.append)
     model = tiny_model("olmoe")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     x = torch.randint(2, 128, (4, 12))
@@ -52,8 +50,8 @@ def test_plateau_on_pathway_distance_fires_in_a_real_run(tmp_path) -> None:
     probe = ProbeSet.from_token_ids(torch.randint(2, 128, (8, 12), generator=torch.Generator().manual_seed(0)))
     rule = PlateauRule("pathway_distance", mode="min", patience=2, min_delta=0.01, name="distance_plateau",
                        wait_duration=600)
-    monitor = GrokkingMonitor(probe, every=1, output_dir=tmp_path, async_metrics=False, alerts=[rule],
-                              sinks=[WandbSink(run, step_key="step")], stages=False)
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False, stages=False),
+                              alerts=[rule], sinks=[WandbSink(run, step_key="step")])
     model = tiny_model("olmoe").train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-7)
     x = torch.randint(2, 128, (4, 12))

@@ -27,7 +27,7 @@ def run_dir(tmp_path):
 def test_scan_writes_metrics_per_checkpoint_and_resumes(run_dir, capsys) -> None:
     ckpts = [str(run_dir / "ckpts" / f"checkpoint-{s}") for s in (20, 10)]
     out = run_dir / "scan"
-    assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out)]) == 0
+    assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out), "--per-expert"]) == 0
     records = read_records(out / "grokmon.jsonl")
     assert [step for step, _ in records] == [10, 20]
     # values equal a direct capture + compute on the same checkpoint
@@ -39,6 +39,7 @@ def test_scan_writes_metrics_per_checkpoint_and_resumes(run_dir, capsys) -> None
         config=MetricConfig(per_group=True, per_expert=True),
     )
     assert records[0][1]["pathway_distance"] == pytest.approx(direct["pathway_distance"])
+    assert {k for k in records[0][1] if "/expert/" in k} == {k for k in direct if "/expert/" in k} != set()
     assert records[0][1]["group/a/pathway_distance"] == pytest.approx(direct["group/a/pathway_distance"])
     assert "pathway_drift" in records[1][1]
     header = (out / "grokmon.csv").read_text().splitlines()[0].split(",")
@@ -52,7 +53,7 @@ def test_scan_writes_metrics_per_checkpoint_and_resumes(run_dir, capsys) -> None
     # a second scan skips what is done, says so, and writes no new lines
     capsys.readouterr()
     lines = (out / "grokmon.jsonl").read_text().count("\n")
-    assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out)]) == 0
+    assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out), "--per-expert"]) == 0
     assert (out / "grokmon.jsonl").read_text().count("\n") == lines
     err = capsys.readouterr().err
     assert "2 of 2 checkpoints are already in" in err and "skipped: checkpoint-10, checkpoint-20" in err
@@ -137,3 +138,18 @@ def test_probe_command_draws_what_the_api_draws_on_the_example_corpus(tmp_path, 
     assert api.group_counts() == cli.group_counts()
     assert torch.equal(api.input_ids, cli.input_ids) and api.group_names == cli.group_names
     assert torch.equal(api.groups, cli.groups)
+
+
+def test_scan_defaults_are_a_live_runs() -> None:
+    """``grokmon scan`` computes what a monitor with default settings computes (no scan-only defaults)."""
+    import inspect
+
+    from grokmon import MetricConfig, MonitorConfig
+    from grokmon.cli import build_parser, scan
+
+    args = build_parser().parse_args(["scan", "c", "--probe", "p", "--out", "o"])
+    run, metric = MonitorConfig(), MetricConfig()
+    assert args.batch_size == run.batch_size and not args.per_expert and not args.per_layer
+    assert (args.form, args.threshold, args.max_pairs, args.seed) == (metric.form, metric.threshold, metric.max_pairs,
+                                                                      metric.seed)
+    assert inspect.signature(scan).parameters["config"].default is None  # None: MonitorConfig()

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import pytest
 import torch
+from grokmon.config import MonitorConfig
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -187,7 +188,7 @@ def test_probe_between_forward_and_backward_changes_nothing(tmp_path) -> None:
     _ds()
     from ds_moe_model import TinyDSMoE
 
-    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
 
     model = TinyDSMoE(k=2, eval_capacity_factor=0.5)
     twin = copy.deepcopy(model)
@@ -203,10 +204,10 @@ def test_probe_between_forward_and_backward_changes_nothing(tmp_path) -> None:
         model(_probe_ids())
     assert layer.l_aux is not before[0] and not torch.equal(layer.exp_counts, before[1])
 
-    monitor = GrokkingMonitor(ProbeSet.from_token_ids(_probe_ids()), every=1, output_dir=tmp_path,
-                              async_metrics=False, on_error="raise")
+    monitor = GrokkingMonitor(ProbeSet.from_token_ids(_probe_ids()),
+                              MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False, on_error="raise"))
     expected = _train_step(twin, ids)
-    got = _train_step(model, ids, probe=lambda m: monitor.probe(m, 1))
+    got = _train_step(model, ids, probe=lambda m: monitor.probe_now(m, 1))
     monitor.close()
     assert monitor.history and "grokmon/pathway_distance" in monitor.history[-1][1]
     assert got[:2] == expected[:2]  # loss and l_aux, exactly
@@ -244,9 +245,8 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     model = TinyDSMoE(k=2, eval_capacity_factor=0.5, ep_size=ep, ep_rank=rank)
     target: torch.nn.Module = engine_of(model) if distributed else model
     groups = ["a" if i % 3 else "b" for i in range(N)]
-    monitor = GrokkingMonitor(ProbeSet.from_token_ids(_probe_ids(), groups=groups), every=1,
-                              output_dir=f"{out_path}_rank{rank}", async_metrics=False, on_error="raise",
-                              batch_size=1, keep_token_ids=True)
+    monitor = GrokkingMonitor(ProbeSet.from_token_ids(_probe_ids(), groups=groups),
+                              MonitorConfig(every=1, output_dir=f"{out_path}_rank{rank}", async_metrics=False, on_error="raise", batch_size=1, keep_token_ids=True))
     inputs, handles = record_gate_inputs(model)
     monitor.step(target, 1)
     for h in handles:
@@ -266,11 +266,11 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     result["hand_counts"] = counts.tolist()
     if distributed:  # a probe through the engine between forward and backward changes no update
         twin = engine_of(TinyDSMoE(k=2, eval_capacity_factor=0.5, ep_size=ep, ep_rank=rank))
-        checker = GrokkingMonitor(ProbeSet.from_token_ids(_probe_ids()), every=1, async_metrics=False,
-                                  output_dir=f"{out_path}_check{rank}", on_error="raise", batch_size=1)
+        checker = GrokkingMonitor(ProbeSet.from_token_ids(_probe_ids()),
+                                  MonitorConfig(every=1, async_metrics=False, output_dir=f"{out_path}_check{rank}", on_error="raise", batch_size=1))
         ids = torch.randint(0, 128, (2, SEQ), generator=torch.Generator().manual_seed(10 + rank))
         plain = _engine_step(target, ids)
-        probed = _engine_step(twin, ids, probe=lambda e: checker.probe(e, 1))
+        probed = _engine_step(twin, ids, probe=lambda e: checker.probe_now(e, 1))
         checker.close()
         result["probe_in_step_changes_nothing"] = plain[0] == probed[0] and all(
             torch.equal(a, b) for a, b in zip(plain[1], probed[1]))

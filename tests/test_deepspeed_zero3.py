@@ -38,7 +38,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     from moe_models import tiny_model
     from transformers import Trainer, TrainingArguments
 
-    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
 
     if distributed:
         from test_deepspeed import _no_shm_op
@@ -56,8 +56,8 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     dataset = [{"input_ids": row, "labels": row} for row in ids]
     probe_ids = torch.randint(2, 128, (7, 12), generator=torch.Generator().manual_seed(0))  # odd: padded shards
     probe = ProbeSet.from_token_ids(probe_ids, groups=["a" if i % 3 else "b" for i in range(7)])
-    monitor = GrokkingMonitor(probe, every=1, output_dir=f"{out_path}_grokmon{rank}", async_metrics=False,
-                              on_error="raise", batch_size=2)
+    monitor = GrokkingMonitor(probe,
+                              MonitorConfig(every=1, output_dir=f"{out_path}_grokmon{rank}", async_metrics=False, on_error="raise", batch_size=2))
     trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[monitor.hf_callback()])
     trainer.train()
     gate = trainer.model.model.layers[0].mlp.gate.weight

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from child_env import child_env
 
-from grokmon import GrokkingMonitor
+from grokmon import GrokkingMonitor, MonitorConfig
 from grokmon.delivery import Delivery
 from grokmon.errors import SinkError
 from grokmon.sinks import CallbackSink, JsonlSink, read_jsonl
@@ -238,13 +238,13 @@ SIGTERM_BLOCKED = textwrap.dedent("""
     import sys, threading, time, torch
     sys.path.insert(0, {tests!r})
     from moe_models import tiny_model
-    from grokmon import CallbackSink, GrokkingMonitor, ProbeSet
+    from grokmon import CallbackSink, GrokkingMonitor, MonitorConfig, ProbeSet
     started = threading.Event()
     def never_returns(metrics, step):
         started.set()
         threading.Event().wait()
     ids = torch.randint(2, 128, (8, 12), generator=torch.Generator().manual_seed(0))
-    monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), every=1, output_dir={out!r}, sink_timeout=0.5,
+    monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), MonitorConfig(every=1, output_dir={out!r}, sink_timeout=0.5),
                               sinks=[CallbackSink(never_returns, name="hung")])
     model = tiny_model("olmoe")
     monitor.step(model, 1)
@@ -279,18 +279,18 @@ def test_sigterm_with_a_hung_sink_ends_the_process_and_writes_the_jsonl(tmp_path
 
 
 def test_two_monitors_never_share_a_jsonl(probe, olmoe, tmp_path) -> None:
-    first = GrokkingMonitor(probe, every=1, output_dir=tmp_path)
+    first = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path))
     with pytest.warns(RuntimeWarning, match=r"already being written by another grokmon monitor .* writes "
                                              r".*grokmon\.2\.jsonl instead"):
-        second = GrokkingMonitor(probe, every=1, output_dir=tmp_path)   # the default path: moves aside
+        second = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path))   # the default path: moves aside
     assert second.jsonl_path == tmp_path / "grokmon.2.jsonl"
     with pytest.raises(SinkError, match="already being written by another grokmon monitor"):
-        GrokkingMonitor(probe, every=1, jsonl=tmp_path / "grokmon.jsonl")  # an explicit path: an error
+        GrokkingMonitor(probe, MonitorConfig(every=1, jsonl=tmp_path / "grokmon.jsonl"))  # an explicit path: an error
     for monitor in (first, second):
         monitor.step(olmoe, 1)
         monitor.close()
     assert metric_steps(tmp_path / "grokmon.jsonl") == [1] and metric_steps(tmp_path / "grokmon.2.jsonl") == [1]
-    third = GrokkingMonitor(probe, every=1, output_dir=tmp_path)   # closed ones free the file again
+    third = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path))   # closed ones free the file again
     assert third.jsonl_path == tmp_path / "grokmon.jsonl"
     third.close()
 

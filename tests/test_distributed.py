@@ -39,10 +39,10 @@ def _values(monitor) -> dict[str, float]:
 
 def _rank_main(out_path: str) -> None:
     import torch.distributed as dist
-    from moe_models import tiny_model
+    from moe_models import build_monitor, tiny_model
 
     import grokmon.routing
-    from grokmon import GrokkingMonitor, MetricConfig, ThresholdRule
+    from grokmon import GrokkingMonitor, MonitorConfig, MetricConfig, ThresholdRule
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist.init_process_group("gloo")
@@ -54,8 +54,8 @@ def _rank_main(out_path: str) -> None:
     result: dict = {}
 
     def run(name: str, n: int, **kwargs) -> None:
-        monitor = GrokkingMonitor(_probe(n), every=1, output_dir=os.path.join(out_dir, name), async_metrics=False,
-                                  on_error="raise", batch_size=2, **kwargs)
+        monitor = build_monitor(_probe(n), every=1, output_dir=os.path.join(out_dir, name), async_metrics=False,
+                                on_error="raise", batch_size=2, **kwargs)
         monitor.step(model, 1)
         monitor.close()
         result[name] = _values(monitor)
@@ -68,7 +68,9 @@ def _rank_main(out_path: str) -> None:
 
     # a stop asked for by background metrics must take effect at the same step on every rank
     rule = ThresholdRule("probe_loss", above=0.0, stop_training=True)
-    monitor = GrokkingMonitor(_probe(N), every=1, output_dir=os.path.join(out_dir, "stop"), alerts=[rule], batch_size=2)
+    monitor = GrokkingMonitor(_probe(N),
+                              MonitorConfig(every=1, output_dir=os.path.join(out_dir, "stop"), batch_size=2),
+                              alerts=[rule])
     result["stop"] = None
     for step in range(1, 6):
         monitor.step(model, step)
@@ -88,9 +90,9 @@ def _rank_main(out_path: str) -> None:
 
     grokmon.results.compute_metrics = rank_local
     for mode in ("sync", "async"):
-        monitor = GrokkingMonitor(_probe(N), every=1, output_dir=os.path.join(out_dir, f"local_stop_{mode}"),
-                                  alerts=[ThresholdRule("rank_flag", above=0.5, stop_training=True)], batch_size=2,
-                                  async_metrics=mode == "async", stages=False)
+        monitor = GrokkingMonitor(_probe(N),
+                                  MonitorConfig(every=1, output_dir=os.path.join(out_dir, f"local_stop_{mode}"), batch_size=2, async_metrics=mode == "async", stages=False),
+                                  alerts=[ThresholdRule("rank_flag", above=0.5, stop_training=True)])
         result[f"local_stop_{mode}"] = None
         for step in range(1, 6):
             monitor.step(model, step)
@@ -111,8 +113,8 @@ def _rank_main(out_path: str) -> None:
         return real_capture(*args, **kwargs)
 
     grokmon.routing.capture_pathways = flaky
-    monitor = GrokkingMonitor(_probe(N), every=1, output_dir=os.path.join(out_dir, "fail"), async_metrics=False,
-                              batch_size=2)
+    monitor = GrokkingMonitor(_probe(N),
+                              MonitorConfig(every=1, output_dir=os.path.join(out_dir, "fail"), async_metrics=False, batch_size=2))
     import warnings
 
     with warnings.catch_warnings(record=True):

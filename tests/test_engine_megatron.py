@@ -185,13 +185,13 @@ def _bridge_context(model, step):
 
 
 def test_bridge_callback_probes_updates_done_on_schedule(tmp_path):
-    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
     from grokmon.integrations.megatron import GrokkingBridgeCallback
 
     model = _GPTLike(moe_layer_config(num_moe_experts=EXPERTS, moe_router_topk=TOP_K), vocab_size=VOCAB).eval()
     probe = ProbeSet.from_token_ids(torch.randint(0, VOCAB, (6, 10), generator=torch.Generator().manual_seed(8)),
                                     groups=["a", "b"] * 3)
-    monitor = GrokkingMonitor(probe, every=2, output_dir=tmp_path, on_error="raise", stages=False)
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=2, output_dir=tmp_path, on_error="raise", stages=False))
     callback = GrokkingBridgeCallback(monitor)  # probes context.model[0] through MegatronProbeModel
     callback.on_train_start(_bridge_context(model, 0))
     for step in range(5):  # Bridge fires on_train_step_end, then train_state.step += 1
@@ -203,7 +203,7 @@ def test_bridge_callback_probes_updates_done_on_schedule(tmp_path):
     assert not callback.should_stop
 
     with pytest.warns(RuntimeWarning, match="pipeline parallelism"):
-        other = GrokkingBridgeCallback(GrokkingMonitor(probe, every=1, output_dir=tmp_path / "pp"))
+        other = GrokkingBridgeCallback(GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path / "pp")))
         context = _bridge_context(model, 0)
         context.model = [model, model]
         other.on_train_step_end(context)

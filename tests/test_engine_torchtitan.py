@@ -22,6 +22,7 @@ import warnings
 import pytest
 import torch
 
+from grokmon.config import MonitorConfig
 from grokmon.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script_method.*:DeprecationWarning")
@@ -161,18 +162,21 @@ def test_capture_matches_hand_reference(gating):
 
 
 def test_monitor_step_gives_metrics(tmp_path):
-    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
 
     model = tiny_titan(score_func="sigmoid", route_norm=False)
     ids = torch.randint(0, VOCAB, (8, 12), generator=torch.Generator().manual_seed(2))
     probe = ProbeSet.from_token_ids(ids, groups=["a", "b"] * 4)
-    with GrokkingMonitor(probe, every=1, output_dir=tmp_path, on_error="raise", stages=False) as monitor:
-        monitor.step(model, 1)
-        monitor.flush()
+    with pytest.warns(RuntimeWarning, match="pathway_consistency needs >= 3 MoE layers and this model has 2"):
+        with GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path, on_error="raise",
+                                                  stages=False)) as monitor:
+            monitor.step(model, 1)
+            monitor.flush()
     (step, metrics), = monitor.history
     assert step == 1
-    for key in ("pathway_distance", "pathway_consistency", "routing_entropy", "probe_loss"):
+    for key in ("pathway_distance", "pathway_cosine", "routing_entropy", "probe_loss"):
         assert math.isfinite(metrics[f"grokmon/{key}"]), key
+    assert "grokmon/pathway_consistency" not in metrics  # C_i of 2 MoE layers means nothing (~1e-8)
     assert monitor.errors == 0
 
 
@@ -223,7 +227,7 @@ def test_metrics_processor_probes_on_schedule_and_logs_through_torchtitan(tmp_pa
     probe.save(tmp_path / "probe.pt")
     processor = _processor(monkeypatch, None, 2, grokmon_probe=str(tmp_path / "probe.pt"), grokmon_every=4,
                            grokmon_output_dir=str(tmp_path / "gm"))
-    assert isinstance(processor.monitor, GrokkingMonitor) and processor.monitor.every == 4
+    assert isinstance(processor.monitor, GrokkingMonitor) and processor.monitor.config.every == 4
     processor.model_parts = [model]
     caplog.set_level("INFO")
     for step in (1, 2, 4, 6, 8):  # the steps torchtitan's Trainer logs at with log_freq=2
@@ -248,7 +252,7 @@ def test_metrics_processor_refuses_a_schedule_it_cannot_keep(tmp_path, monkeypat
     from grokmon import GrokkingMonitor, ProbeSet
 
     probe = ProbeSet.from_token_ids(torch.randint(0, VOCAB, (4, 12)))
-    monitor = GrokkingMonitor(probe, every=5, output_dir=tmp_path)
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=5, output_dir=tmp_path))
     try:
         with pytest.raises(ConfigError, match="multiple of log_freq"):
             _processor(monkeypatch, monitor, 10)
@@ -262,7 +266,8 @@ def test_metrics_processor_warns_and_skips_under_pipeline_parallelism(tmp_path, 
     _torchtitan()
     from grokmon import GrokkingMonitor, ProbeSet
 
-    monitor = GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(0, VOCAB, (4, 12))), every=2, output_dir=tmp_path)
+    monitor = GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(0, VOCAB, (4, 12))),
+                              MonitorConfig(every=2, output_dir=tmp_path))
     processor = _processor(monkeypatch, monitor, 2)
     processor.model_parts = [tiny_titan(), tiny_titan()]
     with pytest.warns(RuntimeWarning, match="pipeline parallelism"):

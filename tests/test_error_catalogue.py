@@ -33,6 +33,7 @@ import torch
 import transformers as tf
 from torch import nn
 
+from grokmon.config import MonitorConfig
 from grokmon.errors import (ConfigError, GrokmonError, ProbeError, RouterNotFoundError, RoutingError, SinkError,
                             UnsafeFileError)
 from grokmon.probe import ProbeSet, stratified_counts
@@ -227,7 +228,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    monitor = GrokkingMonitor(probe(), every=1, jsonl=False, async_metrics=False, on_error="raise")
+    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, async_metrics=False, on_error="raise"))
     try:
         monitor.step(llama(), 1)
     finally:
@@ -293,8 +294,8 @@ def _(tmp, mp):
     model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     bad = ids()
     bad[1, 2] = 100
-    monitor = GrokkingMonitor(ProbeSet.from_token_ids(bad, min_length=4), every=1, jsonl=False,
-                              async_metrics=False, on_error="raise")
+    monitor = GrokkingMonitor(ProbeSet.from_token_ids(bad, min_length=4),
+                              MonitorConfig(every=1, jsonl=False, async_metrics=False, on_error="raise"))
     try:
         register_router(Gate)
         monitor.step(model, 1)
@@ -558,7 +559,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    GrokkingMonitor(probe(n=1), every=1, jsonl=False)
+    GrokkingMonitor(probe(n=1), MonitorConfig(every=1, jsonl=False))
 
 
 @case("probe-ids-empty-list", ProbeError, "the probe set is empty")
@@ -715,7 +716,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    GrokkingMonitor(probe(), every=1, jsonl=False, batch_size=0)
+    GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, batch_size=0))
 
 
 @case("monitor-load-not-a-state-file", GrokmonError, "is not a grokmon monitor state file")
@@ -723,26 +724,26 @@ def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
     torch.save({"x": 1}, tmp / "state.pt")
-    monitor = GrokkingMonitor(probe(), every=1, jsonl=False)
+    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False))
     try:
         monitor.load(tmp / "state.pt")
     finally:
         monitor.close()
 
 
-@case("monitor-hf-callback-without-monitor", ConfigError, "GrokkingCallback needs a GrokkingMonitor")
+@case("monitor-hf-callback-without-monitor", ConfigError, "GrokkingHFCallback needs a GrokkingMonitor, got NoneType: "
+      "pass GrokkingHFCallback(monitor) or use monitor.hf_callback()")
 def _(tmp, mp):
     from grokmon.integrations import hf
 
-    mp.setattr(hf, "_LIVE", [])  # no live callback from another test to adopt
-    hf.GrokkingCallback()
+    hf.GrokkingHFCallback(None)
 
 
-@case("monitor-hf-callback-not-a-monitor", ConfigError, "GrokkingCallback needs a GrokkingMonitor, got str")
+@case("monitor-hf-callback-not-a-monitor", ConfigError, "GrokkingHFCallback needs a GrokkingMonitor, got str")
 def _(tmp, mp):
     from grokmon.integrations import hf
 
-    hf.GrokkingCallback("x")
+    hf.GrokkingHFCallback("x")
 
 
 @case("monitor-hf-state-not-grokmon", ConfigError, "is not a grokmon callback state file")
@@ -761,7 +762,7 @@ def _(tmp, mp):
     read_callback_state(tmp)
 
 
-@case("monitor-lightning-missing", GrokmonError, "GrokmonLightningCallback needs Lightning")
+@case("monitor-lightning-missing", GrokmonError, "GrokkingLightningCallback needs Lightning")
 def _(tmp, mp):
     from grokmon.integrations.lightning import lightning_module
 
@@ -771,10 +772,10 @@ def _(tmp, mp):
 
 
 def monitor(**kwargs: Any):
-    from grokmon.monitor import GrokkingMonitor
+    from moe_models import build_monitor
 
     probe_set = kwargs.pop("probe") if "probe" in kwargs else probe()
-    return GrokkingMonitor(probe_set, **{"every": 1, "jsonl": False, **kwargs})
+    return build_monitor(probe_set, **{"every": 1, "jsonl": False, **kwargs})
 
 
 def moe() -> nn.Module:
@@ -880,9 +881,44 @@ def _(tmp, mp):
     monitor(jsonl=tmp)
 
 
-@case("monitor-stages-type", ConfigError, "stages must be True, False or a GroupStageTracker, got str")
+@case("monitor-stages-type", ConfigError, "stages must be True or False, got 'yes'")
 def _(tmp, mp):
     monitor(stages="yes")
+
+
+@case("monitor-stages-tracker-in-config", ConfigError, "MonitorConfig.stages is True or False: pass a configured "
+      "GroupStageTracker as GrokkingMonitor(probe, config, stage_tracker=tracker)")
+def _(tmp, mp):
+    from grokmon.alerts import GroupStageTracker
+
+    monitor(stages=GroupStageTracker())
+
+
+@case("monitor-stage-tracker-type", ConfigError, "stage_tracker must be a grokmon.GroupStageTracker, got bool")
+def _(tmp, mp):
+    monitor(stage_tracker=True)
+
+
+@case("monitor-stage-tracker-stages-off", ConfigError, "stage_tracker was given but MonitorConfig(stages=False) turns "
+      "stage tracking off: drop one of the two")
+def _(tmp, mp):
+    from grokmon.alerts import GroupStageTracker
+
+    monitor(stages=False, stage_tracker=GroupStageTracker())
+
+
+@case("monitor-config-unknown-field", ConfigError, "MonitorConfig has no field 'output': did you mean output_dir? "
+      "(fields: every, metrics, ")
+def _(tmp, mp):
+    MonitorConfig(output="run")
+
+
+@case("monitor-config-not-a-config", ConfigError, "config must be a grokmon.MonitorConfig, got int: the cadence is a "
+      "setting, MonitorConfig(every=200)")
+def _(tmp, mp):
+    from grokmon.monitor import GrokkingMonitor
+
+    GrokkingMonitor(probe(), 200)
 
 
 @case("monitor-load-missing", GrokmonError, "cannot read a grokmon monitor state from ... pass a file written by GrokkingMonitor.save")
@@ -1005,11 +1041,11 @@ def _(tmp, mp):
       "holds the Hugging Face model, or a function of the LightningModule")
 def _(tmp, mp):
     pytest.importorskip("lightning")
-    from grokmon.integrations.lightning import GrokmonLightningCallback
+    from grokmon.integrations.lightning import GrokkingLightningCallback
 
     m = monitor()
     try:
-        GrokmonLightningCallback(m, model="backbone").probe_model(nn.Module())
+        GrokkingLightningCallback(m, model="backbone").probe_model(nn.Module())
     finally:
         m.close()
 
@@ -1156,26 +1192,32 @@ def needs_olmo_core() -> None:
         pytest.skip("needs OLMo-core: pip install grokmon[olmo-core]")
 
 
-@case("engine-olmo-core-missing", ConfigError, "GrokmonCallback needs OLMo-core: pip install grokmon[olmo-core] (or "
-      "pip install ai2-olmo-core)")
+@case("engine-olmo-core-missing", ConfigError, "GrokkingOLMoCoreCallback needs OLMo-core: pip install "
+      "grokmon[olmo-core] (or pip install ai2-olmo-core)")
 def _(tmp, mp):
-    import grokmon.integrations.olmo_core as integration
+    import importlib
 
-    integration._build_class.cache_clear()
+    mp.delitem(sys.modules, "grokmon.integrations.olmo_core", raising=False)  # put back after the case
     mp.setitem(sys.modules, "olmo_core.train.callbacks", None)  # the import fails as if not installed
-    try:
-        integration.GrokmonCallback
-    finally:
-        integration._build_class.cache_clear()
+    importlib.import_module("grokmon.integrations.olmo_core")
 
 
-@case("engine-olmo-core-not-a-monitor", ConfigError, "GrokmonCallback needs a GrokkingMonitor, got object: pass "
-      "GrokmonCallback(monitor)")
+@case("engine-olmo-core-not-a-monitor", ConfigError, "GrokkingOLMoCoreCallback needs a GrokkingMonitor, got object: "
+      "pass GrokkingOLMoCoreCallback(monitor)")
 def _(tmp, mp):
     needs_olmo_core()
-    from grokmon.integrations import GrokmonCallback
+    from grokmon.integrations import GrokkingOLMoCoreCallback
 
-    GrokmonCallback(object())
+    GrokkingOLMoCoreCallback(object())
+
+
+@case("engine-olmo-core-config-no-probe", ConfigError, "GrokkingOLMoCoreCallbackConfig needs probe= the path of a "
+      "saved probe (ProbeSet.save or grokmon probe)")
+def _(tmp, mp):
+    needs_olmo_core()
+    from grokmon.integrations import GrokkingOLMoCoreCallbackConfig
+
+    GrokkingOLMoCoreCallbackConfig().build(None)
 
 
 @case("engine-olmo-core-probe-too-long", ConfigError, "the probe's sequences have 8 tokens, more than the 4 tokens the "
@@ -1185,12 +1227,12 @@ def _(tmp, mp):
     import types
 
     needs_olmo_core()
-    from grokmon.integrations import GrokmonCallback
+    from grokmon.integrations import GrokkingOLMoCoreCallback
 
     experts = nn.Module()
     experts.max_local_microbatch_size = 4   # what OLMo-core's capacity-based experts were sized for
     model = nn.Sequential(experts)
-    callback = GrokmonCallback(monitor())
+    callback = GrokkingOLMoCoreCallback(monitor())
     callback.trainer = types.SimpleNamespace(train_module=types.SimpleNamespace(model=model), global_step=0)
     try:
         callback._fit_probe_batch()
@@ -1220,7 +1262,7 @@ def _(tmp, mp):
 
 
 @case("engine-torchtitan-not-a-monitor", ConfigError, "GrokkingMetricsProcessor needs a GrokkingMonitor, got str: pass "
-      "monitor=GrokkingMonitor(probe, every=...), or leave monitor out and set Config(grokmon_probe='probe.pt')")
+      "monitor=GrokkingMonitor(probe, MonitorConfig(every=...)), or leave monitor out and set Config(grokmon_probe='probe.pt')")
 def _(tmp, mp):
     titan = titan_integration(mp)
     titan.GrokkingMetricsProcessor(titan.GrokkingMetricsProcessor.Config(log_freq=10), monitor="monitor")
@@ -1644,6 +1686,26 @@ def _(tmp, mp):
     from grokmon.alerts import PlateauRule
 
     PlateauRule("pathway_distance", mode="down")
+
+
+@case("alerts-divergence-no-direction", ConfigError, "DivergenceRule('pathway_consistency'): pathway_consistency has "
+      "no fixed good direction, so moving 'the wrong way' is undefined: pass mode='min' or mode='max'")
+def _(tmp, mp):
+    from grokmon.alerts import DivergenceRule
+
+    DivergenceRule("pathway_consistency", max_change=0.1)
+
+
+@case("monitor-metric-needs-more-moe-layers", RuntimeWarning, "grokmon: pathway_consistency needs >= 3 MoE layers and "
+      "this model has 2: not logged (it could mean nothing here; docs/metrics.md)")
+def _(tmp, mp):
+    from moe_models import tiny_model
+
+    m = monitor(async_metrics=False)
+    try:
+        m.step(tiny_model("olmoe", num_layers=2), 1)
+    finally:
+        m.close()
 
 
 @case("alerts-number-negative", ConfigError, "min_delta=-0.1 must be a finite number >= 0")
@@ -2395,7 +2457,7 @@ def test_monitor_problem_warns_and_counts_unless_on_error_raise(tmp_path: Path) 
     only with ``on_error="raise"``. Here: a model without MoE routers."""
     from grokmon.monitor import GrokkingMonitor
 
-    monitor = GrokkingMonitor(probe(), every=1, output_dir=tmp_path, async_metrics=False)
+    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False))
     model = llama()
     with pytest.warns(RuntimeWarning, match=r"grokmon: probe failed, training goes on \(counted in grokmon/errors\)"):
         metrics = monitor.step(model, 1)  # training goes on; no metric of this probe is a number
@@ -2407,7 +2469,7 @@ def test_monitor_problem_warns_and_counts_unless_on_error_raise(tmp_path: Path) 
     assert not [w for w in again if "probe failed" in str(w.message)]
     assert monitor.errors == 2
     monitor.close()
-    strict = GrokkingMonitor(probe(), every=1, jsonl=False, on_error="raise")
+    strict = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, on_error="raise"))
     with pytest.raises(RouterNotFoundError, match="register_router"):
         strict.step(model, 1)
     assert strict.errors == 1

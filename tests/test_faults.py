@@ -22,7 +22,7 @@ from test_monitor import train
 
 import grokmon.results as results_module  # the metric job (compute_metrics) lives on the result path
 import grokmon.routing
-from grokmon import GrokkingMonitor, WandbSink
+from grokmon import GrokkingMonitor, MonitorConfig, WandbSink
 from grokmon.errors import GrokmonError, RoutingError
 from grokmon.sinks import read_jsonl
 
@@ -48,7 +48,7 @@ def test_wandb_backend_raising_warns_once_drops_it_and_training_goes_on(tmp_path
             raise ConnectionError("api.wandb.ai unreachable")
 
         monkeypatch.setattr(run, "log", unreachable)
-        monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False,
+        monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False),
                                   sinks=[WandbSink(run=run, step_key="step")])
         reference = train(tiny_model("olmoe"), 5)
         with pytest.warns(RuntimeWarning) as caught:
@@ -72,7 +72,8 @@ def test_a_sole_failing_sink_is_dropped_too(tmp_path) -> None:
     def broken(metrics, step):
         raise OSError("disk full")
 
-    monitor = GrokkingMonitor(make_probe(), every=1, jsonl=False, async_metrics=False, sinks=[CallbackSink(broken)])
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=1, jsonl=False, async_metrics=False),
+                              sinks=[CallbackSink(broken)])
     with pytest.warns(RuntimeWarning, match="disk full"):
         train(tiny_model("olmoe"), 5, monitor)
     assert monitor.sinks == [] and monitor.errors == 3 and [s for s, _ in monitor.history] == [1, 2, 3, 4, 5]
@@ -85,7 +86,7 @@ def test_a_sole_failing_sink_is_dropped_too(tmp_path) -> None:
 def test_nan_router_logits_log_a_nan_row_and_count(tmp_path) -> None:
     model = tiny_model("olmoe")
     gate = model.model.layers[1].mlp.gate
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False)
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False))
     monitor.step(model, 1)
     saved = gate.weight.detach().clone()
     with torch.no_grad():
@@ -107,7 +108,8 @@ def test_nan_router_logits_log_a_nan_row_and_count(tmp_path) -> None:
 def test_a_router_returning_nothing(tmp_path, on_error) -> None:
     model = tiny_model("olmoe").train()
     model.model.layers[0].mlp.gate.forward = lambda *args, **kwargs: None
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False, on_error=on_error)
+    monitor = GrokkingMonitor(make_probe(),
+                              MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False, on_error=on_error))
     if on_error == "raise":
         with pytest.raises(GrokmonError):
             monitor.step(model, 1)
@@ -123,7 +125,8 @@ def test_a_router_returning_nothing(tmp_path, on_error) -> None:
 
 @pytest.mark.parametrize("on_error", ["warn", "raise"])
 def test_expert_count_changing_between_probes_makes_drift_invalid(tmp_path, on_error) -> None:
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False, on_error=on_error)
+    monitor = GrokkingMonitor(make_probe(),
+                              MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False, on_error=on_error))
     monitor.step(tiny_model("olmoe", num_experts=8), 1)
     monitor.step(tiny_model("olmoe", num_experts=8, seed=1), 2)
     assert math.isfinite(monitor.history[-1][1]["grokmon/pathway_drift"])
@@ -159,14 +162,15 @@ def _oom_above(limit: int, sizes: list[int]):
 def test_out_of_memory_retries_with_smaller_batches(tmp_path, monkeypatch) -> None:
     sizes: list[int] = []
     monkeypatch.setattr(grokmon.routing, "capture_pathways", _oom_above(2, sizes))
-    monitor = GrokkingMonitor(make_probe(), every=2, output_dir=tmp_path, async_metrics=False, batch_size=8)
+    monitor = GrokkingMonitor(make_probe(),
+                              MonitorConfig(every=2, output_dir=tmp_path, async_metrics=False, batch_size=8))
     reference = train(tiny_model("olmoe"), 4)
     with pytest.warns(RuntimeWarning, match="out of memory probing with batch_size=8; retrying with 4"):
         losses = train(tiny_model("olmoe"), 4, monitor)
     assert sizes == [8, 4, 2, 2]  # the size that worked is kept for the next probe
-    assert monitor.batch_size == 2 and monitor.errors == 0 and losses == reference
+    assert monitor.config.batch_size == 2 and monitor.errors == 0 and losses == reference
     monkeypatch.undo()
-    exact = GrokkingMonitor(make_probe(), every=2, jsonl=False, async_metrics=False, batch_size=8)
+    exact = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, async_metrics=False, batch_size=8))
     train(tiny_model("olmoe"), 4, exact)
     for (step, got), (_, want) in zip(monitor.history, exact.history):
         assert got["grokmon/pathway_distance"] == pytest.approx(want["grokmon/pathway_distance"], abs=1e-9), step
@@ -177,7 +181,8 @@ def test_out_of_memory_retries_with_smaller_batches(tmp_path, monkeypatch) -> No
 def test_out_of_memory_at_batch_size_one_skips_the_probe(tmp_path, monkeypatch) -> None:
     sizes: list[int] = []
     monkeypatch.setattr(grokmon.routing, "capture_pathways", _oom_above(0, sizes))
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False, batch_size=4)
+    monitor = GrokkingMonitor(make_probe(),
+                              MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False, batch_size=4))
     with pytest.warns(RuntimeWarning, match="even with batch_size=1"):
         monitor.step(tiny_model("olmoe"), 1)
     assert sizes == [4, 2, 1] and monitor.errors == 1
@@ -196,7 +201,7 @@ def test_out_of_memory_in_the_metrics_retries_on_the_cpu(tmp_path, monkeypatch) 
         return real(*args, **kwargs)
 
     monkeypatch.setattr(results_module, "compute_metrics", flaky)
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False)
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False))
     with pytest.warns(RuntimeWarning, match="computed on the CPU"):
         monitor.step(tiny_model("olmoe"), 1)
     assert monitor.errors == 0 and math.isfinite(monitor.history[-1][1]["grokmon/pathway_distance"])
@@ -208,7 +213,7 @@ def test_out_of_memory_in_the_metrics_retries_on_the_cpu(tmp_path, monkeypatch) 
 
 def test_keyboard_interrupt_during_a_probe_leaves_no_hooks_and_no_threads(tmp_path) -> None:
     model = tiny_model("olmoe").train()
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path)
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=1, output_dir=tmp_path))
     monitor.step(model, 1)
     hooks_before = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
@@ -231,9 +236,9 @@ SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, time, torch
     sys.path.insert(0, {tests!r})
     from moe_models import tiny_model
-    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
     ids = torch.randint(2, 128, (8, 12), generator=torch.Generator().manual_seed(0))
-    monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), every=1, output_dir={out!r})
+    monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), MonitorConfig(every=1, output_dir={out!r}))
     monitor.step(tiny_model("olmoe"), 1)        # metrics computed in the background, not yet written
     while monitor.results._worker.pending and not monitor.results._worker._results.qsize():
         time.sleep(0.01)

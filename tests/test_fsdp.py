@@ -43,7 +43,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     import torch.distributed as dist
     from moe_models import tiny_model
 
-    from grokmon import GrokkingMonitor, ProbeSet
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
 
     if distributed:
         dist.init_process_group("gloo")
@@ -59,8 +59,8 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
         sharded = type(model.model.layers[0].mlp.gate.weight).__name__ == "DTensor"
     ids = torch.randint(2, 128, (N, 12), generator=torch.Generator().manual_seed(0))
     probe = ProbeSet.from_token_ids(ids, groups=["a" if i % 3 else "b" for i in range(N)])
-    monitor = GrokkingMonitor(probe, every=1, output_dir=f"{out_path}_rank{rank}",  # one folder per run and rank
-                              async_metrics=False, on_error="raise", batch_size=2)
+    monitor = GrokkingMonitor(probe,
+                              MonitorConfig(every=1, output_dir=f"{out_path}_rank{rank}", async_metrics=False, on_error="raise", batch_size=2))
     monitor.step(model, 1)
     monitor.close()
     values = {k: v for k, v in monitor.history[-1][1].items() if not k.endswith("_seconds")}

@@ -1,4 +1,4 @@
-"""GrokkingCallback in real Hugging Face Trainer runs of a tiny OLMoE on CPU.
+"""GrokkingHFCallback in real Hugging Face Trainer runs of a tiny OLMoE on CPU.
 
 Checks what reached W&B (the offline ``.wandb`` file read back), ``state.log_history`` and the
 JSONL file, against each other and against a direct capture + compute on the same weights.
@@ -16,7 +16,7 @@ import os
 
 import pytest
 import torch
-from moe_models import random_probe, tiny_model
+from moe_models import build_monitor, random_probe, tiny_model
 
 pytest.importorskip("transformers")
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
@@ -65,10 +65,9 @@ def make_args(out_dir, **overrides) -> TrainingArguments:
     return TrainingArguments(**kw)
 
 
-def make_monitor(tmp_path, every: int = 2, **kw) -> GrokkingMonitor:
+def trainer_monitor(tmp_path, every: int = 2, **kw) -> GrokkingMonitor:
     kw.setdefault("jsonl", str(tmp_path / "grokmon.jsonl"))
-    return GrokkingMonitor(make_probe(), every=every, output_dir=str(tmp_path / "grokmon_out"),
-                           on_error="raise", **kw)
+    return build_monitor(make_probe(), every=every, output_dir=str(tmp_path / "grokmon_out"), on_error="raise", **kw)
 
 
 def jsonl_metrics(path) -> dict[int, dict]:
@@ -135,7 +134,7 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
 
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
     initial = reference(model, make_probe())
-    monitor = make_monitor(tmp_path, every=2)
+    monitor = trainer_monitor(tmp_path, every=2)
     counter = Counter()
     args = make_args(tmp_path / "out", report_to="wandb", run_name="grokmon-test")
     trainer = Trainer(model=model, args=args, train_dataset=make_dataset(),
@@ -177,7 +176,9 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
         assert all(same(row[k], expected[k]) for k in keys), step
         assert "grokmon_diag/probe_seconds" in keys and "grokmon_group/a/pathway_distance" in keys
         assert "grokmon_diag/pathway_distance_stderr" not in keys   # 0: every pair is used
-        assert not any("pathway_consistency" in k for k in keys)   # 2 MoE layers
+        # 2 MoE layers: C_i is left out by the monitor (metric metadata), so neither the JSONL nor W&B has it
+        assert not any(k.endswith("pathway_consistency") for k in [*keys, *jl[step]])
+        assert "grokmon_diag/pathway_consistency_undefined" in keys   # needs only 2 layers: kept
 
     # the probe saw the right weights at the right steps
     assert rows[0][KEY] == pytest.approx(initial["pathway_distance"], abs=1e-6)
@@ -205,7 +206,7 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
 
 def test_log_history_without_wandb(tmp_path):
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
-    monitor = make_monitor(tmp_path, every=3)
+    monitor = trainer_monitor(tmp_path, every=3)
     counter, ref = Counter(), Reference(make_probe(), every=3)
     trainer = Trainer(model=model, args=make_args(tmp_path / "out", max_steps=7), train_dataset=make_dataset(),
                       callbacks=[monitor.hf_callback(), counter, ref])
@@ -229,7 +230,7 @@ def test_trainer_log_reaches_other_integrations(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
-    monitor = make_monitor(tmp_path, every=2)
+    monitor = trainer_monitor(tmp_path, every=2)
     args = make_args(tmp_path / "out", max_steps=4, report_to="tensorboard")
     trainer = Trainer(model=model, args=args, train_dataset=make_dataset())
     trainer.add_callback(monitor.hf_callback(trainer))
@@ -250,7 +251,7 @@ def test_trainer_log_reaches_other_integrations(tmp_path):
 
 def test_warns_when_values_cannot_reach_other_integrations(tmp_path, caplog):
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
-    monitor = make_monitor(tmp_path, every=2)
+    monitor = trainer_monitor(tmp_path, every=2)
     args = make_args(tmp_path / "out", max_steps=2, report_to="tensorboard")
     with caplog.at_level(logging.WARNING, logger="grokmon.integrations.hf"):
         Trainer(model=model, args=args, train_dataset=make_dataset(), callbacks=[monitor.hf_callback()]).train()
@@ -261,7 +262,7 @@ def test_alert_rule_stops_the_trainer(tmp_path):
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
     # pathway distance is >= 0, so "above -1" fires on the first judged probe
     rule = ThresholdRule("pathway_distance", above=-1.0, stop_training=True)
-    monitor = make_monitor(tmp_path, every=2, alerts=[rule])
+    monitor = trainer_monitor(tmp_path, every=2, alerts=[rule])
     trainer = Trainer(model=model, args=make_args(tmp_path / "out", max_steps=10), train_dataset=make_dataset(),
                       callbacks=[monitor.hf_callback()])
     trainer.train()

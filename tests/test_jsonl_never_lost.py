@@ -13,7 +13,7 @@ from moe_models import random_probe as make_probe
 from test_monitor import train
 
 import grokmon.sinks.jsonl as jsonl_module
-from grokmon import GrokkingMonitor
+from grokmon import GrokkingMonitor, MonitorConfig
 from grokmon.sinks import JsonlSink, read_jsonl
 
 
@@ -94,7 +94,8 @@ def test_overflowing_the_buffer_gives_up_the_oldest_lines_and_counts_them(tmp_pa
 def test_the_monitor_never_detaches_its_only_sink_on_a_full_disk(tmp_path, monkeypatch):
     disk = Disk(monkeypatch)
     model = tiny_model("mixtral")
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False, save_probe=False)
+    monitor = GrokkingMonitor(make_probe(),
+                              MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False, save_probe=False))
     disk.full = True
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

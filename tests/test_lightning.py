@@ -1,4 +1,4 @@
-"""GrokmonLightningCallback in real Lightning runs of a tiny OLMoE on CPU (CSVLogger)."""
+"""GrokkingLightningCallback in real Lightning runs of a tiny OLMoE on CPU (CSVLogger)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,10 @@ from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from grokmon.alerts import ThresholdRule  # noqa: E402
-from grokmon.integrations.lightning import GrokmonLightningCallback  # noqa: E402
+from grokmon.integrations.lightning import GrokkingLightningCallback  # noqa: E402
 from grokmon.metrics import MetricConfig, compute_metrics  # noqa: E402
 from grokmon.monitor import GrokkingMonitor  # noqa: E402
+from grokmon.config import MonitorConfig
 from grokmon.probe import ProbeSet  # noqa: E402
 from grokmon.routing import capture_pathways  # noqa: E402
 from grokmon.sinks import read_jsonl  # noqa: E402
@@ -105,7 +106,7 @@ def jsonl_steps(path) -> dict[int, dict]:
 
 
 def test_lightning_run_logs_through_loggers(tmp_path):
-    monitor = GrokkingMonitor(make_probe(), every=2, jsonl=str(tmp_path / "g.jsonl"), on_error="raise")
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=str(tmp_path / "g.jsonl"), on_error="raise"))
     ref = Reference(every=2)
     trainer = make_trainer(tmp_path, 6, [monitor.lightning_callback(), ref])
     trainer.fit(LitMoE(), loader())
@@ -125,16 +126,16 @@ def test_lightning_run_logs_through_loggers(tmp_path):
 
 
 def test_state_dict_round_trip(tmp_path):
-    monitor = GrokkingMonitor(make_probe(), every=2, jsonl=False, on_error="raise",
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"),
                               alerts=[ThresholdRule("pathway_distance", above=-1.0)])
-    cb = GrokmonLightningCallback(monitor, close_on_train_end=False)
+    cb = GrokkingLightningCallback(monitor, close_on_train_end=False)
     make_trainer(tmp_path, 4, [cb]).fit(LitMoE(), loader())
     state = cb.state_dict()
     assert state["last_step"] == 4 and state["monitor_state"]["last_probe_step"] == 4
 
-    other = GrokkingMonitor(make_probe(), every=2, jsonl=False, on_error="raise",
+    other = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"),
                             alerts=[ThresholdRule("pathway_distance", above=-1.0)])
-    cb2 = GrokmonLightningCallback(other)
+    cb2 = GrokkingLightningCallback(other)
     cb2.load_state_dict(state)
     assert other.state_dict(include_pathways=False) == monitor.state_dict(include_pathways=False)
     assert torch.equal(other.pathways_state()["mean_weights"], monitor.pathways_state()["mean_weights"])
@@ -142,15 +143,30 @@ def test_state_dict_round_trip(tmp_path):
     other.close()
 
 
+def test_two_callbacks_keep_their_own_state(tmp_path):
+    """The state key comes from the callback's settings (Lightning's _generate_state_key), not a fixed name."""
+    a = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=str(tmp_path / "a.jsonl"), on_error="raise"))
+    b = GrokkingMonitor(make_probe(), MonitorConfig(every=4, jsonl=str(tmp_path / "b.jsonl"), on_error="raise"))
+    callbacks = [a.lightning_callback(), b.lightning_callback()]
+    assert callbacks[0].state_key != callbacks[1].state_key
+    assert callbacks[0].state_key.startswith("GrokkingLightningCallback{")
+    save = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1, filename="{step}")
+    make_trainer(tmp_path, 4, [*callbacks, save], enable_checkpointing=True).fit(LitMoE(), loader())
+    saved = torch.load(tmp_path / "ckpt" / "step=4.ckpt", weights_only=False)["callbacks"]
+    ours = {key: value for key, value in saved.items() if key.startswith("GrokkingLightningCallback")}
+    assert sorted(ours) == sorted(cb.state_key for cb in callbacks)
+    assert [ours[cb.state_key]["monitor_state"]["probe_count"] for cb in callbacks] == [3, 2]  # 0,2,4 and 0,4
+
+
 def test_resume_from_lightning_checkpoint(tmp_path):
     jsonl = str(tmp_path / "g.jsonl")
     ckpt_dir = tmp_path / "ckpt"
-    first = GrokkingMonitor(make_probe(), every=2, jsonl=jsonl, on_error="raise")
+    first = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=jsonl, on_error="raise"))
     save = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=4, save_top_k=-1, filename="{step}")
     make_trainer(tmp_path, 6, [first.lightning_callback(), save], enable_checkpointing=True).fit(LitMoE(), loader())
     assert (ckpt_dir / "step=4.ckpt").exists()
 
-    second = GrokkingMonitor(make_probe(), every=2, jsonl=jsonl, on_error="raise")
+    second = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=jsonl, on_error="raise"))
     trainer = make_trainer(tmp_path, 10, [second.lightning_callback()], version=1)
     trainer.fit(LitMoE(), loader(), ckpt_path=str(ckpt_dir / "step=4.ckpt"))
     assert trainer.global_step == 10
@@ -165,7 +181,7 @@ def test_resume_from_lightning_checkpoint(tmp_path):
 
 def test_alert_rule_stops_lightning(tmp_path):
     rule = ThresholdRule("pathway_distance", above=-1.0, stop_training=True)
-    monitor = GrokkingMonitor(make_probe(), every=2, jsonl=False, on_error="raise", alerts=[rule])
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"), alerts=[rule])
     trainer = make_trainer(tmp_path, 10, [monitor.lightning_callback()])
     trainer.fit(LitMoE(), loader())
     assert monitor.should_stop
@@ -173,15 +189,15 @@ def test_alert_rule_stops_lightning(tmp_path):
 
 
 def test_custom_model_attribute(tmp_path):
-    monitor = GrokkingMonitor(make_probe(), every=2, jsonl=False, on_error="raise")
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"))
     module = LitMoE()
-    assert GrokmonLightningCallback(monitor).probe_model(module) is module.net
-    assert GrokmonLightningCallback(monitor, model="net").probe_model(module) is module.net
-    assert GrokmonLightningCallback(monitor, model=lambda m: m.net.model).probe_model(module) is module.net.model
+    assert GrokkingLightningCallback(monitor).probe_model(module) is module.net
+    assert GrokkingLightningCallback(monitor, model="net").probe_model(module) is module.net
+    assert GrokkingLightningCallback(monitor, model=lambda m: m.net.model).probe_model(module) is module.net.model
     from grokmon.errors import GrokmonError
 
     with pytest.raises(GrokmonError, match="no attribute 'backbone'"):
-        GrokmonLightningCallback(monitor, model="backbone").probe_model(module)
+        GrokkingLightningCallback(monitor, model="backbone").probe_model(module)
     monitor.close()
 
 

@@ -11,7 +11,7 @@ import math
 
 import pytest
 import torch
-from moe_models import tiny_model
+from moe_models import build_monitor, tiny_model
 from references import lev
 from moe_models import random_probe as make_probe
 from test_monitor import train
@@ -110,8 +110,8 @@ def test_distance_pairs_within_group_and_memorization_step() -> None:
 
 def _memorized_monitor(path, **kw) -> GrokkingMonitor:
     config = MetricConfig(selection="memorized", memorized_fraction=0.5, memorized_tolerance=10.0)
-    return GrokkingMonitor(make_probe(12), every=1, output_dir=path, metrics=config, async_metrics=False,
-                           on_error="raise", **kw)
+    return build_monitor(make_probe(12), every=1, output_dir=path, metrics=config, async_metrics=False,
+                         on_error="raise", **kw)
 
 
 def test_live_selection_logs_counts_and_survives_a_resume(tmp_path) -> None:

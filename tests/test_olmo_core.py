@@ -1,4 +1,4 @@
-"""OLMo-core (ai2-olmo-core 3.x): router capture checked by hand, and GrokmonCallback in OLMo-core's
+"""OLMo-core (ai2-olmo-core 3.x): router capture checked by hand, and GrokkingOLMoCoreCallback in OLMo-core's
 real Trainer, 1 process and 2 gloo processes (DDP and FSDP) giving the same grokmon values.
 
 Capture: OLMo-core's ``MoELinearRouter`` in every gating variant (softmax, sigmoid, p-norm
@@ -8,7 +8,7 @@ compared with a reference computed here from the router's flat weight alone:
 chosen scores divided by their sum. These routers run without Triton.
 
 Trainer: ``tests/olmo_core_support.py`` runs ``examples/olmo_core_train.py`` (a tiny MoE transformer,
-OLMo-core's Triton MoE kernels in Triton's CPU interpreter) with ``GrokmonCallback``, 2 steps, probes
+OLMo-core's Triton MoE kernels in Triton's CPU interpreter) with ``GrokkingOLMoCoreCallback``, 2 steps, probes
 at steps 0 and 2, in 1 process and in 2 rank processes over gloo. Skipped without ai2-olmo-core / triton.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from grokmon.config import MonitorConfig
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -48,19 +49,15 @@ def test_docs_script_is_the_example() -> None:
 
 
 def test_missing_olmo_core_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without OLMo-core, the callback says what to install; grokmon itself imports fine."""
+    """Without OLMo-core, importing the adapter says what to install; grokmon itself imports fine."""
     import importlib
 
-    import grokmon.integrations.olmo_core as integration
     from grokmon.errors import ConfigError
 
-    integration._build_class.cache_clear()
+    monkeypatch.delitem(sys.modules, "grokmon.integrations.olmo_core", raising=False)
     monkeypatch.setitem(sys.modules, "olmo_core.train.callbacks", None)  # import fails as if not installed
-    try:
-        with pytest.raises(ConfigError, match=r"pip install grokmon\[olmo-core\]"):
-            integration.GrokmonCallback
-    finally:
-        integration._build_class.cache_clear()
+    with pytest.raises(ConfigError, match=r"pip install grokmon\[olmo-core\]"):
+        importlib.import_module("grokmon.integrations.olmo_core")
     importlib.import_module("grokmon.routing")
 
 
@@ -194,30 +191,41 @@ def test_router_capture_matches_hand_reference(variant: dict) -> None:
 
 
 @needs_olmo_core
-def test_config_copies_keep_the_monitor(tmp_path) -> None:
-    """TrainerConfig.with_callback deep-copies the callbacks already added: the monitor stays the user's."""
+def test_callback_config_is_plain_settings_and_builds_the_monitor(tmp_path) -> None:
+    """OLMo-core's CallbackConfig idiom: TrainerConfig copies plain settings; build(trainer) makes the monitor."""
+    import copy
+
     from olmo_core.train import TrainerConfig
     from olmo_core.train.callbacks import GarbageCollectorCallback
 
-    from grokmon import GrokkingMonitor, ProbeSet
-    from grokmon.integrations import GrokmonCallback
+    from grokmon import MonitorConfig, ProbeSet
+    from grokmon.integrations.olmo_core import GrokkingOLMoCoreCallback, GrokkingOLMoCoreCallbackConfig
 
-    with GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (4, 8))), every=2,
-                         output_dir=str(tmp_path)) as monitor:  # holds its JSONL record open: not copyable
-        callback = GrokmonCallback(monitor)
-        config = TrainerConfig(save_folder=str(tmp_path / "ckpt")).with_callback("grokmon", callback)
-        config = config.with_callback("gc", GarbageCollectorCallback())
-        assert config.callbacks["grokmon"] is callback and callback.monitor is monitor
+    ProbeSet.from_token_ids(torch.randint(2, 50, (4, 8))).save(tmp_path / "probe.pt")
+    settings = GrokkingOLMoCoreCallbackConfig(probe=str(tmp_path / "probe.pt"),
+                                              monitor=MonitorConfig(every=3, output_dir=str(tmp_path / "g")))
+    config = TrainerConfig(save_folder=str(tmp_path / "ckpt")).with_callback("grokmon", settings)
+    config = config.with_callback("gc", GarbageCollectorCallback())  # deep-copies the callbacks already added
+    assert config.callbacks["grokmon"] == settings and config.callbacks["grokmon"] is not settings
+    assert not hasattr(GrokkingOLMoCoreCallback, "__deepcopy__")
+    callback = config.callbacks["grokmon"].build(trainer=None)
+    try:
+        assert isinstance(callback, GrokkingOLMoCoreCallback) and callback.monitor.config.every == 3
+        assert callback != GrokkingOLMoCoreCallback(callback.monitor)  # one callback per monitor
+    finally:
+        callback.monitor.close()
+    assert GrokkingOLMoCoreCallbackConfig(probe="unused", enabled=False).build(trainer=None) is None
+    assert copy.deepcopy(settings) == settings
 
 
 @needs_olmo_core
 def test_callback_needs_a_monitor() -> None:
     from grokmon.errors import ConfigError
-    from grokmon.integrations import GrokmonCallback
+    from grokmon.integrations import GrokkingOLMoCoreCallback
 
-    with pytest.raises(ConfigError, match=r"GrokmonCallback needs a GrokkingMonitor, got object: pass "
-                                          r"GrokmonCallback\(monitor\)$"):
-        GrokmonCallback(object())
+    with pytest.raises(ConfigError, match=r"GrokkingOLMoCoreCallback needs a GrokkingMonitor, got object: pass "
+                                          r"GrokkingOLMoCoreCallback\(monitor\)$"):
+        GrokkingOLMoCoreCallback(object())
 
 
 # ------------------------------------------------------------------------------------ Trainer runs
@@ -339,7 +347,7 @@ def _basic_trainer(out: Path, monitor, steps: int, save_interval: int = 1000):
     from olmo_core.train.callbacks import CheckpointerCallback
     from olmo_core.train.train_module import BasicTrainModule
 
-    from grokmon.integrations import GrokmonCallback
+    from grokmon.integrations import GrokkingOLMoCoreCallback
 
     tokens = out / "tokens.npy"
     if not tokens.exists():
@@ -357,15 +365,19 @@ def _basic_trainer(out: Path, monitor, steps: int, save_interval: int = 1000):
     config = TrainerConfig(save_folder=str(out / "ckpt"), max_duration=Duration.steps(steps), save_overwrite=True,
                            metrics_collect_interval=1)
     config = config.with_callback("checkpointer", CheckpointerCallback(save_interval=save_interval))
-    return config.with_callback("grokmon", GrokmonCallback(monitor)).build(module, loader)
+    trainer = config.build(module, loader)
+    trainer.add_callback("grokmon", GrokkingOLMoCoreCallback(monitor))  # a monitor we hold: to the built trainer
+    return trainer
 
 
 def _monitor(out: Path, **settings):
-    from grokmon import GrokkingMonitor, ProbeSet
+    from moe_models import build_monitor
+
+    from grokmon import ProbeSet
 
     ids = torch.randint(2, 50, (6, 8), generator=torch.Generator().manual_seed(3))
-    return GrokkingMonitor(ProbeSet.from_token_ids(ids, groups=["a", "b"] * 3), output_dir=str(out / "grokmon"),
-                           on_error="raise", **settings)
+    return build_monitor(ProbeSet.from_token_ids(ids, groups=["a", "b"] * 3), output_dir=str(out / "grokmon"),
+                         on_error="raise", **settings)
 
 
 def _jsonl_steps(out: Path) -> list[int]:
@@ -405,8 +417,8 @@ def test_monitor_state_resumes_from_the_trainer_checkpoint(tmp_path) -> None:
     from grokmon import GrokkingMonitor, ProbeSet
     from grokmon.errors import GrokmonError
 
-    different = GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (6, 8))), every=2,
-                                output_dir=str(tmp_path / "other"))
+    different = GrokkingMonitor(ProbeSet.from_token_ids(torch.randint(2, 50, (6, 8))),
+                                MonitorConfig(every=2, output_dir=str(tmp_path / "other")))
     try:
         with pytest.raises(GrokmonError, match="probe changed"):  # another probe than the checkpoint's
             _basic_trainer(tmp_path, different, steps=8).fit()

@@ -332,7 +332,7 @@ def test_monitor_writes_its_configuration_line_first(tmp_path):
 
     probe = ProbeSet.from_token_ids([[5, 6, 7, 8], [1, 2, 3, 4], [3, 4, 5, 6], [7, 8, 9, 9]],
                                     groups=["a", "b", "a", "b"], min_length=2)
-    monitor = GrokkingMonitor(probe, config=MonitorConfig(every=50, output_dir=str(tmp_path), batch_size=4))
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=50, output_dir=str(tmp_path), batch_size=4))
     monitor.close()
     first = read_jsonl(tmp_path / "grokmon.jsonl")[0]
     assert set(first) == {"time", "config"}

@@ -13,13 +13,14 @@ import os
 
 import pytest
 from moe_models import tiny_model
-from test_hf_trainer import KEY, VOCAB, jsonl_metrics, make_args, make_dataset, make_monitor, make_probe
+from test_hf_trainer import KEY, VOCAB, jsonl_metrics, make_args, make_dataset, trainer_monitor, make_probe
 from transformers import Trainer
 
 from grokmon.alerts import ThresholdRule
 from grokmon.errors import GrokmonError
-from grokmon.integrations.hf import PATHWAYS_FILE, STATE_FILE, GrokkingCallback, read_callback_state
+from grokmon.integrations.hf import PATHWAYS_FILE, STATE_FILE, GrokkingHFCallback, read_callback_state
 from grokmon.monitor import GrokkingMonitor
+from grokmon.config import MonitorConfig
 from grokmon.sinks import read_jsonl
 
 EVERY = 2
@@ -32,7 +33,7 @@ def _rule() -> ThresholdRule:
 
 
 def _first_run(tmp_path) -> Trainer:
-    monitor = make_monitor(tmp_path, every=EVERY, alerts=[_rule()])
+    monitor = trainer_monitor(tmp_path, every=EVERY, alerts=[_rule()])
     args = make_args(tmp_path / "out", max_steps=7, save_strategy="steps", save_steps=4)
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args,
                       train_dataset=make_dataset(), callbacks=[monitor.hf_callback()])
@@ -40,8 +41,9 @@ def _first_run(tmp_path) -> Trainer:
     return trainer
 
 
-@pytest.mark.parametrize("through_trainer_state", [False, True], ids=["grokmon_state_file", "trainer_state"])
-def test_resume_from_trainer_checkpoint(tmp_path, through_trainer_state):
+@pytest.mark.parametrize("restore_callback_states", [False, True], ids=["default", "restore_callback_states"])
+def test_resume_from_trainer_checkpoint(tmp_path, restore_callback_states):
+    """One save path: grokmon_state.json (and the pathways) in the checkpoint, whatever the Trainer restores."""
     _first_run(tmp_path)
     jsonl = tmp_path / "grokmon.jsonl"
     assert sorted(jsonl_metrics(jsonl)) == [0, 2, 4, 6]
@@ -49,13 +51,13 @@ def test_resume_from_trainer_checkpoint(tmp_path, through_trainer_state):
     saved = read_callback_state(ckpt)
     assert saved["global_step"] == 4 and saved["monitor_state"]["last_probe_step"] == 4
     with open(ckpt / "trainer_state.json") as f:
-        in_trainer_state = json.load(f)["stateful_callbacks"]["GrokkingCallback"]
-    assert in_trainer_state["attributes"]["monitor_state"] == saved["monitor_state"]
+        in_trainer_state = json.load(f).get("stateful_callbacks", {})
+    assert not any("Grokking" in name for name in in_trainer_state)  # not saved a second time there
 
     # a restart: new process state, same probe (rebuilt from the same seed), same files
-    monitor = make_monitor(tmp_path, every=EVERY, alerts=[_rule()])
+    monitor = trainer_monitor(tmp_path, every=EVERY, alerts=[_rule()])
     args = make_args(tmp_path / "out", max_steps=10, save_strategy="steps", save_steps=4,
-                     restore_callback_states_from_checkpoint=through_trainer_state)
+                     restore_callback_states_from_checkpoint=restore_callback_states)
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args,
                       train_dataset=make_dataset(), callbacks=[monitor.hf_callback()])
     trainer.train(resume_from_checkpoint=str(ckpt))
@@ -81,16 +83,15 @@ def test_resume_from_trainer_checkpoint(tmp_path, through_trainer_state):
     fired = [r["step"] for r in records if "alert" in r and "threshold_pathway_distance" in r["alert"]["title"]]
     assert fired == [0]
     assert [s for s, _ in monitor.history] == [6, 8, 10]
-    cb = [c for c in trainer.callback_handler.callbacks if isinstance(c, GrokkingCallback)]
+    cb = [c for c in trainer.callback_handler.callbacks if isinstance(c, GrokkingHFCallback)]
     assert len(cb) == 1 and cb[0].monitor is monitor
-    expected_source = "trainer_state.json" if through_trainer_state else STATE_FILE
-    assert expected_source in cb[0]._restored
+    assert STATE_FILE in cb[0]._restored
 
 
 def test_resume_refuses_a_different_probe(tmp_path):
     _first_run(tmp_path)
-    other = GrokkingMonitor(make_probe(seed=999), every=EVERY, jsonl=str(tmp_path / "other.jsonl"),
-                            on_error="raise")
+    other = GrokkingMonitor(make_probe(seed=999),
+                            MonitorConfig(every=EVERY, jsonl=str(tmp_path / "other.jsonl"), on_error="raise"))
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(),
                       args=make_args(tmp_path / "out", max_steps=10), train_dataset=make_dataset(),
                       callbacks=[other.hf_callback()])

@@ -9,15 +9,15 @@ from moe_models import tiny_model
 from moe_models import random_probe as make_probe
 from test_monitor import train
 
-from grokmon import GrokkingMonitor, PlateauRule
+from grokmon import GrokkingMonitor, MonitorConfig, PlateauRule
 from grokmon.alerts import RuleSet
 
 
 def test_a_single_rule_is_accepted_like_a_list(tmp_path) -> None:
     rule = PlateauRule("pathway_distance", patience=1)
     assert list(RuleSet(rule)) == [rule]
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, alerts=PlateauRule("probe_loss"),
-                              async_metrics=False)
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False),
+                              alerts=PlateauRule("probe_loss"))
     assert [r.name for r in monitor.rules] == ["plateau_probe_loss"]
     monitor.close()
 
@@ -33,7 +33,7 @@ def test_a_rule_on_a_metric_that_never_appears_warns_with_the_closest_keys() -> 
 
 
 def test_the_warning_reaches_a_user_of_the_monitor(tmp_path) -> None:
-    monitor = GrokkingMonitor(make_probe(), every=1, output_dir=tmp_path, async_metrics=False,
+    monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False),
                               alerts=[PlateauRule("group/c/pathway_distance")])
     with pytest.warns(RuntimeWarning, match=r"group/c/pathway_distance.*closest: group/b/pathway_distance, group/a/pathway_distance"):
         train(tiny_model("mixtral"), 1, monitor)

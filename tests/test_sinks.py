@@ -222,7 +222,7 @@ def _group_probe(step_codes, distance):
 
 
 def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     for gs in range(1, 7):  # the host is ahead: W&B's _step is 6 when grokmon first logs
@@ -275,7 +275,7 @@ def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
 
 
 def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink(run, step_key=None)  # Accelerate-style: explicit step=
@@ -298,7 +298,7 @@ def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
 
 
 def test_wandb_sink_extras_off_and_close_after_finish(wandb_run):
-    from grokmon.wandb_records import read_wandb_run
+    from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     quiet = WandbSink(run, group_charts=False, stage_table=False, summary=False)
@@ -316,19 +316,19 @@ def test_wandb_sink_extras_off_and_close_after_finish(wandb_run):
 
 
 def test_wandb_sink_sections_uninformative_keys_and_alert_level(wandb_run):
-    """Headline apart from diagnostics; a 0 stderr and the 2-router consistency score stay out of W&B;
-    an INFO event (a group's stage change) reaches the summary but not run.alert, a WARN rule does."""
+    """Headline apart from diagnostics; a 0 stderr stays out of W&B (the 2-router consistency score never
+    reaches a sink: the monitor leaves it out, test_hf_trainer); an INFO event (a group's stage change)
+    reaches the summary but not run.alert, a WARN rule does."""
     from grokmon.testing.wandb_records import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink(run)
-    two_routers = {"grokmon/pathway_distance": 0.5, "grokmon/pathway_distance_stderr": 0.0,
-                   "grokmon/pathway_consistency": 3e-8, "grokmon/pathway_consistency_undefined": 0.0,
-                   "grokmon/group/a/pathway_consistency": 2e-8, "grokmon/group/a/pathway_distance": 0.4,
-                   "grokmon/pathway_cosine": 0.9, "grokmon/probe_routers": 2.0, "grokmon/probe_seconds": 0.1,
-                   "grokmon/alert/plateau": 0.0}
-    sink.log(two_routers, step=1)
-    sink.log({**two_routers, "grokmon/probe_routers": 3.0, "grokmon/pathway_distance_stderr": 0.02}, step=2)
+    exact = {"grokmon/pathway_distance": 0.5, "grokmon/pathway_distance_stderr": 0.0,
+             "grokmon/group/a/pathway_distance": 0.4, "grokmon/pathway_cosine": 0.9, "grokmon/probe_seconds": 0.1,
+             "grokmon/alert/plateau": 0.0}
+    sink.log(exact, step=1)
+    sink.log({**exact, "grokmon/pathway_distance_stderr": 0.02, "grokmon/pathway_consistency": 0.3,
+              "grokmon/pathway_consistency_undefined": 0.0, "grokmon/group/a/pathway_consistency": 0.2}, step=2)
     sink.alert(_StageEvent("grokmon: stage of a", "a: memorizing -> grokking", "INFO", 2, rule="stage"))
     sink.alert(_Event("grokmon: plateau", "flat", "WARN", 2, rule="plateau"))
     sink.close()
@@ -337,8 +337,8 @@ def test_wandb_sink_sections_uninformative_keys_and_alert_level(wandb_run):
     first, second = [r for r in rec.history if "grokmon/pathway_distance" in r]
     assert {k for k in first if k.startswith("grokmon")} == {
         "grokmon/pathway_distance", "grokmon/pathway_cosine", "grokmon/alert/plateau",
-        "grokmon_group/a/pathway_distance", "grokmon_diag/probe_routers", "grokmon_diag/probe_seconds"}
-    assert second["grokmon/pathway_consistency"] == 3e-8 and second["grokmon_group/a/pathway_consistency"] == 2e-8
+        "grokmon_group/a/pathway_distance", "grokmon_diag/probe_seconds"}
+    assert second["grokmon/pathway_consistency"] == 0.3 and second["grokmon_group/a/pathway_consistency"] == 0.2
     assert second["grokmon_diag/pathway_distance_stderr"] == 0.02
     assert second["grokmon_diag/pathway_consistency_undefined"] == 0.0
     assert [a["title"] for a in rec.alerts] == ["grokmon: plateau"]          # the INFO stage event did not alert

@@ -23,7 +23,7 @@ from test_delivery import overhead_per_step
 
 import grokmon.results as results_module
 import grokmon.sinks.jsonl as jsonl_module
-from grokmon import CallbackSink, GrokkingMonitor
+from grokmon import CallbackSink, GrokkingMonitor, MonitorConfig
 from grokmon.sinks import read_jsonl
 
 FAULTS = ("none", "sink-raises", "sink-blocks", "sink-slow", "enospc", "oom-capture", "oom-metrics", "nan-logits")
@@ -106,8 +106,9 @@ def test_random_faults_lose_nothing_and_never_hold_training(seed, probe, tmp_pat
 
     router.register_forward_hook(poison)
     flaky, steady = FlakySink("flaky"), FlakySink("steady")
-    monitor = GrokkingMonitor(probe, every=1, output_dir=tmp_path, sinks=[flaky, steady], sink_timeout=0.5,
-                              sink_detach_after=2.0, batch_size=8)
+    monitor = GrokkingMonitor(probe,
+                              MonitorConfig(every=1, output_dir=tmp_path, sink_timeout=0.5, sink_detach_after=2.0, batch_size=8),
+                              sinks=[flaky, steady])
     drawn: list[str] = []
     extra: list[float] = []
     cannot_halve: list[int] = []  # an OOM at batch size 1 has nothing left to halve: that probe fails
@@ -122,7 +123,7 @@ def test_random_faults_lose_nothing_and_never_hold_training(seed, probe, tmp_pat
             capture_oom["left"] = 1 if fault == "oom-capture" else 0
             metric_oom["steps"] = {step} if fault == "oom-metrics" else set()
             nan_next["on"] = fault == "nan-logits"
-            if fault == "oom-capture" and monitor.batch_size == 1:
+            if fault == "oom-capture" and monitor.config.batch_size == 1:
                 cannot_halve.append(step)
             extra += overhead_per_step(monitor, model, [step])
         disk.full = False
@@ -144,7 +145,7 @@ def test_random_faults_lose_nothing_and_never_hold_training(seed, probe, tmp_pat
     why = {r["step"]: drawn[r["step"] - 1] for r in records if r["step"] in failed}
     # only NaN-logit probes fail: OOM is retried at half the batch (down to 1), a full disk is waited out
     assert failed == sorted(nan_steps + cannot_halve), why
-    assert monitor.batch_size == 8 >> min(3, drawn.count("oom-capture"))
+    assert monitor.config.batch_size == 8 >> min(3, drawn.count("oom-capture"))
     for name, sink in (("flaky", flaky), ("steady", steady)):
         s = status[name]
         assert s.delivered == len(sink.received)

@@ -16,7 +16,7 @@ from moe_models import tiny_model
 from test_hf_trainer import VOCAB, make_args, make_dataset, make_probe
 from transformers import Trainer
 
-from grokmon import GrokkingMonitor, ProbeSet
+from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
 from grokmon.errors import GrokmonError, UnsafeFileError
 from grokmon.integrations.hf import PATHWAYS_FILE
 from grokmon.pathways import Pathways
@@ -83,8 +83,8 @@ def test_genuine_files_still_load(tmp_path, make_monitor, olmoe, probe):
 
 
 def _hf_monitor(tmp_path) -> GrokkingMonitor:
-    return GrokkingMonitor(make_probe(), every=2, output_dir=str(tmp_path / "grokmon_out"),
-                           jsonl=str(tmp_path / "grokmon.jsonl"), on_error="warn")
+    return GrokkingMonitor(make_probe(),
+                           MonitorConfig(every=2, output_dir=str(tmp_path / "grokmon_out"), jsonl=str(tmp_path / "grokmon.jsonl"), on_error="warn"))
 
 
 @pytest.mark.parametrize("damage", ["crafted", "truncated", "not_a_dict"])

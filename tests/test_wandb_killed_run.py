@@ -34,7 +34,7 @@ SCRIPT = textwrap.dedent("""
     from grokmon import GrokkingMonitor, MonitorConfig
 
     probe = random_probe(seed=1, n=12, seq_len=12, vocab_size=128, groups="alternate")
-    monitor = GrokkingMonitor(probe, config=MonitorConfig(every=1, wandb_charts_every=2, async_metrics=False,
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=1, wandb_charts_every=2, async_metrics=False,
                                                           output_dir={out!r}, on_error="raise"))
 
     class KillAfterElevenProbes(TrainerCallback):

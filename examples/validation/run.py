@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from grokmon import GrokkingMonitor, MetricConfig, PlateauRule, ProbeSet
+from grokmon import GrokkingMonitor, MonitorConfig, MetricConfig, PlateauRule, ProbeSet
 from grokmon.routing import capture_pathways
 
 from .families import make_model
@@ -100,13 +100,10 @@ def run_cell(cell: Cell, root: Path, log=print) -> dict[str, Any]:
     rows = _probe_rows(task, cell.probe_per_domain, cell.seed)
     probe_ids, probe_dom = task.train.ids[rows], task.train.domain[rows]
     probe = ProbeSet.from_token_ids(probe_ids, groups=probe_dom, group_names=list(task.domains), min_length=5)
-    monitor = GrokkingMonitor(
-        probe, every=cell.every, output_dir=out / "live", keep_token_ids=True, batch_size=len(probe),
-        metrics=MetricConfig(extra_forms=("topk", "token")), async_metrics=False, on_error="raise",
-        alerts=[PlateauRule(README_RULE["metric"], mode=README_RULE["mode"], patience=README_RULE["patience"],
-                            min_delta=README_RULE["min_delta"])],
-        save_probe=False, flush_on_sigterm=False,
-    )
+    monitor = GrokkingMonitor(probe,
+                              MonitorConfig(every=cell.every, output_dir=out / "live", keep_token_ids=True, batch_size=len(probe), metrics=MetricConfig(extra_forms=("topk", "token")), async_metrics=False, on_error="raise", save_probe=False, flush_on_sigterm=False),
+                              alerts=[PlateauRule(README_RULE["metric"], mode=README_RULE["mode"], patience=README_RULE["patience"],
+                            min_delta=README_RULE["min_delta"])])
     g = torch.Generator().manual_seed(cell.seed + 1)
     n = len(task.train)
     records: list[dict[str, Any]] = []

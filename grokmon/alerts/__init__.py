@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from ._series import PlateauCounter, Smoother
 from .events import LEVELS, AlertEvent
-from .rules import DivergenceRule, LoadResult, PlateauRule, Rule, RuleLoadReport, RuleSet, ThresholdRule
+from .rules import DivergenceRule, PlateauRule, Rule, RuleLoadReport, RuleSet, ThresholdRule
 from .stages import STAGE_CODES, STAGES, GroupStageTracker
 
 __all__ = [
     "AlertEvent", "Rule", "PlateauRule", "ThresholdRule", "DivergenceRule", "RuleSet", "RuleLoadReport",
-    "LoadResult",  # RuleLoadReport's first name
     "GroupStageTracker", "STAGES", "STAGE_CODES", "LEVELS", "Smoother", "PlateauCounter",
 ]

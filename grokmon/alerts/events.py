@@ -20,6 +20,7 @@ from datetime import timedelta
 from typing import Any, Literal, Mapping
 
 from ..errors import ConfigError
+from ..keys import unprefixed
 from ..scalars import to_float  # noqa: F401 - the rules and the stage tracker import it from here
 
 Level = Literal["INFO", "WARN", "ERROR"]
@@ -105,6 +106,6 @@ def strip_prefix(metric: str) -> str:
     """Rules use unprefixed keys; accept ``"grokmon/pathway_distance"`` for ``"pathway_distance"``."""
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"metric={metric!r} must be a non-empty metric key such as 'pathway_distance'")
-    return metric[len("grokmon/"):] if metric.startswith("grokmon/") else metric
+    return unprefixed(metric)
 
 

@@ -168,6 +168,19 @@ class Rule:
         )
 
 
+def default_mode(metric: str) -> Mode:
+    """The mode a metric's declared direction implies (:class:`grokmon.metrics.info.MetricInfo`); ``"min"`` for others.
+
+    Example:
+        >>> default_mode("probe_loss"), default_mode("pathway_consistency"), default_mode("eval/loss")
+        ('min', 'any', 'min')
+    """
+    from ..metrics.info import metric_info
+
+    info = metric_info(strip_prefix(metric))
+    return "min" if info is None else info.mode
+
+
 class PlateauRule(Rule):
     """Fires when a metric stops improving: ``patience`` probes in a row without an improvement.
 
@@ -175,7 +188,10 @@ class PlateauRule(Rule):
     a (smoothed) value ``v`` improves when ``v < best - delta``, ``delta = min_delta * |best|``
     (``threshold_mode="rel"``) or ``min_delta`` (``"abs"``); ``"max"`` mirrors it. ``mode="any"``
     counts a move in either direction as an improvement, i.e. it fires when the curve *stops
-    moving* — use it for pathway consistency, whose good direction is not universal.
+    moving*. Without ``mode`` the metric's declared direction decides (:mod:`grokmon.metrics.info`):
+    ``"min"`` for lower-is-better metrics (``pathway_distance``, ``probe_loss``), ``"max"`` for
+    higher-is-better ones, ``"any"`` for a metric without a fixed direction (``pathway_consistency``),
+    and ``"min"`` for a key grokmon does not compute.
 
     Firing (counted like Lightning's ``EarlyStopping``: after ``patience`` bad probes, where
     ``ReduceLROnPlateau`` needs ``patience + 1``):
@@ -203,7 +219,7 @@ class PlateauRule(Rule):
         self,
         metric: str,
         *,
-        mode: Mode = "min",
+        mode: Mode | None = None,
         patience: int = 5,
         min_delta: float = 0.01,
         threshold_mode: ThresholdMode = "rel",
@@ -211,6 +227,8 @@ class PlateauRule(Rule):
         repeat: bool = False,
         **common: Any,
     ) -> None:
+        if mode is None:
+            mode = default_mode(metric)
         self._counter = PlateauCounter(mode, min_delta, threshold_mode)
         self.mode, self.min_delta, self.threshold_mode = mode, self._counter.min_delta, threshold_mode
         self.patience = check_int("patience", patience, 1)
@@ -317,6 +335,7 @@ class ThresholdRule(Rule):
 class DivergenceRule(Rule):
     """Fires when the metric moves the wrong way by more than ``max_change`` over ``window`` probes.
 
+    ``mode`` defaults to the metric's declared direction (:mod:`grokmon.metrics.info`).
     With ``mode="min"`` (lower is better, e.g. pathway distance) the change is
     ``v - min(previous window values)``; with ``"max"`` it is ``max(previous) - v``. In
     ``change_mode="rel"`` it is divided by ``|reference|`` (a rise from a reference of 0 counts as
@@ -336,11 +355,16 @@ class DivergenceRule(Rule):
         metric: str,
         *,
         max_change: float,
-        mode: str = "min",
+        mode: str | None = None,
         window: int = 5,
         change_mode: ThresholdMode = "rel",
         **common: Any,
     ) -> None:
+        if mode is None:
+            mode = default_mode(metric)
+            if mode == "any":
+                raise ConfigError(f"DivergenceRule({metric!r}): {strip_prefix(metric)} has no fixed good direction, so "
+                                  "moving 'the wrong way' is undefined: pass mode='min' or mode='max'")
         self.mode = check_choice("mode", mode, ("min", "max"))
         self.max_change = check_number("max_change", max_change)
         self.window = check_int("window", window, 1)
@@ -390,7 +414,6 @@ class RuleLoadReport(NamedTuple):
     unexpected: list[str]
 
 
-LoadResult = RuleLoadReport  # its first name; grokmon.metrics.LoadResult is the unrelated expert-load result
 
 
 class RuleSet:

@@ -98,4 +98,4 @@ def _factory(who: str) -> str | None:
     """The monitor's own method that builds the adapter, if it has one."""
     if "Lightning" in who:
         return "monitor.lightning_callback()"
-    return "monitor.hf_callback()" if who in ("GrokkingCallback", "GrokkingHFCallback") else None
+    return "monitor.hf_callback()" if who == "GrokkingHFCallback" else None

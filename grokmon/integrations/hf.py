@@ -1,8 +1,5 @@
 """GrokkingHFCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside a Hugging Face ``Trainer``.
 
-``GrokkingCallback`` is the same class under its first name (kept: the Trainer files a callback's
-saved state under its class name, ``GrokkingCallback``, in ``trainer_state.json``).
-
 What it does, per Trainer event:
 
 * ``on_train_begin``: when ``"wandb"`` is in ``args.report_to`` and a W&B run exists (the
@@ -18,7 +15,8 @@ What it does, per Trainer event:
   (under FSDP the wrapped root); the monitor decides how to call it. When the monitor's
   ``should_stop`` is set (an alert rule with ``stop_training=True`` fired), training stops
   (``control.should_training_stop``).
-* ``on_save``: the monitor's JSON state is written to ``<checkpoint>/grokmon_state.json``.
+* ``on_save``: the monitor's JSON state is written to ``<checkpoint>/grokmon_state.json`` and the
+  last probe's pathways to ``<checkpoint>/grokmon_pathways.pt``.
 * ``on_train_end``: the monitor is flushed (remaining results logged) and closed.
 
 Where the values go besides the monitor's own sinks (JSONL, W&B, ...): every result is also
@@ -31,19 +29,19 @@ deliberate when W&B is on: ``trainer.log`` would send a second, renamed copy
 ``global_step`` is set to the probe step for the duration of that call, because asynchronous
 metrics can finish a step or more after their probe and ``trainer.log`` stamps the current step.
 
-Resume. The monitor's state (schedule, probe fingerprint, alert state) is saved twice:
-in ``trainer_state.json`` through :class:`transformers.ExportableState` – restored by the Trainer
-only with ``TrainingArguments(restore_callback_states_from_checkpoint=True)`` – and in
-``grokmon_state.json`` next to it, which this callback restores itself on resume (``state.global_step
-> 0``), from ``args.resume_from_checkpoint`` or ``<output_dir>/checkpoint-<global_step>``. Either
-way the probe fingerprint is checked by the monitor, the baseline probe is not repeated, and the
-monitor's sinks keep steps strictly increasing.
+Resume. The monitor's state (schedule, probe fingerprint, alert and stage state) is saved in one
+place, ``grokmon_state.json`` in each checkpoint folder (with the pathways beside it), which this
+callback restores itself on resume (``state.global_step > 0``), from
+``args.resume_from_checkpoint`` or ``<output_dir>/checkpoint-<global_step>``: no
+``restore_callback_states_from_checkpoint`` needed, and the Trainer never has to rebuild the
+callback (a monitor is not JSON). The probe fingerprint is checked by the monitor, the baseline
+probe is not repeated, and the monitor's sinks keep steps strictly increasing.
 
 Example:
     >>> from grokmon import GrokkingMonitor, ProbeSet                    # doctest: +SKIP
-    >>> monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), every=200)  # doctest: +SKIP
+    >>> monitor = GrokkingMonitor(ProbeSet.from_token_ids(ids), MonitorConfig(every=200))  # doctest: +SKIP
     >>> trainer = Trainer(model=model, args=TrainingArguments("out", report_to="wandb"),
-    ...                   train_dataset=ds, callbacks=[GrokkingCallback(monitor)])   # doctest: +SKIP
+    ...                   train_dataset=ds, callbacks=[GrokkingHFCallback(monitor)])   # doctest: +SKIP
     >>> trainer.train()                                                  # doctest: +SKIP
 """
 
@@ -52,12 +50,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
-from transformers.trainer_callback import ExportableState
 
 from ..errors import ConfigError, GrokmonError
 from ..torchfile import load_torch_file
@@ -66,7 +62,7 @@ from ._common import MonitorAdapter
 if TYPE_CHECKING:  # pragma: no cover
     from ..monitor import GrokkingMonitor
 
-__all__ = ["GrokkingCallback", "GrokkingHFCallback", "PATHWAYS_FILE", "STATE_FILE", "read_callback_state"]
+__all__ = ["GrokkingHFCallback", "PATHWAYS_FILE", "STATE_FILE", "read_callback_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,35 +70,6 @@ STATE_FILE = "grokmon_state.json"
 PATHWAYS_FILE = "grokmon_pathways.pt"  # the last probe's pathways, for pathway_drift after resume
 _FORMAT = "grokmon.callback_state"
 _VERSION = 1
-
-
-# Live callbacks, newest last: the Trainer restores an ExportableState by building a new instance
-# from JSON args, and a monitor is not JSON. The new instance takes over a live one's monitor.
-_LIVE: list[weakref.ref] = []
-
-
-def _fingerprint(monitor: Any) -> str | None:
-    """The fingerprint of the monitor's probe (what a saved state must match)."""
-    probe = getattr(monitor, "probe_set", None)
-    if probe is not None and callable(getattr(probe, "fingerprint", None)):
-        return probe.fingerprint()
-    return monitor.state_dict().get("probe_fingerprint")
-
-
-def _adopt(fingerprint: str | None) -> GrokkingCallback:
-    live = [cb for cb in (ref() for ref in _LIVE) if cb is not None]
-    _LIVE[:] = [weakref.ref(cb) for cb in live]
-    same = [cb for cb in live if fingerprint is not None and cb._fingerprint == fingerprint]
-    if same:
-        return same[-1]
-    monitors = {id(cb.monitor) for cb in live}
-    if len(monitors) == 1:
-        return live[-1]  # the monitor checks the fingerprint when the state is loaded
-    raise ConfigError(
-        "GrokkingCallback needs a GrokkingMonitor: pass GrokkingCallback(monitor) or use monitor.hf_callback()"
-        + ("" if not live else f" ({len(monitors)} monitors are live and none has the probe this state was "
-                                "saved with, so the Trainer's restored callback state cannot be matched)")
-    )
 
 
 def _report_to(args: TrainingArguments) -> list[str]:
@@ -118,7 +85,7 @@ def _report_to(args: TrainingArguments) -> list[str]:
 
 
 def read_callback_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The grokmon state a :class:`GrokkingCallback` saved in a Trainer checkpoint, or ``None``.
+    """The grokmon state a :class:`GrokkingHFCallback` saved in a Trainer checkpoint, or ``None``.
 
     Returns ``{"format", "version", "global_step", "monitor_state"}``.
 
@@ -141,10 +108,8 @@ def read_callback_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any] | N
     return data
 
 
-class GrokkingCallback(MonitorAdapter, TrainerCallback, ExportableState):
-    """Probe a MoE model every ``monitor.every`` optimizer steps of a ``transformers.Trainer``.
-
-    Also named :data:`GrokkingHFCallback` (beside :class:`~grokmon.integrations.lightning.GrokkingLightningCallback`).
+class GrokkingHFCallback(MonitorAdapter, TrainerCallback):
+    """Probe a MoE model every ``monitor.config.every`` optimizer steps of a ``transformers.Trainer``.
 
     Args:
         monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive (``monitor.hf_callback()``
@@ -152,49 +117,18 @@ class GrokkingCallback(MonitorAdapter, TrainerCallback, ExportableState):
         trainer: optional; with it, results reach non-W&B ``report_to`` integrations through
             ``trainer.log`` (see the module doc). Pass it after building the Trainer, e.g.
             ``trainer.add_callback(monitor.hf_callback(trainer))``.
-        probe_fingerprint: used only by the Trainer when it rebuilds this callback from a
-            checkpoint (``restore_callback_states_from_checkpoint=True``): the new instance takes
-            over the live callback whose monitor probes the same samples.
         close_on_train_end: close the monitor (its files, its worker) when training ends.
 
     Example:
-        >>> cb = GrokkingCallback(monitor)                               # doctest: +SKIP
+        >>> cb = GrokkingHFCallback(monitor)                             # doctest: +SKIP
         >>> Trainer(model, args, train_dataset=ds, callbacks=[cb]).train()  # doctest: +SKIP
     """
 
-    def __init__(self, monitor: GrokkingMonitor | None = None, trainer: Any = None, *,
-                 probe_fingerprint: str | None = None, close_on_train_end: bool = True) -> None:
-        if monitor is None:
-            source = _adopt(probe_fingerprint)
-            self.__dict__.update(source.__dict__)
-            self._restored = None
-            if trainer is not None:
-                self.trainer = trainer
-        else:
-            self._attach(monitor, who="GrokkingCallback", close_on_train_end=close_on_train_end)
-            self.trainer = trainer
-            self._fingerprint = _fingerprint(monitor)
-            self._wandb_sink: Any = None
-            self._restored: str | None = None  # where the monitor state came from on resume
-        _LIVE.append(weakref.ref(self))
-
-    # ---------------------------------------------------------------- state (ExportableState)
-
-    def state(self) -> dict:
-        """JSON state saved in ``trainer_state.json`` (``stateful_callbacks``)."""
-        return {
-            "args": {"probe_fingerprint": self._fingerprint},
-            "attributes": {"monitor_state": self.monitor.state_dict(include_pathways=False)},
-        }
-
-    @property
-    def monitor_state(self) -> dict:
-        """The monitor's JSON state; setting it (the Trainer does, on restore) loads it into the monitor."""
-        return self.monitor.state_dict(include_pathways=False)
-
-    @monitor_state.setter
-    def monitor_state(self, value: Mapping[str, Any]) -> None:
-        self._load(value, "trainer_state.json (restore_callback_states_from_checkpoint)")
+    def __init__(self, monitor: GrokkingMonitor, trainer: Any = None, *, close_on_train_end: bool = True) -> None:
+        self._attach(monitor, who="GrokkingHFCallback", close_on_train_end=close_on_train_end)
+        self.trainer = trainer
+        self._wandb_sink: Any = None
+        self._restored: str | None = None  # where the monitor state came from on resume
 
     def _load(self, monitor_state: Mapping[str, Any], source: str) -> None:
         self.monitor.load_state_dict(dict(monitor_state))
@@ -339,7 +273,4 @@ class GrokkingCallback(MonitorAdapter, TrainerCallback, ExportableState):
                 host.global_step = now
 
     def __repr__(self) -> str:
-        return f"GrokkingCallback(monitor={self.monitor!r})"
-
-
-GrokkingHFCallback = GrokkingCallback  # the name that pairs with GrokkingLightningCallback
+        return f"GrokkingHFCallback(monitor={self.monitor!r})"

@@ -100,7 +100,8 @@ class GrokkingBridgeCallback(MonitorAdapter):
 
     Example::
 
-        pretrain(config, forward_step, callbacks=[GrokkingBridgeCallback(GrokkingMonitor(probe, every=200))])
+        monitor = GrokkingMonitor(probe, MonitorConfig(every=200))
+        pretrain(config, forward_step, callbacks=[GrokkingBridgeCallback(monitor)])
     """
 
     def __init__(self, monitor: Any, *, wrap: Callable[[nn.Module], nn.Module] = MegatronProbeModel,

@@ -1,9 +1,15 @@
-"""GrokmonCallback: run a :class:`~grokmon.monitor.GrokkingMonitor` inside an OLMo-core ``Trainer``.
+"""Run a :class:`~grokmon.monitor.GrokkingMonitor` inside an OLMo-core ``Trainer``, OLMo-core's way.
 
-An OLMo-core ``Callback`` (a dataclass), attached with ``TrainerConfig(...).with_callback("grokmon",
-GrokmonCallback(monitor))`` or ``trainer.add_callback(...)``. It is never copied: ``with_callback``
-deep-copies the callbacks already in the config, and each copy keeps this one instance, so the
-trainer drives the monitor you hold. Per trainer event:
+Two classes, as OLMo-core splits its own callbacks that hold live state:
+
+* :class:`GrokkingOLMoCoreCallbackConfig`: a ``CallbackConfig`` (plain, copyable settings: the probe
+  file and a :class:`~grokmon.config.MonitorConfig`) for ``TrainerConfig(...).with_callback("grokmon",
+  ...)``; ``TrainerConfig.build`` calls its ``build(trainer)``, which loads the probe and makes the
+  monitor and the callback. Reach the monitor as ``trainer.callbacks["grokmon"].monitor``.
+* :class:`GrokkingOLMoCoreCallback`: the ``Callback`` that drives a monitor you built yourself, added
+  to a built trainer with ``trainer.add_callback("grokmon", GrokkingOLMoCoreCallback(monitor))``.
+
+Per trainer event:
 
 * ``pre_train``: the probe batch is lowered to what the MoE layers accept per forward
   (capacity-based experts are sized for ``rank_microbatch_size`` tokens), then a baseline probe at
@@ -40,179 +46,192 @@ only inside the training loop, never in ``pre_train`` / ``post_train`` (see ``_r
 early end other than a grokmon stop (hard stop, cancel) the last results reach grokmon's sinks
 only. The JSONL record always has every probe under its own step.
 
-OLMo-core is optional: ``pip install grokmon[olmo-core]`` (``ai2-olmo-core``). The class is built
-on first use.
+OLMo-core is optional: ``pip install grokmon[olmo-core]`` (``ai2-olmo-core``); importing this module
+without it raises a :class:`~grokmon.errors.ConfigError` saying so.
 
 Example:
-    >>> from grokmon import GrokkingMonitor                              # doctest: +SKIP
-    >>> from grokmon.integrations.olmo_core import GrokmonCallback       # doctest: +SKIP
-    >>> monitor = GrokkingMonitor(probe, every=200, output_dir="grokmon_out")  # doctest: +SKIP
-    >>> trainer_config = TrainerConfig(save_folder="ckpt").with_callback(
-    ...     "grokmon", GrokmonCallback(monitor))                           # doctest: +SKIP
+    >>> from grokmon import MonitorConfig                                # doctest: +SKIP
+    >>> from grokmon.integrations.olmo_core import GrokkingOLMoCoreCallbackConfig  # doctest: +SKIP
+    >>> trainer_config = TrainerConfig(save_folder="ckpt").with_callback("grokmon", GrokkingOLMoCoreCallbackConfig(
+    ...     probe="probe.pt", monitor=MonitorConfig(every=200, output_dir="grokmon_out")))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import deque
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..config import MonitorConfig
 from ..errors import ConfigError
+from ..keys import PREFIX
 from ._common import MonitorAdapter
 
-__all__ = ["GrokmonCallback", "STEP_KEY"]
+try:
+    from olmo_core.train.callbacks import Callback, CallbackConfig
+except ImportError as _error:
+    raise ConfigError(
+        "GrokkingOLMoCoreCallback needs OLMo-core: pip install grokmon[olmo-core] (or pip install ai2-olmo-core) "
+        f"({_error})"
+    ) from None
 
-STEP_KEY = "grokmon/step"  # the probe step of the values recorded with it
+__all__ = ["GrokkingOLMoCoreCallback", "GrokkingOLMoCoreCallbackConfig", "STEP_KEY"]
+
+STEP_KEY = PREFIX + "step"  # the probe step of the values recorded with it
 
 logger = logging.getLogger(__name__)
 
 
-def _olmo_callback_base() -> type:
-    try:
-        from olmo_core.train.callbacks import Callback
-    except ImportError as error:
-        raise ConfigError(
-            "GrokmonCallback needs OLMo-core: pip install grokmon[olmo-core] (or pip install ai2-olmo-core) "
-            f"({error})"
-        ) from None
-    return Callback
+class GrokkingOLMoCoreCallback(MonitorAdapter, Callback):
+    """Probe a MoE model every ``monitor.config.every`` steps of an OLMo-core ``Trainer`` (see the module doc).
 
+    Holds a live monitor, so it goes to a built trainer (``trainer.add_callback``); in a
+    ``TrainerConfig`` use :class:`GrokkingOLMoCoreCallbackConfig`.
 
-@functools.cache
-def _build_class() -> type:
-    import dataclasses
+    Args:
+        monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive.
+        record_metrics: also send the values through ``trainer.record_metric`` (rank 0).
+        close_on_train_end: close the monitor in ``post_train``.
 
-    Callback = _olmo_callback_base()
+    Example:
+        >>> trainer = TrainerConfig(save_folder="ckpt").build(train_module, data_loader)        # doctest: +SKIP
+        >>> trainer.add_callback("grokmon", GrokkingOLMoCoreCallback(GrokkingMonitor(probe)))  # doctest: +SKIP
+    """
 
-    @dataclasses.dataclass
-    class GrokmonCallback(MonitorAdapter, Callback):
-        """Probe a MoE model every ``monitor.every`` steps of an OLMo-core ``Trainer`` (see the module doc).
+    priority: ClassVar[int] = 2  # before the checkpointer (1): a checkpoint holds its own step's probe
+    __eq__ = object.__eq__  # one callback per monitor: not the field-wise equality of OLMo-core's dataclass
+    __hash__ = object.__hash__
 
-        Args:
-            monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive.
-            record_metrics: also send the values through ``trainer.record_metric`` (rank 0).
-            close_on_train_end: close the monitor in ``post_train``.
+    def __init__(self, monitor: Any, *, record_metrics: bool = True, close_on_train_end: bool = True) -> None:
+        self._attach(monitor, who="GrokkingOLMoCoreCallback", close_on_train_end=close_on_train_end)
+        self.record_metrics = record_metrics
+        self._waiting: deque = deque()
 
-        Example:
-            >>> cb = GrokmonCallback(GrokkingMonitor(probe, every=100))        # doctest: +SKIP
-            >>> TrainerConfig(save_folder="ckpt").with_callback("grokmon", cb)  # doctest: +SKIP
+    # ------------------------------------------------------------ helpers
+    def _model(self) -> Any:
+        return self.trainer.train_module.model
+
+    def _optimizer(self) -> Any:
+        return getattr(self.trainer.train_module, "optim", None)
+
+    def _fit_probe_batch(self) -> None:
+        """Keep probe forwards within the MoE's token budget (OLMo-core's capacity-based experts
+        refuse a forward of more tokens than the training micro-batch they were sized for)."""
+        limits = [m.max_local_microbatch_size // max(1, getattr(m, "tp_degree", 1))
+                  for m in self._model().modules()
+                  if isinstance(getattr(m, "max_local_microbatch_size", None), int)]
+        if not limits:
+            return
+        seq = int(self.monitor.probe_set.input_ids.shape[1])
+        if seq > min(limits):
+            raise ConfigError(
+                f"the probe's sequences have {seq} tokens, more than the {min(limits)} tokens the model's "
+                "MoE layers accept per forward (its training micro-batch, rank_microbatch_size): build the "
+                f"probe with seq_len <= {min(limits)}"
+            )
+        fit = max(1, min(limits) // seq)
+        if self.monitor.config.batch_size > fit:
+            logger.info("grokmon: probe batch_size %d -> %d (%d tokens per MoE forward at most)",
+                        self.monitor.config.batch_size, fit, min(limits))
+            self.monitor.config.batch_size = fit
+
+    def _record(self, *, final: bool = False) -> None:
+        """Record waiting results with ``trainer.record_metric``: one probe per step, all at the end.
+
+        Only inside the training loop, where every rank records its training metrics at the same
+        step: OLMo-core's metric reduction returns early on a rank that recorded nothing, so a
+        value recorded on rank 0 alone before or after the loop (where the checkpointer's save
+        reduces metrics) would leave rank 0 waiting in an all-reduce the others never join.
         """
+        self._waiting.extend(self._drain())  # empty on ranks other than 0: only rank 0 has sinks
+        if not self.record_metrics:
+            self._waiting.clear()
+            return
+        from olmo_core.train.common import MetricMergeStrategy
 
-        priority: ClassVar[int] = 2  # before the checkpointer (1): a checkpoint holds its own step's probe
+        while self._waiting:
+            step, metrics = self._waiting.popleft()
+            for name, value in {**metrics, STEP_KEY: float(step)}.items():
+                self.trainer.record_metric(name, float(value), reduce_type=None,
+                                           merge_strategy=MetricMergeStrategy.latest)
+            if not final:
+                break
 
-        monitor: Any = None
-        record_metrics: bool = True
-        close_on_train_end: bool = True
+    # ------------------------------------------------------------ hooks
+    def pre_train(self) -> None:
+        self._fit_probe_batch()
+        self._baseline(self._model(), int(self.trainer.global_step), self._optimizer())
+        # nothing recorded here: see _record (the baseline's values go out at the first step)
 
-        def __post_init__(self) -> None:
-            self._attach(self.monitor, who="GrokmonCallback", close_on_train_end=self.close_on_train_end)
-            self._waiting: deque = deque()
+    def post_train_batch(self) -> None:
+        step = int(self.trainer.global_step)
+        stop = self._step(self._model(), step, self._optimizer())
+        max_steps = self.trainer.max_steps
+        last = stop or (max_steps is not None and step >= max_steps)
+        if last:  # training ends: the last probes' values go out while every rank records metrics
+            self.monitor.flush()
+        self._record(final=last)
+        if stop and not self.trainer.is_canceled:
+            # should_stop is agreed on all ranks at the same step: no extra sync is needed
+            self.trainer.cancel_run("grokmon: an alert rule with stop_training=True fired", no_sync=True)
 
-        # ------------------------------------------------------------ helpers
-        def _model(self) -> Any:
-            return self.trainer.train_module.model
-
-        def _optimizer(self) -> Any:
-            return getattr(self.trainer.train_module, "optim", None)
-
-        def _fit_probe_batch(self) -> None:
-            """Keep probe forwards within the MoE's token budget (OLMo-core's capacity-based experts
-            refuse a forward of more tokens than the training micro-batch they were sized for)."""
-            limits = [m.max_local_microbatch_size // max(1, getattr(m, "tp_degree", 1))
-                      for m in self._model().modules()
-                      if isinstance(getattr(m, "max_local_microbatch_size", None), int)]
-            if not limits:
-                return
-            seq = int(self.monitor.probe_set.input_ids.shape[1])
-            if seq > min(limits):
-                raise ConfigError(
-                    f"the probe's sequences have {seq} tokens, more than the {min(limits)} tokens the model's "
-                    "MoE layers accept per forward (its training micro-batch, rank_microbatch_size): build the "
-                    f"probe with seq_len <= {min(limits)}"
-                )
-            fit = max(1, min(limits) // seq)
-            if self.monitor.runner.batch_size > fit:
-                logger.info("grokmon: probe batch_size %d -> %d (%d tokens per MoE forward at most)",
-                            self.monitor.runner.batch_size, fit, min(limits))
-                self.monitor.runner.batch_size = fit
-
-        def _record(self, *, final: bool = False) -> None:
-            """Record waiting results with ``trainer.record_metric``: one probe per step, all at the end.
-
-            Only inside the training loop, where every rank records its training metrics at the same
-            step: OLMo-core's metric reduction returns early on a rank that recorded nothing, so a
-            value recorded on rank 0 alone before or after the loop (where the checkpointer's save
-            reduces metrics) would leave rank 0 waiting in an all-reduce the others never join.
-            """
-            self._waiting.extend(self._drain())  # empty on ranks other than 0: only rank 0 has sinks
-            if not self.record_metrics:
+    def post_train(self) -> None:
+        def leftover(items: list) -> None:
+            self._waiting.extend(items)
+            if self._waiting:  # training ended early (hard stop, epoch end, cancel): sinks only
+                logger.info("grokmon: %d probe result(s) after the last step went to grokmon's sinks only, "
+                            "not to trainer.record_metric", len(self._waiting))
                 self._waiting.clear()
-                return
-            from olmo_core.train.common import MetricMergeStrategy
 
-            while self._waiting:
-                step, metrics = self._waiting.popleft()
-                for name, value in {**metrics, STEP_KEY: float(step)}.items():
-                    self.trainer.record_metric(name, float(value), reduce_type=None,
-                                               merge_strategy=MetricMergeStrategy.latest)
-                if not final:
-                    break
+        self._finish(leftover)
 
-        # ------------------------------------------------------------ hooks
-        def pre_train(self) -> None:
-            self._fit_probe_batch()
-            self._baseline(self._model(), int(self.trainer.global_step), self._optimizer())
-            # nothing recorded here: see _record (the baseline's values go out at the first step)
+    def on_error(self, exc: BaseException) -> None:
+        self._abort(lambda items: None, exc)
 
-        def post_train_batch(self) -> None:
-            step = int(self.trainer.global_step)
-            stop = self._step(self._model(), step, self._optimizer())
-            max_steps = self.trainer.max_steps
-            last = stop or (max_steps is not None and step >= max_steps)
-            if last:  # training ends: the last probes' values go out while every rank records metrics
-                self.monitor.flush()
-            self._record(final=last)
-            if stop and not self.trainer.is_canceled:
-                # should_stop is agreed on all ranks at the same step: no extra sync is needed
-                self.trainer.cancel_run("grokmon: an alert rule with stop_training=True fired", no_sync=True)
+    # ------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor_state": self.monitor.state_dict()}  # flushes first: alert state is complete
 
-        def post_train(self) -> None:
-            def leftover(items: list) -> None:
-                self._waiting.extend(items)
-                if self._waiting:  # training ended early (hard stop, epoch end, cancel): sinks only
-                    logger.info("grokmon: %d probe result(s) after the last step went to grokmon's sinks only, "
-                                "not to trainer.record_metric", len(self._waiting))
-                    self._waiting.clear()
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict and "monitor_state" in state_dict:
+            self.monitor.load_state_dict(dict(state_dict["monitor_state"]))
+            self._restored = True
 
-            self._finish(leftover)
-
-        def on_error(self, exc: BaseException) -> None:
-            self._abort(lambda items: None, exc)
-
-        # ------------------------------------------------------------ checkpoint state
-        def state_dict(self) -> dict[str, Any]:
-            return {"monitor_state": self.monitor.state_dict()}  # flushes first: alert state is complete
-
-        def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-            if state_dict and "monitor_state" in state_dict:
-                self.monitor.load_state_dict(dict(state_dict["monitor_state"]))
-                self._restored = True
-
-        def __deepcopy__(self, memo: dict) -> GrokmonCallback:
-            # TrainerConfig.with_callback(s) deep-copies the callbacks already added: a copy would
-            # drive a second monitor (or fail on its open JSONL record), not the one the user holds
-            return self
-
-        def __repr__(self) -> str:
-            return f"GrokmonCallback(monitor={self.monitor!r})"
-
-    GrokmonCallback.__module__ = __name__
-    GrokmonCallback.__qualname__ = "GrokmonCallback"
-    return GrokmonCallback
+    def __repr__(self) -> str:
+        return f"GrokkingOLMoCoreCallback(monitor={self.monitor!r})"
 
 
-def __getattr__(name: str) -> Any:
-    if name == "GrokmonCallback":  # built on first use: OLMo-core is imported only then
-        return _build_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+@dataclass
+class GrokkingOLMoCoreCallbackConfig(CallbackConfig):
+    """The grokmon callback's settings for a ``TrainerConfig``: ``build(trainer)`` makes the monitor and the callback.
+
+    Example:
+        >>> GrokkingOLMoCoreCallbackConfig(probe="probe.pt", monitor=MonitorConfig(every=100))  # doctest: +SKIP
+    """
+
+    probe: str = ""
+    """The probe file (``ProbeSet.save`` / ``grokmon probe``); every rank loads it."""
+
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    """The monitor's settings."""
+
+    record_metrics: bool = True
+    """Also send the values through ``trainer.record_metric`` (rank 0)."""
+
+    enabled: bool = True
+    """False: ``build`` returns None and the trainer runs without grokmon."""
+
+    def build(self, trainer: Any) -> GrokkingOLMoCoreCallback | None:
+        """The monitor of ``probe`` with ``monitor``'s settings, in a :class:`GrokkingOLMoCoreCallback`."""
+        if not self.enabled:
+            return None
+        if not self.probe:
+            raise ConfigError("GrokkingOLMoCoreCallbackConfig needs probe= the path of a saved probe "
+                              "(ProbeSet.save or grokmon probe)")
+        from ..monitor import GrokkingMonitor
+        from ..probe import ProbeSet
+
+        monitor = self.monitor if isinstance(self.monitor, MonitorConfig) else MonitorConfig.from_dict(self.monitor)
+        return GrokkingOLMoCoreCallback(GrokkingMonitor(ProbeSet.load(self.probe), monitor),
+                                        record_metrics=self.record_metrics)

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from ..keys import PREFIX
 from ._common import MonitorAdapter, Results, is_monitor
 
 try:
@@ -101,14 +102,14 @@ class GrokkingMetricsProcessor(MonitorAdapter, MetricsProcessor):
             monitor = _monitor_from(config)
         if not is_monitor(monitor):
             raise ConfigError(f"GrokkingMetricsProcessor needs a GrokkingMonitor, got {type(monitor).__name__}: pass "
-                              "monitor=GrokkingMonitor(probe, every=...), or leave monitor out and set "
+                              "monitor=GrokkingMonitor(probe, MonitorConfig(every=...)), or leave monitor out and set "
                               "Config(grokmon_probe='probe.pt')")
         self._attach(monitor, who="GrokkingMetricsProcessor")
         log_freq = config.log_freq
-        if monitor.every % log_freq:
-            nearest = log_freq * max(1, monitor.every // log_freq)
+        if monitor.config.every % log_freq:
+            nearest = log_freq * max(1, monitor.config.every // log_freq)
             raise ConfigError(
-                f"grokmon probes every {monitor.every} steps but torchtitan calls the metrics processor only every "
+                f"grokmon probes every {monitor.config.every} steps but torchtitan calls the metrics processor only every "
                 f"log_freq={log_freq} steps: make every a multiple of log_freq (e.g. {nearest})"
             )
         self._last_step = 0
@@ -162,13 +163,13 @@ class GrokkingMetricsProcessor(MonitorAdapter, MetricsProcessor):
 
     def _forward(self, items: Results, step: int) -> None:
         for probe_step, metrics in items:
-            self.logger.log({**metrics, "grokmon/probe_step": probe_step}, max(step, probe_step))
-            prefix = self.monitor.config.prefix
-            shown = [f"{key}: {metrics[prefix + key]:.4f}" for key in _SUMMARY_KEYS if prefix + key in metrics]
+            self.logger.log({**metrics, PREFIX + "probe_step": probe_step}, max(step, probe_step))
+            shown = [f"{key}: {metrics[PREFIX + key]:.4f}" for key in _SUMMARY_KEYS if PREFIX + key in metrics]
             _stdout.info(f"grokmon probe of step {probe_step}: " + ("  ".join(shown) or f"{len(metrics)} values"))
 
 
 def _monitor_from(config: Any) -> Any:
+    from ..config import MonitorConfig
     from ..monitor import GrokkingMonitor
     from ..probe import ProbeSet
 
@@ -176,4 +177,5 @@ def _monitor_from(config: Any) -> Any:
     if not path:
         raise ConfigError("GrokkingMetricsProcessor needs a probe: set Config(grokmon_probe='probe.pt') (a ProbeSet "
                           "saved with probe.save(path)) or pass monitor=GrokkingMonitor(...)")
-    return GrokkingMonitor(ProbeSet.load(path), every=config.grokmon_every, output_dir=config.grokmon_output_dir)
+    return GrokkingMonitor(ProbeSet.load(path),
+                           MonitorConfig(every=config.grokmon_every, output_dir=config.grokmon_output_dir))

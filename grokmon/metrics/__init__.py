@@ -16,12 +16,13 @@ from .consistency import (
 )
 from .distance import DistanceResult, cross_group_distance, pathway_distance
 from .pairs import sample_cross_pairs, sample_pairs
+from .info import MetricInfo, metric_info
 from .routing import DriftResult, LoadResult, expert_load, pathway_drift, routing_entropy
 from .selection import MemorizationTracker
 
 __all__ = [
     "ConsistencyResult", "DistanceResult", "DriftResult", "LoadResult", "MemorizationTracker", "MetricConfig",
-    "compute_metrics",
+    "MetricInfo", "compute_metrics", "metric_info",
     "consistency_from_cosines", "cross_group_distance", "expert_load", "kept_experts_mask", "layer_cosines",
     "pathway_consistency", "pathway_distance", "pathway_drift", "routing_cosine", "routing_entropy",
     "sample_cross_pairs", "sample_pairs",

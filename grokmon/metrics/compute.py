@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from .._keywords import CheckedKeywords
 from ..editdistance import BACKENDS
 from ..errors import ConfigError
 from ..pathways import PathwayForm, Pathways, PathwaySequences, pathway_sequences
@@ -28,12 +29,21 @@ from .consistency import kept_experts_mask, pathway_consistency, routing_cosine
 from .distance import pathway_distance
 from .routing import expert_load, pathway_drift, routing_entropy
 from .selection import MemorizationTracker, check_fraction
+from .info import MetricInfo
+
+#: The keys computed here and by the result path (:mod:`grokmon.metrics.info`).
+INFO = (
+    MetricInfo("probe_loss", "lower", "nats", description="mean next-token loss of the probe samples"),
+    MetricInfo("probe_seconds", "lower", "s", description="time of the probe forward"),
+    MetricInfo("probe_tokens", None, "tokens", description="tokens in the probe"),
+    MetricInfo("metric_seconds", "lower", "s", description="time to compute the metrics"),
+)
 
 _FORMS = ("threshold", "topk", "token")
 
 
 @dataclass
-class MetricConfig:
+class MetricConfig(CheckedKeywords):
     """Which metrics :func:`compute_metrics` computes, and how (defaults follow docs/metrics.md).
 
     Attributes:

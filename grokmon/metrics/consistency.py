@@ -29,6 +29,21 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from ..pathways import threshold_keep
 from .distance import group_name
+from .info import MetricInfo
+
+#: The keys this module computes (:mod:`grokmon.metrics.info`). With 2 MoE layers C_i is one cosine
+#: divided by itself (~1e-8 on every probe): it needs 3.
+INFO = (
+    MetricInfo("pathway_consistency", None, "", min_moe_layers=3,
+               description="the paper's C (no fixed direction: the paper contradicts itself)"),
+    MetricInfo("pathway_consistency_undefined", None, "fraction of samples", min_moe_layers=2,
+               description="samples whose largest layer cosine is below 0.1 (C_i left out)"),
+    MetricInfo("pathway_cosine", None, "cosine", min_moe_layers=2,
+               description="mean consecutive-layer cosine of the expert embeddings"),
+    MetricInfo("consistency_cosine", None, "cosine", min_moe_layers=2, description="per layer: cosine with the next"),
+    MetricInfo("routing_cosine", None, "cosine", min_moe_layers=2,
+               description="index-aligned cosine of raw routing vectors"),
+)
 
 PAPER_EPS = 1e-8  # the paper's constant in C = 1 - mean cos / (max cos + eps)
 #: C_i divides by the sample's largest consecutive-layer cosine; below this it is ill-conditioned

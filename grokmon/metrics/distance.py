@@ -23,6 +23,16 @@ import torch
 from ..errors import ConfigError
 from ..pathways import PathwaySequences
 from .pairs import sample_cross_pairs, sample_pairs
+from .info import MetricInfo
+
+#: The keys this module computes (:mod:`grokmon.metrics.info`).
+INFO = (
+    MetricInfo("pathway_distance", "lower", "fraction of the longer pathway",
+               description="normalised within-group mean edit distance between pathways; falls with generalization"),
+    MetricInfo("pathway_distance_raw", "lower", "edit operations", description="the paper's unnormalised distance"),
+    MetricInfo("pathway_distance_stderr", None, "fraction", description="pair-sample standard error of the distance"),
+    MetricInfo("pathway_length", None, "experts", description="mean pathway length"),
+)
 
 
 @dataclass

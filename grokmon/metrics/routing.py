@@ -16,6 +16,18 @@ import torch
 
 from ..errors import ConfigError
 from ..pathways import PathwaySequences
+from .info import MetricInfo
+
+#: The keys this module computes (:mod:`grokmon.metrics.info`).
+INFO = (
+    MetricInfo("routing_entropy", None, "fraction of log E", description="normalised routing entropy"),
+    MetricInfo("expert_load_entropy", "higher", "fraction of log E", description="balance of the expert load"),
+    MetricInfo("dead_expert_fraction", "lower", "fraction of experts", description="experts that received no token"),
+    MetricInfo("expert_load_max_over_mean", "lower", "ratio", description="busiest expert's load over the mean"),
+    MetricInfo("load", None, "fraction of assignments", description="per expert: its share of the assignments"),
+    MetricInfo("pathway_drift", None, "fraction", description="normalised change of each pathway since the last probe"),
+    MetricInfo("pathway_drift_raw", None, "edit operations", description="unnormalised drift"),
+)
 
 
 def _entropy(p: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,10 @@ from typing import Any, Mapping
 import torch
 
 from ..errors import ConfigError
+from .info import MetricInfo
+
+#: The keys this module computes (:mod:`grokmon.metrics.info`).
+INFO = (MetricInfo("memorized_samples", None, "samples", description="samples memorized at this probe"),)
 
 NOT_MEMORIZED = -1
 

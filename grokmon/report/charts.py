@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..keys import unprefixed
 from .data import OVERALL, Points, RunData, stage_name
 
 __all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "occurring_stages", "alert_label", "headline_figure", "headline_chart", "group_chart",
@@ -45,6 +46,28 @@ HEADLINE: dict[str, str] = {
     "pathway_cosine": "pathway cosine",
 }
 MAX_EXTERNAL = 3   # held-out curves drawn in the headline chart
+
+
+def direction_note(metric: str) -> str:
+    """Which way is good for ``metric``, from its declared :class:`~grokmon.metrics.info.MetricInfo` ("" if unknown).
+
+    Example:
+        >>> direction_note("pathway_distance"), direction_note("pathway_cosine"), direction_note("eval/acc")
+        ('lower is better', 'no fixed direction', '')
+    """
+    from ..metrics.info import metric_info
+
+    info = metric_info(metric)
+    if info is None:
+        return ""
+    return f"{info.better} is better" if info.better else "no fixed direction"
+
+
+def _labelled(label: str, metric: str) -> str:
+    note = direction_note(metric)
+    return f"{label}\n({note})" if note else label
+
+
 MAX_LAYERS = 8     # expert-load heatmaps drawn (evenly spaced when the model has more)
 MAX_DOTS = 120     # curves with more probes are drawn as lines without a dot per probe
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
@@ -162,7 +185,7 @@ def _alert_marks(ax: Any, run: RunData, salt: str, values: Mapping[str, Points] 
         for other in lines or (ax,):
             other.axvline(step, color=color, lw=0.8, ls=":", alpha=0.8, zorder=1)
         metric = str(alert.get("metric") or "")
-        metric = metric[len("grokmon/"):] if metric.startswith("grokmon/") else metric
+        metric = unprefixed(metric)
         gid = f"{salt}-{i}"
         y = _value_at(values[metric], step) if values and metric in values else None
         if y is not None:
@@ -231,7 +254,7 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
         color = "#7b2cbf" if kind == "external" else "black"
         steps, values = zip(*points) if points else ((), ())
         ax.plot(steps, values, color=color, lw=1.4, marker=_marker(points), ms=2.5)
-        label = f"held-out: {name}" if kind == "external" else HEADLINE.get(name, name)
+        label = f"held-out: {name}" if kind == "external" else _labelled(HEADLINE.get(name, name), name)
         ax.set_ylabel(label, fontsize=8.5)
         ax.grid(alpha=0.25)
         ax.tick_params(labelsize=8)
@@ -267,7 +290,7 @@ def _headline_alerts(run: RunData, by_metric: Mapping[str, Any], fallback: Any, 
     marks: dict[str, dict[str, str]] = {}
     for i, alert in enumerate(a for a in run.alerts if a.get("step") is not None):
         metric = str(alert.get("metric") or "")
-        metric = metric[len("grokmon/"):] if metric.startswith("grokmon/") else metric
+        metric = unprefixed(metric)
         ax = by_metric.get(metric, fallback)
         one = RunData(source=run.source, alerts=[alert])
         marks.update(_alert_marks(ax, one, f"alert-marker-{i}", run.series if metric in by_metric else None,
@@ -339,7 +362,7 @@ def group_chart(run: RunData, metric: str, *, label: str | None = None) -> str |
                       "data-step": str(t.step), "title": f"{t.group}: {t.previous} → {t.stage} at step {t.step}"}
     ax.set_xlim(x0, x1)
     ax.set_xlabel("step", fontsize=9)
-    ax.set_ylabel(label or metric, fontsize=9)
+    ax.set_ylabel(_labelled(label or metric, metric), fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.25)
     if len(per_group) <= 8:

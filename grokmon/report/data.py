@@ -34,10 +34,10 @@ from typing import Any
 
 from ..alerts.stages import STAGES
 from ..errors import ConfigError
+from ..keys import PREFIX
 
 __all__ = ["RunData", "Transition", "load_run", "OVERALL", "stage_name"]
 
-PREFIX = "grokmon/"
 OVERALL = "overall"  # the label of the whole probe set's stage (group None in stage events)
 _GROUP = re.compile(r"^group/(?P<group>[^/]+)/(?P<metric>.+)$")
 _LOAD = re.compile(r"^layer/(?P<layer>\d+)/expert/(?P<expert>\d+)/load$")

@@ -35,10 +35,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import ConfigError, SinkError
 from ..scalars import to_float as _to_float
 
-__all__ = ["Sink", "SinkLike", "AlertInfo", "as_alert", "check_sinks", "to_float", "ALERT_LEVELS", "PREFIX"]
-
-#: The key prefix the monitor puts on every metric it logs (``grokmon/pathway_distance``).
-PREFIX = "grokmon/"
+__all__ = ["Sink", "SinkLike", "AlertInfo", "as_alert", "check_sinks", "to_float", "ALERT_LEVELS"]
 
 ALERT_LEVELS = ("INFO", "WARN", "ERROR")
 _MAIN_FIELDS = ("title", "text", "message", "level", "wait_duration", "step")

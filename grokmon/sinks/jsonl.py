@@ -58,7 +58,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SinkError
-from .base import PREFIX, AlertInfo, Sink, _jsonable, to_float
+from ..keys import unprefixed as _unprefixed_key
+from .base import AlertInfo, Sink, _jsonable, to_float
 
 __all__ = ["JsonlSink", "read_jsonl", "read_metrics", "unprefixed"]
 
@@ -108,7 +109,7 @@ def read_metrics(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
     """The ``(step, metrics)`` pairs of a grokmon JSONL file, in file order; alerts skipped.
 
     Keys lose the ``grokmon/`` prefix (``pathway_distance``, ``group/<g>/probe_loss``) and ``null``
-    values come back as NaN. Older ``grokmon scan`` files, whose keys had no prefix, read the same.
+    values come back as NaN. Keys without the prefix (``eval/accuracy``) come back as they are.
 
     Example:
         >>> import tempfile, os
@@ -123,7 +124,7 @@ def read_metrics(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
 
 def unprefixed(metrics: Mapping[str, float | None]) -> dict[str, float]:
     """A record's metrics as :func:`read_metrics` gives them: no ``grokmon/`` prefix, ``None`` as NaN."""
-    return {(k[len(PREFIX):] if k.startswith(PREFIX) else k): (math.nan if v is None else v) for k, v in metrics.items()}
+    return {_unprefixed_key(k): (math.nan if v is None else v) for k, v in metrics.items()}
 
 
 def _lock(path: Path) -> Any:

@@ -24,19 +24,17 @@ in the ``.wandb`` file.
   ``pathway_consistency``, ``pathway_cosine``, ``pathway_drift``, ``probe_loss``,
   ``routing_entropy``, ``stage``), the alert flags ``alert/<rule>``, the per-group charts and the
   stage table;
-* ``grokmon_group/<g>/<metric>``: each group's scalars;
-* ``grokmon_diag/...``: everything else (timings, error and drop counts, load statistics, lengths,
+* ``grokmon_group/<g>/<metric>``: each group's scalars (:data:`grokmon.keys.GROUP_SECTION`);
+* ``grokmon_diag/...`` (:data:`grokmon.keys.DIAG_SECTION`): everything else (timings, error and drop counts, load statistics, lengths,
   per-layer keys, ``pathway_distance_stderr``, extra forms).
 
 :meth:`WandbSink.wandb_key` gives the W&B key of a grokmon key. The JSONL record, the Trainer's
 ``log_history`` and every other sink keep the ``grokmon/`` keys.
 
 **Uninformative keys** (``skip_uninformative=True``, default) are not sent to W&B:
-``pathway_distance_stderr`` while it is 0 (every pair of the probe is used, so the mean is exact),
-and the paper's consistency score (``pathway_consistency``, ``pathway_consistency_undefined``,
-``group/<g>/pathway_consistency``) when the probe record has ``probe_routers`` < 3: with two MoE
-layers there is one cosine per sample and the score is ``1 - c/(c + 1e-8)``, about 0 whatever the
-routing (``pathway_cosine`` is kept).
+``pathway_distance_stderr`` while it is 0 (every pair of the probe is used, so the mean is exact).
+A metric the model has too few MoE layers for (the paper's consistency score with 2 layers) never
+reaches a sink: the monitor and ``grokmon scan`` leave it out (:mod:`grokmon.metrics.info`).
 
 What the sink adds beside the scalars (``<p>`` is the metric prefix, ``grokmon/``):
 
@@ -76,6 +74,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SinkError
+from ..keys import DIAG_SECTION, GROUP_SECTION, PREFIX
 from .base import ALERT_LEVELS, AlertInfo, Sink, to_float
 
 __all__ = ["WandbSink"]
@@ -87,7 +86,6 @@ _GROUP = re.compile(r"^group/(?P<group>[^/]+)/(?P<metric>.+)$")
 ALL_SAMPLES = "all samples"
 HEADLINE = frozenset({"pathway_distance", "pathway_distance_raw", "pathway_consistency", "pathway_cosine",
                       "pathway_drift", "probe_loss", "routing_entropy", "stage"})
-_CONSISTENCY = ("pathway_consistency", "pathway_consistency_undefined")
 
 
 class WandbSink(Sink):
@@ -96,8 +94,8 @@ class WandbSink(Sink):
     Args:
         run: the W&B run (default: ``wandb.run`` at first use).
         step_key: the host's step metric, or None to log with ``step=``.
-        metric_glob: suffix glob of grokmon's keys for ``define_metric``; its stem (``grokmon/``)
-            is the prefix of the group keys and of the chart, table and summary keys.
+        metric_glob: suffix glob of grokmon's keys for ``define_metric``. The group, chart, table and
+            summary keys always use :data:`grokmon.keys.PREFIX` (``grokmon/``).
         group_charts: log ``<prefix>by_group/<metric>`` line-series charts.
         charts_every: also refresh the charts and the stage table every this many probes
             (None: only at :meth:`close`).
@@ -128,7 +126,7 @@ class WandbSink(Sink):
         self._run = run
         self.step_key = step_key
         self.metric_glob = metric_glob
-        self.prefix = metric_glob[:-1] if metric_glob and metric_glob.endswith("*") else "grokmon/"
+        self.prefix = PREFIX  # grokmon.keys owns it; metric_glob only picks the keys put on grokmon's step axis
         self.group_charts = group_charts
         self.charts_every = charts_every
         self.stage_table = stage_table
@@ -173,18 +171,16 @@ class WandbSink(Sink):
         k = key[len(self.prefix):]
         if k in HEADLINE or k.startswith(("alert/", "by_group/")) or k == "stage_timeline":
             return key
-        base = self.prefix.rstrip("/")
         if _GROUP.match(k):
-            return f"{base}_group/{k[len('group/'):]}"
-        return f"{base}_diag/{k}"
+            return GROUP_SECTION + k[len("group/"):]
+        return DIAG_SECTION + k
 
     def _globs(self) -> list[str]:
         if self.metric_glob is None:
             return []
         if not self.sections:
             return [self.metric_glob]
-        base = self.prefix.rstrip("/")
-        return [self.metric_glob, f"{base}_group/*", f"{base}_diag/*"]
+        return [self.metric_glob, GROUP_SECTION + "*", DIAG_SECTION + "*"]
 
     def _define(self, run: Any) -> None:
         if self._defined:
@@ -199,22 +195,8 @@ class WandbSink(Sink):
         """``values`` without the keys that carry no information (module doc)."""
         if not self.skip_uninformative:
             return values
-        p = self.prefix
-        routers = values.get(p + "probe_routers")
-        few = routers is not None and math.isfinite(routers) and routers < 3
-
-        def keep(key: str, value: float) -> bool:
-            if not key.startswith(p):
-                return True
-            k = key[len(p):]
-            if k == "pathway_distance_stderr":
-                return value != 0.0
-            if few:
-                m = _GROUP.match(k)
-                return (m["metric"] if m else k) not in _CONSISTENCY
-            return True
-
-        return {k: v for k, v in values.items() if keep(k, v)}
+        stderr = self.prefix + "pathway_distance_stderr"
+        return {k: v for k, v in values.items() if not (k == stderr and v == 0.0)}
 
     # ------------------------------------------------------------------ scalars
     def log(self, metrics: Mapping[str, float], step: int) -> None:
