@@ -101,6 +101,14 @@ class MonitorConfig(CheckedKeywords):
     all). Its memory is about 125 bytes per metric key per result (docs/performance.md): 1,000 results
     of 400 keys are about 50 MB."""
 
+    wandb_charts_every: int | None = 10
+    """Refresh the W&B per-group charts and stage table every this many probes (None: only when the
+    monitor closes); used by the W&B sink the Trainer and Lightning adapters add."""
+
+    wandb_alert_level: str = "WARN"
+    """The lowest alert level that calls ``run.alert`` in that sink (``"WARN"``: rules, not each group's
+    stage change; ``"INFO"``: every event)."""
+
     def __post_init__(self) -> None:
         if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ConfigError(f"every must be a positive number of optimizer steps, got {self.every!r}")
@@ -116,6 +124,12 @@ class MonitorConfig(CheckedKeywords):
             raise ConfigError(f"sink_buffer must be a positive number of records, got {self.sink_buffer!r}")
         if not isinstance(self.history_limit, int) or isinstance(self.history_limit, bool) or self.history_limit < 1:
             raise ConfigError(f"history_limit must be a positive number of results, got {self.history_limit!r}")
+        if self.wandb_charts_every is not None and (not isinstance(self.wandb_charts_every, int) or isinstance(
+                self.wandb_charts_every, bool) or self.wandb_charts_every < 1):
+            raise ConfigError(f"wandb_charts_every must be a positive number of probes, or None (charts only at "
+                              f"close), got {self.wandb_charts_every!r}")
+        if self.wandb_alert_level not in ("INFO", "WARN", "ERROR"):
+            raise ConfigError(f"wandb_alert_level must be 'INFO', 'WARN' or 'ERROR', got {self.wandb_alert_level!r}")
         if self.metrics is None:
             self.metrics = MetricConfig()
         elif isinstance(self.metrics, Mapping):

@@ -42,6 +42,7 @@ from .runfolder import DEFAULT_RUNS_ROOT, new_run_folder
 from .runner import ProbeRunner
 from .schedule import StepClock
 from .torchfile import load_torch_file
+from .runinfo import config_line
 from .sinks import AccelerateSink, JsonlSink, check_sinks
 
 Results = list[tuple[int, dict[str, float]]]
@@ -162,6 +163,11 @@ class GrokkingMonitor:
             if self.config.jsonl is not True or not getattr(error, "in_use", False):
                 raise
             record, path = _free_record(path, error)  # the explicit output_dir's record held by another live monitor
+        if resume_step is None:  # a new record starts with its configuration line (settings, probe, versions)
+            try:
+                record.write_config(config_line(self.probe_set, monitor=self.config))
+            except Exception as error:  # noqa: BLE001 - a record without it still reads
+                self.results.fail("configuration line", error)
         self.results.add_sink(record)
         self.jsonl_path = path
         self._record_pending = False

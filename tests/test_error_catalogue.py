@@ -864,6 +864,21 @@ def _(tmp, mp):
     monitor(sink_buffer=0)
 
 
+@case("monitor-wandb-charts-every", ConfigError, "wandb_charts_every must be a positive number of probes, or None "
+      "(charts only at close), got 0")
+def _(tmp, mp):
+    from grokmon import MonitorConfig
+
+    MonitorConfig(wandb_charts_every=0)
+
+
+@case("monitor-wandb-alert-level", ConfigError, "wandb_alert_level must be 'INFO', 'WARN' or 'ERROR', got 'warning'")
+def _(tmp, mp):
+    from grokmon import MonitorConfig
+
+    MonitorConfig(wandb_alert_level="warning")
+
+
 @case("monitor-probe-not-probeset", ConfigError, "probe must be a grokmon.ProbeSet, got Tensor: build one with "
       "ProbeSet.from_*")
 def _(tmp, mp):
@@ -2134,6 +2149,13 @@ def _(tmp, mp):
     WandbSink(charts_every=0)
 
 
+@case("sinks-wandb-alert-level", SinkError, "alert_level='LOUD' must be one of ('INFO', 'WARN', 'ERROR')")
+def _(tmp, mp):
+    from grokmon.sinks import WandbSink
+
+    WandbSink(alert_level="LOUD")
+
+
 class FinishedRun:
     """A stand-in W&B run that takes logs until ``finish()``."""
 
@@ -2341,6 +2363,37 @@ def _(tmp, mp):
 
     (tmp / "corpus.txt").write_text("one sample\nanother sample\n")
     build_probe(tmp / "corpus.txt", str(tmp / "no-tokenizer"), tmp / "probe.pt", n=2, seq_len=8)
+
+
+def _word_tokenizer(folder: Path) -> None:
+    """A word-level tokenizer (``w0``..``w9``) saved to ``folder``."""
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{f"w{i}": i + 2 for i in range(10)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
+
+
+@case("cli-probe-text-too-short", GrokmonError, "line 4 of ... has 2 tokens, fewer than --min-length 4 (1 line of the "
+      "corpus is that short): pass --skip-short to leave them out of the draw, or lower --min-length")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    _word_tokenizer(tmp / "tok")
+    (tmp / "corpus.txt").write_text("w1 w2 w3 w4 w5\nw1 w2 w3 w4\n\nw1 w2\n")
+    build_probe(tmp / "corpus.txt", str(tmp / "tok"), tmp / "probe.pt", n=3, seq_len=8, min_length=4)
+
+
+@case("cli-probe-too-few-after-skip", GrokmonError, "the corpus has 2 texts of at least --min-length 4 tokens, fewer "
+      "than --n 3: lower --n or --min-length")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    _word_tokenizer(tmp / "tok")
+    (tmp / "corpus.txt").write_text("w1 w2 w3 w4 w5\nw1 w2 w3 w4\n\nw1 w2\n")
+    build_probe(tmp / "corpus.txt", str(tmp / "tok"), tmp / "probe.pt", n=3, seq_len=8, min_length=4, skip_short=True)
 
 
 @case("plots-matplotlib-missing", ConfigError, "plots need matplotlib")

@@ -259,4 +259,5 @@ def test_sigterm_writes_the_finished_results_before_the_process_ends(tmp_path) -
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGTERM  # the default action still ends the process
     record = [json.loads(x) for x in (tmp_path / "out" / "grokmon.jsonl").read_text().splitlines()]
+    assert "config" in record.pop(0)  # the configuration line, written when the monitor opened the record
     assert [r["step"] for r in record] == [1] and record[0]["metrics"]["grokmon/pathway_distance"] > 0

@@ -12,7 +12,9 @@ chart, for a chat message or a slide) into ``out_dir``. The page shows:
 * an expert-load heatmap per MoE layer over time (with ``MetricConfig(per_expert=True)``);
 * a table of stage transitions and alerts;
 * what is known of the run: probes, steps, groups, layers, the probe file's fingerprint (a
-  ``probe.pt`` beside the JSONL, as the monitor saves it) and any ``{"config": {...}}`` line.
+  ``probe.pt`` beside the JSONL, as the monitor saves it, else the one the configuration line
+  names) and the ``{"config": {...}}`` line the monitor and ``grokmon scan`` write first
+  (:mod:`grokmon.runinfo`).
 
 The ``eval_file`` format (CSV / JSONL / JSON of steps and values) is in
 :mod:`grokmon.report.evalfile`; the page's DOM ids in :mod:`grokmon.report.page`.
@@ -159,6 +161,15 @@ def _facts(run: RunData, eval_file: Any, probe_file: Any) -> list[tuple[str, str
         facts.append(("non-finite values", f"{run.non_finite} (written as null; a failed probe logs NaN)"))
     if probe_file is not None:
         facts.append(("probe", _probe_fact(Path(probe_file))))
+    elif run.config.get("probe_fingerprint"):  # the configuration line names it (a scan's --probe)
+        fp = str(run.config["probe_fingerprint"])
+        where = run.config.get("probe_file")
+        groups = run.config.get("probe_groups") or {}
+        sizes = ", ".join(f"{_e(g)} {_e(n)}" for g, n in groups.items())
+        facts.append(("probe", (f"<code>{_e(where)}</code>: " if where else "")
+                      + f"{_e(run.config.get('probe_samples', '?'))} samples"
+                      + (f" ({sizes})" if sizes else "")
+                      + f', fingerprint <code title="{_e(fp)}">{_e(fp[:16])}</code> (from the configuration line)'))
     else:
         facts.append(("probe", "no <code>probe.pt</code> beside the record (the monitor saves one with "
                                "<code>save_probe=True</code>)"))

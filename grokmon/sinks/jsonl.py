@@ -430,6 +430,13 @@ class JsonlSink(Sink):
         self.last_step = step if self.last_step is None else max(step, self.last_step)
         return True
 
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Append the record's configuration line ``{"time": ..., "config": {...}}`` (:mod:`grokmon.runinfo`).
+
+        Readers of metrics skip it; ``grokmon report`` shows it.
+        """
+        self._write({"time": time.time(), "config": _jsonable(dict(config))})
+
     def _alert(self, alert: AlertInfo) -> None:
         step = alert.step if alert.step is not None else self.last_step
         self._write({"step": step, "time": time.time(), "alert": _jsonable(alert.to_dict())})
