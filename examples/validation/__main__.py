@@ -67,7 +67,8 @@ def plan(name: str) -> list[Cell]:
 
 def finished(cell: Cell, out: Path, committed: Path = COMMITTED) -> bool:
     """A cell is done if its run folder has ``result.json`` or its record is committed."""
-    return (out / cell.name / "result.json").exists() or (committed / f"{cell.name}.json").exists()
+    return (out / cell.name / "result.json").exists() or any(
+        (committed / f"{cell.name}{ext}").exists() for ext in (".json", ".json.gz"))
 
 
 def _work(cell: Cell, out: str) -> tuple[str, float]:
