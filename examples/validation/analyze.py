@@ -584,6 +584,37 @@ def rung_table(units: list[dict[str, Any]], names: Iterable[str] = ("distance", 
     return rows
 
 
+def plot_ladder(summary: dict[str, Any], path: Path) -> Path | None:
+    """Each ladder measure against the rung's parameter count (``docs/validation/images/ladder.png``);
+    None (nothing written) before any ladder cell has finished."""
+    rows = summary.get("rungs") or []
+    if not rows:
+        return None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = (("median_rho_window", "median ρ window"), ("median_partial_step_window", "partial | step, window"),
+            ("median_partial_step", "partial | step, after mem."), ("auc_span", "AUC (1000 steps)"))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), constrained_layout=True)
+    for ax, (key, label) in zip(axes, keys):
+        for metric in sorted({r["metric"] for r in rows}):
+            pts = [(float(np.mean(r["parameters"])), r[key]) for r in rows
+                   if r["metric"] == metric and r["parameters"] and r[key] is not None]
+            if pts:
+                xs, ys = zip(*sorted(pts))
+                ax.plot(xs, ys, marker="o", label=metric, linestyle="--" if "|" in metric else "-")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+        ax.set_title(label)
+        ax.axhline(0.5 if key == "auc_span" else 0.0, color="grey", linewidth=0.6)
+    axes[-1].legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _sign(row: dict[str, Any]) -> str:
     if row["majority_sign"] == 0:
         return f"split ({row['units']})"
@@ -632,6 +663,7 @@ def summarize(root: Path, series_dir: Path, summary_path: Path, cells_dir: Path 
                "cpu_seconds": round(sum(r["seconds"] for r in runs), 1)}
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1, default=float))
+    plot_ladder(summary, summary_path.parent / "images" / "ladder.png")
     tables = render(summary)
     (summary_path.parent / "tables.md").write_text(
         "# Validation matrix: the tables\n\nWritten by `python -m examples.validation summary` from "
@@ -671,6 +703,8 @@ def render(summary: dict[str, Any]) -> str:
               f"median ρ whole run, units whose held-out rose ≥ {LEARNED} |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in summary["metrics"].items():
+        if not (row["units"] or row["learned_units"] or row["lead_units"] or row["auc_span"] == row["auc_span"]):
+            continue   # no unit has this contrast's measures
         lines.append(
             f"| {name} | {row['units']} | {_f(row['median_rho_window'])} | {row['abs_rho_ge_0.9']} | "
             f"{_sign(row)} | "
