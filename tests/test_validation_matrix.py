@@ -223,3 +223,54 @@ def test_cross_group_distance_pairs_one_member_with_one_non_member() -> None:
             pair = PathwaySequences(seqs.ids[[i, j]], seqs.lengths[[i, j]], seqs.alphabet_size)
             by_hand.append(pathway_distance(pair).normalized)
     assert _cross(p, p, member, "distance") == pytest.approx(float(np.mean(by_hand)))
+
+
+def test_a_cut_cell_resumes_from_its_checkpoint_bit_for_bit(tmp_path) -> None:
+    """A cell stopped after a probe (a session that ends) continues from checkpoint.pt to the same records."""
+    from examples.validation.run import Cell, run_cell
+    cell = Cell("mixtral", "div", p=11, steps=40, every=10, probe_per_domain=8, canary=0.1, checkpoint_s=0)
+    whole = run_cell(cell, tmp_path / "a", log=lambda *_: None)
+    assert run_cell(cell, tmp_path / "b", log=lambda *_: None, stop_at=20) is None
+    assert (tmp_path / "b" / cell.name / "checkpoint.pt").exists()
+    assert not (tmp_path / "b" / cell.name / "result.json").exists()
+    lines: list[str] = []
+    resumed = run_cell(cell, tmp_path / "b", log=lines.append)
+    assert lines[0].startswith(f"{cell.name} resumed at step 20") and len(lines) == 3   # probes 30 and 40 only
+    assert not (tmp_path / "b" / cell.name / "checkpoint.pt").exists()   # a finished cell keeps no checkpoint
+    a, b = (torch.load(tmp_path / x / cell.name / "probes.pt", weights_only=True) for x in "ab")
+    assert [r["step"] for r in b] == [0, 10, 20, 30, 40]
+    assert [(r["held_acc"], r["train_loss"]) for r in a] == [(r["held_acc"], r["train_loss"]) for r in b]
+    assert torch.equal(a[-1]["full"]["pathways"]["mean_weights"], b[-1]["full"]["pathways"]["mean_weights"])
+    rows = lambda x: [json.loads(s)["step"] for s in (tmp_path / x / cell.name / "live" / "grokmon.jsonl")  # noqa: E731
+                      .read_text().splitlines() if "metrics" in json.loads(s)]
+    assert rows("a") == rows("b") == [0, 10, 20, 30, 40]   # the live record is not doubled
+    assert whole["final_held_acc"] == resumed["final_held_acc"] and whole["parameters"] == resumed["parameters"]
+
+
+def test_ladder_plan_grows_the_model_and_waits_for_the_preregistered_rule(tmp_path) -> None:
+    from examples.validation import ladder
+    from examples.validation.__main__ import finished, plan
+    cells = plan("ladder")
+    rungs = [c.rung for c in cells if c.rung is not None]
+    assert sorted(set(rungs)) == list(ladder.LOWER) and all(c.canary == ladder.CANARY for c in cells)
+    assert {c.family for c in cells if c.rung is not None} == set(ladder.FAMILIES)
+    assert {(c.task, c.seed) for c in cells if c.rung == 0} == {("div", 0), ("div", 1), ("rand", 0)}
+    shapes = [ladder.RUNGS[r] for r in sorted(ladder.RUNGS)]
+    for key in ("layers", "hidden", "experts", "top_k"):
+        assert [s[key] for s in shapes] == sorted(s[key] for s in shapes)    # all grow together
+    assert shapes[0]["top_k"] == 2 and shapes[-1]["top_k"] == 4 and len(shapes) >= 4
+    # the 6 cells the first matrix lacked come with the ladder, with canaries
+    assert {c.name for c in cells if c.rung is None} == {
+        "deepseek_v3-div-L4-s0-c", "deepseek_v3-rand-L4-s0-c", "qwen3_moe-div-L4-s0-c", "qwen3_moe-rand-L4-s0-c",
+        "olmoe-mix-L2-s1-c", "qwen3_moe-mix-L2-s1-c"}
+    if ladder.PREREGISTERED_LADDER is None:
+        with pytest.raises(SystemExit, match="only after a decision rule"):
+            plan("top")
+    # a cell is finished when its run folder has result.json or its record is committed
+    c = cells[0]
+    assert not finished(c, tmp_path, tmp_path / "cells")
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / f"{c.name}.json.gz").write_bytes(b"")
+    assert finished(c, tmp_path, tmp_path / "cells")
+    # the first matrix's 34 cells are committed: `run` (the matrix plan) would not train them again
+    assert sum(finished(c, tmp_path / "none") for c in plan("matrix")) >= 34
