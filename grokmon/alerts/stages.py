@@ -135,8 +135,11 @@ class GroupStageTracker:
         >>> t = GroupStageTracker()
         >>> t.update(0, {"probe_loss": 2.0, "pathway_distance": 0.5, "group/code/probe_loss": 2.5})
         []
-        >>> t.overall_stage, t.stages(), t.stage_metrics()
-        ('memorizing', {'code': 'memorizing'}, {'stage': 0.0, 'group/code/stage': 0.0})
+        >>> t.overall_stage, t.stages(), t.stage_metrics()   # one probe: no fall seen yet
+        ('unknown', {'code': 'unknown'}, {'stage': 3.0, 'group/code/stage': 3.0})
+        >>> _ = t.update(100, {"probe_loss": 1.5, "group/code/probe_loss": 2.0})
+        >>> t.overall_stage, t.stages()
+        ('memorizing', {'code': 'memorizing'})
     """
 
     def __init__(
