@@ -274,3 +274,21 @@ def test_ladder_plan_grows_the_model_and_waits_for_the_preregistered_rule(tmp_pa
     assert finished(c, tmp_path, tmp_path / "cells")
     # the first matrix's 34 cells are committed: `run` (the matrix plan) would not train them again
     assert sum(finished(c, tmp_path / "none") for c in plan("matrix")) >= 34
+
+
+def test_small_probe_variants_use_the_first_samples_of_each_group(tmp_path, monkeypatch) -> None:
+    """The top rungs probe 256 a group; ``*_small`` recomputes the matrix's size from the first samples."""
+    from examples.validation import analyze
+    from examples.validation.run import Cell, run_cell
+    cell = Cell("olmoe", "div", p=11, steps=20, every=10, probe_per_domain=8, canary=0.05)
+    result = run_cell(cell, tmp_path, log=lambda *_: None)
+    records = torch.load(tmp_path / cell.name / "probes.pt", weights_only=True)
+    monkeypatch.setattr(analyze, "SMALL", 4)
+    series = analyze.unit_series(records, result["domains"])
+    assert "distance_small" in series["div"] and "distance_small" not in series["canary"]   # canary: 2 samples
+    full = analyze._pathways(records[-1]["full"]["pathways"])
+    first = full.select((full.groups == 0).nonzero().flatten()[:4])
+    seqs = pathway_sequences(first, "threshold", threshold=0.7)
+    by_hand = np.mean([pathway_distance(PathwaySequences(seqs.ids[[i, j]], seqs.lengths[[i, j]], seqs.alphabet_size))
+                       .normalized for i in range(4) for j in range(i + 1, 4)])
+    assert series["div"]["distance_small"][-1] == pytest.approx(float(by_hand))

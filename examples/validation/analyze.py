@@ -65,7 +65,12 @@ VARIANTS: dict[str, str] = {
     "drift": "pathway drift since the previous probe",
     "probe_loss": "probe loss (all next-token positions)",
     "train_loss": "training loss on the answer (baseline)",
+    # only where a group has more than SMALL probe samples (the ladder's top rungs probe 256 a group)
+    "distance_small": "threshold form, first 64 probe samples of the group",
+    "distance_token_small": "per-token form, first 64 probe samples of the group",
+    "distance_memorized_small": "threshold form, paper's memorized selection, first 64 samples",
 }
+SMALL = 64
 #: distance variants that also get a cross-group series (``cross_<variant>``: pairs of one sample of
 #: the unit's domain and one of another domain, canaries included: the paper's control)
 CROSS: dict[str, tuple[str, bool, int | None]] = {   # variant -> (form, prompt only, position)
@@ -142,8 +147,7 @@ def unit_series(records: list[dict[str, Any]], domains: list[str]) -> dict[str, 
     count); the canary domain gets none."""
     config = MetricConfig(extra_forms=("topk", "token"), per_group=False)
     memorization = MemorizationTracker(0.2, 0.05)
-    out: dict[str, dict[str, list[float]]] = {d: {k: [] for k in ("step", "held", "train_acc", *VARIANTS)}
-                                              for d in domains}
+    out: dict[str, dict[str, list[float]]] = {d: {} for d in domains}
     previous: dict[str, Pathways] = {}
     for rec in records:
         full, prompt = _pathways(rec["full"]["pathways"]), _pathways(rec["prompt"]["pathways"])
@@ -172,6 +176,11 @@ def unit_series(records: list[dict[str, Any]], domains: list[str]) -> dict[str, 
                 "routing_entropy": m["routing_entropy"], "drift": m.get("pathway_drift", math.nan),
                 "probe_loss": m["probe_loss"], "train_loss": rec["train_loss"][d],
             }
+            if len(idx) > SMALL:   # the same group at the matrix's probe size
+                few = torch.arange(SMALL)
+                row["distance_small"] = _distance(sub.select(few), "threshold")
+                row["distance_token_small"] = _distance(sub.select(few), "token")
+                row["distance_memorized_small"] = _distance(sub.select(few), "threshold", since[:SMALL])
             if len(domains) > 1 and d != CANARY:
                 member = full.groups == g
                 for variant in CROSS:
@@ -296,7 +305,8 @@ def unit_measures(series: dict[str, list[float]], task: str, domain: str | None 
     unit["class"] = classify(unit)
     series["spike"] = loss_spikes(series["train_loss"], series["train_acc"], mem, series["step"])
     pairs = contrast_names(series, canary)
-    unit["metrics"] = {name: {"rho_whole": _nan_none(spearman(np.array(series[name]), held))} for name in VARIANTS}
+    present = [name for name in VARIANTS if name in series]
+    unit["metrics"] = {name: {"rho_whole": _nan_none(spearman(np.array(series[name]), held))} for name in present}
     unit["learned"] = float(held.max() - held[0]) >= LEARNED
     at = 0 if mem is None else int(np.nonzero(steps >= mem)[0][0])   # contrasts start at memorization
     refs = {}
@@ -319,7 +329,7 @@ def unit_measures(series: dict[str, list[float]], task: str, domain: str | None 
     span = after & (steps <= mem + SPAN)
     loss = np.array(series["train_loss"])
     lead = unit["class"] == "grokked"
-    for name in VARIANTS:
+    for name in present:
         x = np.array(series[name])
         unit["metrics"][name].update({k: _nan_none(v) for k, v in
                                       _measure(x, held, steps, loss, after, span, window, lead, False).items()})
