@@ -90,7 +90,8 @@ class _Track:
         return {
             "loss_smoother": self.loss_smoother.state_dict(), "dist_smoother": self.dist_smoother.state_dict(),
             "loss": self.loss.state_dict(), "dist": self.dist.state_dict(), "converged": self.converged,
-            "fell": self.fell, "rising": self.rising, "peak": self.peak, "stage": self.stage, "last_loss": self.last_loss, "last_distance": self.last_distance,
+            "fell": self.fell, "rising": self.rising, "peak": self.peak, "stage": self.stage,
+            "last_loss": self.last_loss, "last_distance": self.last_distance,
         }
 
     def load_state_dict(self, s: Mapping[str, Any]) -> None:
