@@ -292,3 +292,18 @@ def test_small_probe_variants_use_the_first_samples_of_each_group(tmp_path, monk
     by_hand = np.mean([pathway_distance(PathwaySequences(seqs.ids[[i, j]], seqs.lengths[[i, j]], seqs.alphabet_size))
                        .normalized for i in range(4) for j in range(i + 1, 4)])
     assert series["div"]["distance_small"][-1] == pytest.approx(float(by_hand))
+
+
+def test_a_cell_finished_with_another_recipe_is_reported(tmp_path) -> None:
+    import dataclasses
+    import gzip
+    from examples.validation.__main__ import recipe_drift
+    from examples.validation.ladder import ladder_cells
+    cell = ladder_cells(rungs=(1,))[0]
+    (tmp_path / "cells").mkdir()
+    old = {**dataclasses.asdict(cell), "steps": 6000}
+    with gzip.open(tmp_path / "cells" / f"{cell.name}.json.gz", "wt") as fh:
+        json.dump({"result": {"cell": old}, "live": []}, fh)
+    longer = dataclasses.replace(cell, steps=12000)
+    assert recipe_drift(longer, tmp_path / "runs", tmp_path / "cells") == {"steps": (6000, 12000)}
+    assert recipe_drift(dataclasses.replace(cell, steps=6000), tmp_path / "runs", tmp_path / "cells") == {}

@@ -15,11 +15,15 @@ under ``docs/validation/``) and ``summary.json``, and prints the tables of docs/
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from .families import FAMILIES
 from .ladder import CANARY, LOWER, ladder_cells, top_cells
@@ -65,6 +69,24 @@ def plan(name: str) -> list[Cell]:
     raise SystemExit(f"unknown plan {name!r}: use matrix, ladder, top or quick")
 
 
+def recipe_drift(cell: Cell, out: Path, committed: Path = COMMITTED) -> dict[str, tuple[Any, Any]]:
+    """``{field: (recorded, planned)}`` where a finished cell ran with another recipe than the plan's
+    (a cell's name does not hold its recipe, so ``run`` would take it as done)."""
+    recorded = None
+    if (out / cell.name / "result.json").exists():
+        recorded = json.loads((out / cell.name / "result.json").read_text())["cell"]
+    elif (committed / f"{cell.name}.json.gz").exists():
+        with gzip.open(committed / f"{cell.name}.json.gz", "rt") as fh:
+            recorded = json.load(fh)["result"]["cell"]
+    elif (committed / f"{cell.name}.json").exists():
+        recorded = json.loads((committed / f"{cell.name}.json").read_text())["result"]["cell"]
+    if recorded is None:
+        return {}
+    planned = asdict(cell)
+    return {k: (recorded.get(k), v) for k, v in planned.items()
+            if k not in ("checkpoint_s",) and recorded.get(k, v) != v}
+
+
 def finished(cell: Cell, out: Path, committed: Path = COMMITTED) -> bool:
     """A cell is done if its run folder has ``result.json`` or its record is committed."""
     return (out / cell.name / "result.json").exists() or any(
@@ -105,7 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         cells = [c for c in cells if any(s in c.name for s in args.only)]
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in cells if not finished(c, Path(args.out), COMMITTED if not args.quick else Path(args.out))]
+    committed = COMMITTED if not args.quick else Path(args.out)
+    todo = [c for c in cells if not finished(c, Path(args.out), committed)]
+    for c in cells:
+        drift = recipe_drift(c, Path(args.out), committed) if c not in todo else {}
+        if drift:
+            print(f"warning: {c.name} finished with another recipe than the plan's "
+                  f"({', '.join(f'{k} {a} vs {b}' for k, (a, b) in drift.items())}): it is not run again; "
+                  "rename the plan's cells or remove the old record to rerun it", flush=True)
     print(f"{len(cells)} cells, {len(cells) - len(todo)} cached, {len(todo)} to run with {args.jobs} jobs; "
           f"a line per probe here and in {args.out}/<cell>.log", flush=True)
     started = time.perf_counter()
