@@ -661,6 +661,14 @@ def _(tmp, mp):
     ProbeSet.from_dataset([{"input_ids": [2] * 8}] * 4, n=2, column="tokens")
 
 
+@case("probe-dataset-supervision-unseen", RuntimeWarning, "grokmon: ... probe samples keep none of their supervised "
+      "tokens (labels != -100) within seq_len=...: the probe loss cannot see what the model is trained on, so the stages "
+      "read from it say nothing about the task; raise seq_len or probe whole training sequences (prompt and answer)")
+def _(tmp, mp):
+    rows = [{"input_ids": list(range(i, i + 10)), "labels": [-100] * 9 + [i + 9]} for i in range(2)]
+    ProbeSet.from_dataset(rows, n=2, seq_len=8)
+
+
 @case("probe-dataset-missing-group-field", ProbeError, "has no field 'lang' to group by; its fields are [")
 def _(tmp, mp):
     ProbeSet.from_dataset([{"input_ids": [2] * 8}] * 4, n=2, group_by="lang")

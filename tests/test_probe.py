@@ -369,3 +369,20 @@ def test_batches_cover_probe_in_order():
     with pytest.raises(ConfigError):
         list(p.batches(0))
     assert "ProbeSet(n=5" in repr(p)
+
+
+def test_from_dataset_warns_when_the_probe_loss_cannot_see_the_supervised_tokens():
+    """A probe whose rows lose the answer (the only supervised token) says so; one that keeps it does not."""
+    import warnings as w
+    rows = [{"input_ids": list(range(i, i + 10)), "labels": [-100] * 9 + [i + 9], "domain": "ab"[i % 2]}
+            for i in range(6)]
+    rows[0] = {**rows[0], "labels": [-100, 1] + [-100] * 8}   # supervised inside the kept part
+    with pytest.warns(RuntimeWarning, match=r"grokmon: 5 of 6 probe samples keep none of their supervised tokens"):
+        ProbeSet.from_dataset(rows, n=6, seq_len=8)
+    with w.catch_warnings():
+        w.simplefilter("error")
+        ProbeSet.from_dataset(rows, n=6, seq_len=10)        # the answer is kept: no warning
+        ProbeSet.from_dataset([{"input_ids": r["input_ids"]} for r in rows], n=6, seq_len=8)  # no labels: not checked
+    # the first kept token is never predicted: a row supervised only there is blind too
+    with pytest.warns(RuntimeWarning, match="1 of 1 probe samples"):
+        ProbeSet.from_dataset([{"input_ids": list(range(10)), "labels": [0] + [-100] * 9}], n=1, seq_len=10)

@@ -73,7 +73,7 @@ def test_report_has_every_part_of_the_run(record, tmp_path):
     # the current stage of each group in the summary badges
     badges = {b.attrs["data-group"]: "".join(b.text) for b in with_class(els, "stage-badge")}
     assert set(badges) == {"overall", *GROUPS}
-    assert "prose: memorizing since step 0" in badges["prose"]
+    assert "prose: memorizing since step 100" in badges["prose"]   # step 0: no fall seen yet
 
     # held-out curve and run facts
     svg_text = " ".join(t for e in inside(els, "chart-headline") for t in e.text)
@@ -291,8 +291,11 @@ def test_group_charts_carry_stage_bands_changes_and_labelled_alerts(record, tmp_
     for chart in ("chart-groups", "chart-group-loss"):
         bands = with_class(els, "stage-band", inside=chart)
         # the whole probe set's stage behind the lines: one band per stretch, in order
-        expected = [(0, "memorizing")] + [(t["step"], t["extra"]["stage"]) for t in stage_alerts
-                                          if not t["extra"]["group"]]
+        from grokmon.alerts.stages import STAGES
+
+        first_step, first_code = overall[0]   # where the record's stage starts (a first probe may be unknown)
+        expected = [(first_step, STAGES[int(first_code)])] + [(t["step"], t["extra"]["stage"]) for t in stage_alerts
+                                                              if not t["extra"]["group"]]
         assert [(int(b.attrs["data-step"]), b.attrs["data-stage"]) for b in bands] == expected
         changes = with_class(els, "stage-change", inside=chart)
         assert sorted((int(c.attrs["data-step"]), c.attrs["data-group"]) for c in changes) == sorted(

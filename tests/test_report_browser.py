@@ -22,6 +22,7 @@ from report_dom import by_id, inside, parse, with_class  # noqa: E402
 from report_fixtures import GROUPS, write_eval_csv, write_record  # noqa: E402
 
 from grokmon.report import write_report  # noqa: E402
+from grokmon.sinks import read_jsonl  # noqa: E402
 from grokmon.report.charts import STAGE_COLORS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +83,7 @@ def rendered(tmp_path_factory):
     dom = _chromium("--dump-dom", probe.as_uri(), tmp_path=tmp).stdout
     shot = tmp / "screenshot.png"
     _chromium(f"--screenshot={shot}", page.as_uri(), tmp_path=tmp)
-    return {"dom": dom, "shot": shot, "page": page}
+    return {"dom": dom, "shot": shot, "page": page, "record": tmp / record}
 
 
 def test_browser_dom_has_charts_table_and_markers(rendered):
@@ -90,7 +91,9 @@ def test_browser_dom_has_charts_table_and_markers(rendered):
     for chart in CHARTS:
         assert inside(els, chart, "svg"), f"no SVG in #{chart} after the browser parsed the page"
     assert len(with_class(els, "alert-marker", inside="chart-headline")) == 2
-    assert len(inside(els, "stage-table", "tr")) == 1 + 2 + 3  # header, 2 alerts, 3 stage changes
+    alerts = [r["alert"] for r in read_jsonl(rendered["record"]) if "alert" in r]
+    assert sum(a["kind"] != "stage" for a in alerts) == 2
+    assert len(inside(els, "stage-table", "tr")) == 1 + len(alerts)  # a header, then every alert and stage change
     assert {e.attrs["data-group"] for e in with_class(els, "group-line", inside="chart-groups")} == set(GROUPS)
 
     layout = json.loads("".join(by_id(els, "layout").text))
@@ -104,6 +107,14 @@ def test_browser_dom_has_charts_table_and_markers(rendered):
     assert layout["table"][3] > 100
 
 
+def _overall_stretches(record: Path) -> list[str]:
+    """The record's whole-probe-set stages, one per stretch (what the bands must show, in order)."""
+    from grokmon.alerts.stages import STAGES
+
+    codes = [r["metrics"]["grokmon/stage"] for r in read_jsonl(record) if "metrics" in r]
+    return [STAGES[int(c)] for i, c in enumerate(codes) if i == 0 or c != codes[i - 1]]
+
+
 def test_browser_group_charts_have_stage_shading_and_the_page_the_config_line(rendered):
     """The stage bands behind the per-group lines are laid out, coloured, inside their chart; the
     configuration line the monitor writes first is rendered."""
@@ -113,7 +124,7 @@ def test_browser_group_charts_have_stage_shading_and_the_page_the_config_line(re
     for chart in ("chart-groups", "chart-group-loss"):
         cx, cy, cw, ch = layout[chart]
         bands = layout["bands"][chart]
-        assert [stage for stage, *_ in bands] == ["memorizing", "unknown"], chart
+        assert [stage for stage, *_ in bands] == _overall_stretches(rendered["record"]), chart
         for stage, x, y, w, h in bands:
             assert w > 10 and h > 50 and cx - 1 <= x and x + w <= cx + cw + 1, (chart, stage, x, w)
             # the band is tinted with its stage colour in the screenshot (alpha 0.2 over white)

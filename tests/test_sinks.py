@@ -228,7 +228,7 @@ def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
     for gs in range(1, 7):  # the host is ahead: W&B's _step is 6 when grokmon first logs
         run.log({"train/loss": 1.0 / gs, "train/global_step": gs})
     sink = WandbSink(run, charts_every=2)
-    probes = {0: (0, 0), 2: (0, 3), 4: (3, 3)}
+    probes = {0: (3, 0), 2: (0, 3), 4: (3, 3)}   # a starts unknown (no fall seen): a start, not a change
     for step, codes in probes.items():
         sink.log(_group_probe(codes, 0.5 - step / 100), step=step)
     sink.alert(_Event("grokmon: plateau_pathway_distance plateau", "flat", "WARN", 4, rule="plateau_pd"))
@@ -258,12 +258,13 @@ def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
     # the stage timeline: one row per stretch of a group in one stage
     timeline = rec.table("grokmon/stage_timeline")
     assert timeline["columns"] == ["group", "stage", "stage_code", "start_step", "end_step", "probes"]
-    assert timeline["data"] == [["overall", "memorizing", 0, 0, 4, 3], ["a", "memorizing", 0, 0, 2, 2],
-                                ["b", "memorizing", 0, 0, 0, 1], ["b", "unknown", 3, 2, 4, 2],
-                                ["a", "unknown", 3, 4, 4, 1]]
+    assert timeline["data"] == [["overall", "memorizing", 0, 0, 4, 3], ["a", "unknown", 3, 0, 0, 1],
+                                ["b", "memorizing", 0, 0, 0, 1], ["a", "memorizing", 0, 2, 2, 1],
+                                ["b", "unknown", 3, 2, 4, 2], ["a", "unknown", 3, 4, 4, 1]]
     # the summary: stages now, transitions, alert firings
     assert rec.summary["grokmon/stages"] == {"overall": "memorizing", "a": "unknown", "b": "unknown"}
     assert rec.summary["grokmon/stage_transitions"] == [
+        {"step": 2, "group": "a", "previous": "unknown", "stage": "memorizing"},
         {"step": 2, "group": "b", "previous": "memorizing", "stage": "unknown"},
         {"step": 4, "group": "a", "previous": "memorizing", "stage": "unknown"}]
     alerts = rec.summary["grokmon/alerts"]

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from child_env import child_env
 from scipy import stats
@@ -17,8 +18,13 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from examples.validation.analyze import _auc, _lead, classify, headline, unit_measures  # noqa: E402
-from examples.validation.tasks import make_task  # noqa: E402
+from examples.validation.analyze import (  # noqa: E402
+    _auc, _cross, _lead, classify, contrast, headline, loss_spikes, specificity_table, unit_measures,
+)
+from examples.validation.tasks import canary_token, make_task, vocab_size  # noqa: E402
+from grokmon.metrics.distance import pathway_distance  # noqa: E402
+from grokmon.pathways import Pathways, PathwaySequences, pathway_sequences  # noqa: E402
+from grokmon.validation import partial_spearman  # noqa: E402
 
 SUMMARY = ROOT / "docs" / "validation" / "summary.json"
 
@@ -29,11 +35,11 @@ def test_quick_matrix_runs_end_to_end_and_is_cached(tmp_path) -> None:
     run = subprocess.run([*cmd, "run", "--quick", "--out", str(out)], cwd=ROOT, env=child_env(),
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "1 cells, 0 cached, 1 to run" in run.stdout and "[1/1] olmoe-mix-L2-s0 done" in run.stdout
-    assert run.stdout.count("olmoe-mix-L2-s0 step ") == 5   # progress: a line per probe on the console
-    cell = out / "olmoe-mix-L2-s0"
-    log = (out / "olmoe-mix-L2-s0.log").read_text().splitlines()
-    assert len(log) == 5 and log[0].startswith("olmoe-mix-L2-s0 step     0  held-out add")  # a line per probe
+    assert "1 cells, 0 cached, 1 to run" in run.stdout and "[1/1] olmoe-mix-L2-s0-c done" in run.stdout
+    assert run.stdout.count("olmoe-mix-L2-s0-c step ") == 5   # progress: a line per probe on the console
+    log = (out / "olmoe-mix-L2-s0-c.log").read_text().splitlines()
+    assert len(log) == 5 and log[0].startswith("olmoe-mix-L2-s0-c step     0  held-out add")  # a line per probe
+    assert "canary" in log[0]
     again = subprocess.run([*cmd, "run", "--quick", "--out", str(out)], cwd=ROOT, env=child_env(),
                            capture_output=True, text=True, timeout=600)
     assert "1 cells, 1 cached, 0 to run" in again.stdout
@@ -41,9 +47,23 @@ def test_quick_matrix_runs_end_to_end_and_is_cached(tmp_path) -> None:
                           cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
     assert summ.returncode == 0, summ.stdout + summ.stderr
     data = json.loads(summary.read_text())
-    assert [u["domain"] for u in data["units"]] == ["add", "sub", "div"]
-    s = json.loads((series / "olmoe-mix-L2-s0.json").read_text())["series"]
+    assert [u["domain"] for u in data["units"]] == ["add", "sub", "div", "canary"]
+    assert [u["class"] for u in data["units"]][-1] == "canary"
+    s = json.loads((series / "olmoe-mix-L2-s0-c.json").read_text())["series"]
     assert s["add"]["step"] == [0.0, 50.0, 100.0, 150.0, 200.0]
+    # both within-run baselines: canaries probed as their own group, and cross-group pairs per domain
+    assert "cross_distance" in s["add"] and "cross_distance" not in s["canary"] and len(s["add"]["spike"]) == 5
+    assert all(0.0 < x <= 1.0 for x in s["add"]["cross_distance"])
+    names = set(data["metrics"])
+    assert {"distance|canary", "distance|cross", "distance_token|canary", "probe_loss|canary"} <= names
+    # what summary needs is recorded beside the summary, so it runs again without the run folder
+    assert (tmp_path / "cells" / "olmoe-mix-L2-s0-c.json.gz").exists()
+    import shutil
+    shutil.rmtree(out)
+    again = subprocess.run([*cmd, "summary", "--out", str(out), "--series", str(series), "--summary", str(summary)],
+                           cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(summary.read_text())["units"] == data["units"]
     # the held-out accuracy recorded per probe is the model's: between 0 and 1, one per domain
     assert all(0.0 <= a <= 1.0 for d in s for a in s[d]["held"])
     # the live record holds the stage of every domain at every probe, and the replay reproduces it
@@ -78,11 +98,11 @@ def test_tasks_are_what_they_say() -> None:
 
 
 def test_measures_against_scipy_and_by_hand() -> None:
-    steps = [0, 100, 200, 300, 400, 500, 600]
-    held = [0.0, 0.1, 0.1, 0.3, 0.8, 1.0, 1.0]
-    train_acc = [0.1, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
-    dist = [0.5, 0.6, 0.58, 0.5, 0.4, 0.35, 0.35]
-    series = {"step": steps, "held": held, "train_acc": train_acc, "train_loss": [3, 1, .5, .4, .3, .2, .1]}
+    steps = [0, 100, 200, 300, 400, 500, 600, 1100]   # >= 1000 steps after memorization: a grokked unit
+    held = [0.0, 0.1, 0.1, 0.3, 0.8, 1.0, 1.0, 1.0]
+    train_acc = [0.1, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    dist = [0.5, 0.6, 0.58, 0.5, 0.4, 0.35, 0.35, 0.35]
+    series = {"step": steps, "held": held, "train_acc": train_acc, "train_loss": [3, 1, .5, .4, .3, .2, .1, .1]}
     from examples.validation.analyze import VARIANTS
     for name in VARIANTS:
         series.setdefault(name, dist)
@@ -106,3 +126,184 @@ def test_readme_headline_matches_the_committed_summary() -> None:
     readme = " ".join((ROOT / "README.md").read_text().split())
     claim = " ".join(headline(summary).split())
     assert claim in readme, f"README's headline is stale; regenerate it from the summary:\n{claim}"
+
+
+def test_canaries_are_random_labels_under_their_own_token() -> None:
+    t = make_task("div", p=11, seed=0, canary=0.1)
+    assert t.domains == ("div", "canary")
+    main = (t.train.domain == 0).sum().item()
+    canary = t.train.domain == 1
+    assert canary.sum().item() == round(0.1 * main) and (t.held.domain == 1).sum().item() == canary.sum().item()
+    assert (t.train.ids[canary, 1] == canary_token(11)).all() and canary_token(11) == vocab_size(11, True) - 1
+    assert (t.train.ids[~canary, 1] != canary_token(11)).all()
+    # the main domain is what it was without canaries (same pairs, same split)
+    plain = make_task("div", p=11, seed=0)
+    assert torch.equal(plain.train.ids, t.train.ids[~canary]) and vocab_size(11) == canary_token(11)
+    with pytest.raises(ValueError, match="share of the training set"):
+        make_task("div", p=11, canary=0.7)
+
+
+def test_classes_need_delayed_generalization_and_time_after_memorization() -> None:
+    base = {"task": "div", "memorized_step": 1000, "max_held": 1.0, "final_held": 1.0, "last_step": 3000}
+    assert classify({**base, "held_at_memorization": 0.04}) == "grokked"
+    assert classify({**base, "held_at_memorization": 0.9}) == "early"        # no delayed generalization
+    assert classify({**base, "held_at_memorization": 0.04, "last_step": 1500}) == "short"  # < 1000 steps after
+    assert classify({**base, "held_at_memorization": 0.04, "domain": "canary"}) == "canary"
+
+
+def test_loss_spikes_flag_probes_of_a_collapsed_model() -> None:
+    steps = [0, 100, 200, 300, 400, 500]
+    assert loss_spikes([3.0, 1.0, 0.1, 0.2, 2.0, 0.1], [0, .5, 1, 1, .2, 1], 200, steps) == [0, 0, 0, 0, 1, 0]
+    # train accuracy collapsing after memorization is a spike even while the loss stays low-ish
+    assert loss_spikes([3.0, 1.0, 0.1, 0.15, 0.15, 0.1], [0, .5, 1, .5, 1, 1], 200, steps) == [0, 0, 0, 1, 0, 0]
+
+
+def _reference_partial(x, y, z) -> float:
+    """Partial Spearman by hand: residuals of the ranks of x and y on the ranks of z, correlated."""
+    rx, ry, rz = (stats.rankdata(v) for v in (x, y, z))
+    design = np.vstack([rz, np.ones_like(rz)]).T
+    ex = rx - design @ np.linalg.lstsq(design, rx, rcond=None)[0]
+    ey = ry - design @ np.linalg.lstsq(design, ry, rcond=None)[0]
+    return float(ex @ ey / np.linalg.norm(ex) / np.linalg.norm(ey))
+
+
+def test_canary_and_cross_group_contrasts_by_hand() -> None:
+    from examples.validation.analyze import VARIANTS
+    steps = [0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200]
+    held = [0.0, 0.02, 0.05, 0.03, 0.1, 0.2, 0.15, 0.7, 0.6, 0.97, 1.0, 1.0, 1.0]  # not monotone in the step:
+    # with held-out rising strictly with the step the partial given the step is undefined (NaN)
+    train_acc = [0.1, 1.0] + [1.0] * 11
+    dist = [0.5, 0.6, 0.59, 0.6, 0.57, 0.55, 0.5, 0.45, 0.42, 0.4, 0.39, 0.39, 0.38]
+    cross = [0.7, 0.72, 0.71, 0.72, 0.71, 0.72, 0.7, 0.71, 0.7, 0.69, 0.7, 0.7, 0.69]
+    canary_dist = [0.5, 0.62, 0.6, 0.6, 0.58, 0.6, 0.57, 0.58, 0.55, 0.56, 0.55, 0.54, 0.55]
+    series = {"step": steps, "held": held, "train_acc": train_acc, "train_loss": [3, 1] + [0.1] * 11}
+    canary = {"step": steps, "held": [0.02] * 13, "train_acc": [0.0] + [1.0] * 12, "train_loss": [3] + [0.1] * 12}
+    for name in VARIANTS:
+        series.setdefault(name, dist)
+        canary.setdefault(name, canary_dist)
+    series["cross_distance"] = cross
+    unit = unit_measures(series, "div", "div", canary)
+    assert unit["class"] == "grokked" and unit["memorized_step"] == 100 and unit["window"] == [100, 900]
+    at = 1   # memorization
+    c = np.array(dist) / dist[at] - np.array(canary_dist) / canary_dist[at]
+    assert np.allclose(contrast(np.array(dist), np.array(canary_dist), at), c)
+    m = unit["metrics"]["distance|canary"]
+    win = slice(1, 10)   # memorization (100) to the first probe at 95 % of the best held-out (900)
+    assert m["rho_window"] == pytest.approx(stats.spearmanr(c[win], held[win])[0])
+    assert m["rho_after"] == pytest.approx(stats.spearmanr(c[1:], held[1:])[0])
+    assert m["partial_step_window"] == pytest.approx(_reference_partial(c[win], held[win], steps[win]))
+    assert m["partial_step"] == pytest.approx(_reference_partial(c[1:], held[1:], steps[1:]))
+    # the change of a contrast is the unit's relative change minus the canaries' over the same steps
+    span_end = 11   # memorization + 1000 steps
+    assert m["change_span"] == pytest.approx((dist[span_end] / dist[at] - 1) - (canary_dist[span_end] / canary_dist[at] - 1))
+    k = unit["metrics"]["distance|cross"]
+    cc = np.array(dist) / dist[at] - np.array(cross) / cross[at]
+    assert k["rho_window"] == pytest.approx(stats.spearmanr(cc[win], held[win])[0])
+    fall = unit["fall_span"]["distance"]
+    assert fall["group"] == pytest.approx(dist[span_end] / dist[at] - 1)
+    assert fall["canary"] == pytest.approx(canary_dist[span_end] / canary_dist[at] - 1)
+    assert fall["cross"] == pytest.approx(cross[span_end] / cross[at] - 1)
+    assert partial_spearman(c[win], np.array(held)[win], np.array(steps)[win]) == pytest.approx(m["partial_step_window"])
+    spec = specificity_table([{**unit, "class": "grokked"}])["distance"]
+    assert spec["group_fell_more_than_canary"] == 1 and spec["group_fell_more_than_cross"] == 1
+    # the AUC of a contrast: grokked units' change against negative units', ties half
+    assert _auc([m["change_span"]], [0.0, m["change_span"]]) == 0.75
+
+
+def test_cross_group_distance_pairs_one_member_with_one_non_member() -> None:
+    torch.manual_seed(0)
+    w = torch.softmax(torch.randn(6, 2, 4) * 3, dim=-1)
+    p = Pathways(mean_weights=w, layers=(0, 1), router_names=("a", "b"), num_experts=4,
+                 expert_counts=torch.ones(2, 4), groups=torch.tensor([0, 0, 1, 1, 2, 2]), group_names=("x", "y", "z"))
+    member = p.groups == 0
+    seqs = pathway_sequences(p, "threshold", threshold=0.7)
+    by_hand = []
+    for i in (0, 1):
+        for j in (2, 3, 4, 5):
+            pair = PathwaySequences(seqs.ids[[i, j]], seqs.lengths[[i, j]], seqs.alphabet_size)
+            by_hand.append(pathway_distance(pair).normalized)
+    assert _cross(p, p, member, "distance") == pytest.approx(float(np.mean(by_hand)))
+
+
+def test_a_cut_cell_resumes_from_its_checkpoint_bit_for_bit(tmp_path) -> None:
+    """A cell stopped after a probe (a session that ends) continues from checkpoint.pt to the same records."""
+    from examples.validation.run import Cell, run_cell
+    cell = Cell("mixtral", "div", p=11, steps=40, every=10, probe_per_domain=8, canary=0.1, checkpoint_s=0)
+    whole = run_cell(cell, tmp_path / "a", log=lambda *_: None)
+    assert run_cell(cell, tmp_path / "b", log=lambda *_: None, stop_at=20) is None
+    assert (tmp_path / "b" / cell.name / "checkpoint.pt").exists()
+    assert not (tmp_path / "b" / cell.name / "result.json").exists()
+    lines: list[str] = []
+    resumed = run_cell(cell, tmp_path / "b", log=lines.append)
+    assert lines[0].startswith(f"{cell.name} resumed at step 20") and len(lines) == 3   # probes 30 and 40 only
+    assert not (tmp_path / "b" / cell.name / "checkpoint.pt").exists()   # a finished cell keeps no checkpoint
+    a, b = (torch.load(tmp_path / x / cell.name / "probes.pt", weights_only=True) for x in "ab")
+    assert [r["step"] for r in b] == [0, 10, 20, 30, 40]
+    assert [(r["held_acc"], r["train_loss"]) for r in a] == [(r["held_acc"], r["train_loss"]) for r in b]
+    assert torch.equal(a[-1]["full"]["pathways"]["mean_weights"], b[-1]["full"]["pathways"]["mean_weights"])
+    rows = lambda x: [json.loads(s)["step"] for s in (tmp_path / x / cell.name / "live" / "grokmon.jsonl")  # noqa: E731
+                      .read_text().splitlines() if "metrics" in json.loads(s)]
+    assert rows("a") == rows("b") == [0, 10, 20, 30, 40]   # the live record is not doubled
+    assert whole["final_held_acc"] == resumed["final_held_acc"] and whole["parameters"] == resumed["parameters"]
+
+
+def test_ladder_plan_grows_the_model_and_waits_for_the_preregistered_rule(tmp_path) -> None:
+    from examples.validation import ladder
+    from examples.validation.__main__ import finished, plan
+    cells = plan("ladder")
+    rungs = [c.rung for c in cells if c.rung is not None]
+    assert sorted(set(rungs)) == list(ladder.LOWER) and all(c.canary == ladder.CANARY for c in cells)
+    assert {c.family for c in cells if c.rung is not None} == set(ladder.FAMILIES)
+    assert {(c.task, c.seed) for c in cells if c.rung == 0} == {("div", 0), ("div", 1), ("rand", 0)}
+    shapes = [ladder.RUNGS[r] for r in sorted(ladder.RUNGS)]
+    for key in ("layers", "hidden", "experts", "top_k"):
+        assert [s[key] for s in shapes] == sorted(s[key] for s in shapes)    # all grow together
+    assert shapes[0]["top_k"] == 2 and shapes[-1]["top_k"] == 4 and len(shapes) >= 4
+    # the 6 cells the first matrix lacked come with the ladder, with canaries
+    assert {c.name for c in cells if c.rung is None} == {
+        "deepseek_v3-div-L4-s0-c", "deepseek_v3-rand-L4-s0-c", "qwen3_moe-div-L4-s0-c", "qwen3_moe-rand-L4-s0-c",
+        "olmoe-mix-L2-s1-c", "qwen3_moe-mix-L2-s1-c"}
+    if ladder.PREREGISTERED_LADDER is None:
+        with pytest.raises(SystemExit, match="only after a decision rule"):
+            plan("top")
+    # a cell is finished when its run folder has result.json or its record is committed
+    c = cells[0]
+    assert not finished(c, tmp_path, tmp_path / "cells")
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "cells" / f"{c.name}.json.gz").write_bytes(b"")
+    assert finished(c, tmp_path, tmp_path / "cells")
+    # the first matrix's 34 cells are committed: `run` (the matrix plan) would not train them again
+    assert sum(finished(c, tmp_path / "none") for c in plan("matrix")) >= 34
+
+
+def test_small_probe_variants_use_the_first_samples_of_each_group(tmp_path, monkeypatch) -> None:
+    """The top rungs probe 256 a group; ``*_small`` recomputes the matrix's size from the first samples."""
+    from examples.validation import analyze
+    from examples.validation.run import Cell, run_cell
+    cell = Cell("olmoe", "div", p=11, steps=20, every=10, probe_per_domain=8, canary=0.05)
+    result = run_cell(cell, tmp_path, log=lambda *_: None)
+    records = torch.load(tmp_path / cell.name / "probes.pt", weights_only=True)
+    monkeypatch.setattr(analyze, "SMALL", 4)
+    series = analyze.unit_series(records, result["domains"])
+    assert "distance_small" in series["div"] and "distance_small" not in series["canary"]   # canary: 2 samples
+    full = analyze._pathways(records[-1]["full"]["pathways"])
+    first = full.select((full.groups == 0).nonzero().flatten()[:4])
+    seqs = pathway_sequences(first, "threshold", threshold=0.7)
+    by_hand = np.mean([pathway_distance(PathwaySequences(seqs.ids[[i, j]], seqs.lengths[[i, j]], seqs.alphabet_size))
+                       .normalized for i in range(4) for j in range(i + 1, 4)])
+    assert series["div"]["distance_small"][-1] == pytest.approx(float(by_hand))
+
+
+def test_a_cell_finished_with_another_recipe_is_reported(tmp_path) -> None:
+    import dataclasses
+    import gzip
+    from examples.validation.__main__ import recipe_drift
+    from examples.validation.ladder import ladder_cells
+    cell = ladder_cells(rungs=(1,))[0]
+    (tmp_path / "cells").mkdir()
+    old = {**dataclasses.asdict(cell), "steps": 6000}
+    with gzip.open(tmp_path / "cells" / f"{cell.name}.json.gz", "wt") as fh:
+        json.dump({"result": {"cell": old}, "live": []}, fh)
+    longer = dataclasses.replace(cell, steps=12000)
+    assert recipe_drift(longer, tmp_path / "runs", tmp_path / "cells") == {"steps": (6000, 12000)}
+    assert recipe_drift(dataclasses.replace(cell, steps=6000), tmp_path / "runs", tmp_path / "cells") == {}

@@ -1,10 +1,12 @@
 """Command line of the validation matrix.
 
     python -m examples.validation run --jobs 2 --out validation_runs      # the whole matrix, resumable
+    python -m examples.validation run --plan ladder --jobs 1              # the scale ladder's lower rungs
     python -m examples.validation run --quick --out /tmp/quick            # one tiny cell, about a minute
     python -m examples.validation summary --out validation_runs           # tables from the cached runs
 
-``run`` skips cells whose ``result.json`` exists; each cell uses one thread and prints one line per
+``run`` skips finished cells (``result.json`` in ``--out``, or the cell's record committed under
+``docs/validation/cells/``) and resumes a cut one from its checkpoint; each cell uses one thread and prints one line per
 probe (step, held-out accuracy per domain, the live distance and stage, seconds so far). ``summary`` computes
 every metric variant from each run's raw pathways, writes ``series/<cell>.json`` (small, committed
 under ``docs/validation/``) and ``summary.json``, and prints the tables of docs/validation.md.
@@ -13,28 +15,82 @@ under ``docs/validation/``) and ``summary.json``, and prints the tables of docs/
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from .families import FAMILIES
+from .ladder import CANARY, LOWER, ladder_cells, top_cells
 from .run import Cell, run_cell
+
+#: where each finished cell's record (what ``summary`` needs besides its series) is committed
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "validation" / "cells"
 
 
 def full_plan() -> list[Cell]:
     """The matrix, most informative cells first (a partial run still covers every family, task,
-    depth and a second seed): 30 two-layer cells, 6 four-layer cells, 4 second-seed cells."""
+    depth and a second seed): 30 two-layer cells, 6 four-layer cells, 4 second-seed cells. The 34
+    that ran first had no canaries; the 6 that ran later (4-layer DeepSeek-V3 and Qwen3-MoE, the
+    second seed of the mixture) have 3 % canaries (named ``...-c``)."""
     two_layer = [Cell(f, t) for t in ("add", "div", "rand", "mix") for f in FAMILIES]
-    deep = [Cell(f, t, layers=4) for f in ("olmoe", "deepseek_v3", "qwen3_moe") for t in ("div", "rand")]
-    seed1 = [Cell(f, t, seed=1) for t in ("div", "mix") for f in ("olmoe", "qwen3_moe")]
+    deep = [Cell(f, t, layers=4) for f in ("olmoe",) for t in ("div", "rand")]
+    seed1 = [Cell(f, "div", seed=1) for f in ("olmoe", "qwen3_moe")]
     late = [Cell(f, t) for f in FAMILIES for t in ("sub", "quad")]
-    return two_layer + deep[:2] + seed1[:2] + late + deep[2:] + seed1[2:]
+    return two_layer + deep + seed1 + late + missing_cells()
+
+
+def missing_cells() -> list[Cell]:
+    """The 6 cells the first matrix lacked, with canaries."""
+    deep = [Cell(f, t, layers=4, canary=CANARY) for f in ("deepseek_v3", "qwen3_moe") for t in ("div", "rand")]
+    return deep + [Cell(f, "mix", seed=1, canary=CANARY) for f in ("olmoe", "qwen3_moe")]
 
 
 def quick_plan() -> list[Cell]:
-    return [Cell("olmoe", "mix", steps=200, every=50, probe_per_domain=16)]
+    return [Cell("olmoe", "mix", steps=200, every=50, probe_per_domain=16, canary=CANARY)]
+
+
+def plan(name: str) -> list[Cell]:
+    """``matrix``, ``ladder`` (lower rungs, then the matrix's missing cells), ``top`` (pre-registered
+    rule required) or ``quick``."""
+    if name == "quick":
+        return quick_plan()
+    if name == "matrix":
+        return full_plan()
+    if name == "ladder":
+        return ladder_cells(rungs=(0,)) + missing_cells() + ladder_cells(rungs=tuple(r for r in LOWER if r))
+    if name == "top":
+        return top_cells()
+    raise SystemExit(f"unknown plan {name!r}: use matrix, ladder, top or quick")
+
+
+def recipe_drift(cell: Cell, out: Path, committed: Path = COMMITTED) -> dict[str, tuple[Any, Any]]:
+    """``{field: (recorded, planned)}`` where a finished cell ran with another recipe than the plan's
+    (a cell's name does not hold its recipe, so ``run`` would take it as done)."""
+    recorded = None
+    if (out / cell.name / "result.json").exists():
+        recorded = json.loads((out / cell.name / "result.json").read_text())["cell"]
+    elif (committed / f"{cell.name}.json.gz").exists():
+        with gzip.open(committed / f"{cell.name}.json.gz", "rt") as fh:
+            recorded = json.load(fh)["result"]["cell"]
+    elif (committed / f"{cell.name}.json").exists():
+        recorded = json.loads((committed / f"{cell.name}.json").read_text())["result"]["cell"]
+    if recorded is None:
+        return {}
+    planned = asdict(cell)
+    return {k: (recorded.get(k), v) for k, v in planned.items()
+            if k not in ("checkpoint_s",) and recorded.get(k, v) != v}
+
+
+def finished(cell: Cell, out: Path, committed: Path = COMMITTED) -> bool:
+    """A cell is done if its run folder has ``result.json`` or its record is committed."""
+    return (out / cell.name / "result.json").exists() or any(
+        (committed / f"{cell.name}{ext}").exists() for ext in (".json", ".json.gz"))
 
 
 def _work(cell: Cell, out: str) -> tuple[str, float]:
@@ -56,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", default="validation_runs", help="folder of the cached runs")
     run.add_argument("--jobs", type=int, default=2, help="cells at once, one thread each")
     run.add_argument("--quick", action="store_true", help="one tiny cell (CI's end-to-end check)")
+    run.add_argument("--plan", default="matrix", help="matrix (default), ladder (lower rungs + missing cells), top")
     run.add_argument("--only", nargs="*", default=None, help="run only cells whose name contains one of these")
     summ = sub.add_parser("summary", help="compute every metric variant and print the tables")
     summ.add_argument("--out", default="validation_runs", help="folder of the cached runs")
@@ -66,12 +123,19 @@ def main(argv: list[str] | None = None) -> int:
         from .analyze import summarize
         summarize(Path(args.out), Path(args.series), Path(args.summary))
         return 0
-    plan = quick_plan() if args.quick else full_plan()
+    cells = plan("quick" if args.quick else args.plan)
     if args.only:
-        plan = [c for c in plan if any(s in c.name for s in args.only)]
+        cells = [c for c in cells if any(s in c.name for s in args.only)]
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    todo = [c for c in plan if not (Path(args.out) / c.name / "result.json").exists()]
-    print(f"{len(plan)} cells, {len(plan) - len(todo)} cached, {len(todo)} to run with {args.jobs} jobs; "
+    committed = COMMITTED if not args.quick else Path(args.out)
+    todo = [c for c in cells if not finished(c, Path(args.out), committed)]
+    for c in cells:
+        drift = recipe_drift(c, Path(args.out), committed) if c not in todo else {}
+        if drift:
+            print(f"warning: {c.name} finished with another recipe than the plan's "
+                  f"({', '.join(f'{k} {a} vs {b}' for k, (a, b) in drift.items())}): it is not run again; "
+                  "rename the plan's cells or remove the old record to rerun it", flush=True)
+    print(f"{len(cells)} cells, {len(cells) - len(todo)} cached, {len(todo)} to run with {args.jobs} jobs; "
           f"a line per probe here and in {args.out}/<cell>.log", flush=True)
     started = time.perf_counter()
     with ProcessPoolExecutor(args.jobs) as pool:

@@ -7,6 +7,11 @@ README's plateau rule go to ``live/grokmon.jsonl``), and keeps the probe's raw p
 sample, and the prompt without its answer) in ``probes.pt`` so that every metric variant can be
 recomputed later without training again. ``result.json`` marks a finished cell.
 
+A cell that is cut (a session ends, the machine restarts) resumes: every ``checkpoint_s`` seconds
+(at a probe step) the model, optimizer, schedule, minibatch generator, the records so far and the
+monitor's state go to ``checkpoint.pt``; the next ``run`` continues from there (the live JSONL
+record is cut back to the checkpoint's step by the monitor's own resume).
+
 Example:
     >>> cell = Cell("olmoe", "add", layers=2, seed=0)
     >>> cell.name
@@ -26,6 +31,7 @@ import torch
 
 from grokmon import GrokkingMonitor, MonitorConfig, MetricConfig, PlateauRule, ProbeSet
 from grokmon.routing import capture_pathways
+from grokmon.torchfile import load_torch_file
 
 from .families import make_model
 from .tasks import Split, Task, make_task, vocab_size
@@ -36,6 +42,10 @@ README_RULE = dict(metric="pathway_distance", mode="min", patience=5, min_delta=
 
 @dataclass(frozen=True)
 class Cell:
+    """One run. ``canary``: share of random-label canaries (its own domain); ``rung``: the scale
+    ladder's rung (names the cell ``<family>-<task>-R<rung>-s<seed>``); ``train_fraction``: None for
+    the task's default."""
+
     family: str
     task: str
     layers: int = 2
@@ -47,10 +57,19 @@ class Cell:
     lr: float = 3e-3
     weight_decay: float = 1.0
     probe_per_domain: int = 64
+    canary: float = 0.0
+    hidden: int = 64
+    experts: int = 8
+    top_k: int = 2
+    train_fraction: float | None = None
+    rung: int | None = None
+    checkpoint_s: float = 600.0
 
     @property
     def name(self) -> str:
-        return f"{self.family}-{self.task}-L{self.layers}-s{self.seed}"
+        if self.rung is not None:
+            return f"{self.family}-{self.task}-R{self.rung}-s{self.seed}"
+        return f"{self.family}-{self.task}-L{self.layers}-s{self.seed}" + ("-c" if self.canary else "")
 
 
 def _probe_rows(task: Task, per_domain: int, seed: int) -> torch.Tensor:
@@ -82,8 +101,11 @@ def _capture(model: torch.nn.Module, ids: torch.Tensor, groups: torch.Tensor, na
     return {"pathways": state, "loss": None if res.loss_per_sample is None else res.loss_per_sample.float()}
 
 
-def run_cell(cell: Cell, root: Path, log=print) -> dict[str, Any]:
-    """Train ``cell`` into ``root / cell.name``; returns (and writes) its ``result.json``."""
+def run_cell(cell: Cell, root: Path, log=print, stop_at: int | None = None) -> dict[str, Any] | None:
+    """Train ``cell`` into ``root / cell.name``; returns (and writes) its ``result.json``.
+
+    ``stop_at``: leave at that probe step after its checkpoint, as a cut session would (returns None).
+    """
     out = root / cell.name
     done = out / "result.json"
     if done.exists():
@@ -91,8 +113,9 @@ def run_cell(cell: Cell, root: Path, log=print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     started = time.perf_counter()
-    task = make_task(cell.task, cell.p, cell.seed)
-    model = make_model(cell.family, cell.layers, vocab_size(cell.p), cell.seed)
+    task = make_task(cell.task, cell.p, cell.seed, canary=cell.canary, fraction=cell.train_fraction)
+    model = make_model(cell.family, cell.layers, vocab_size(cell.p, bool(cell.canary)), cell.seed,
+                       experts=cell.experts, top_k=cell.top_k, hidden=cell.hidden, expert_size=cell.hidden)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cell.lr, betas=(0.9, 0.98), weight_decay=cell.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 10))
@@ -107,22 +130,48 @@ def run_cell(cell: Cell, root: Path, log=print) -> dict[str, Any]:
     g = torch.Generator().manual_seed(cell.seed + 1)
     n = len(task.train)
     records: list[dict[str, Any]] = []
-    train_loss = math.nan
-    for step in range(cell.steps + 1):
-        if step % cell.every == 0:
+    train_loss, window_max, first, probed = math.nan, math.nan, 0, -1
+    ckpt = out / "checkpoint.pt"
+    spent = 0.0   # seconds of earlier sessions of this cell
+    if ckpt.exists():
+        state = load_torch_file(ckpt, what="a validation cell checkpoint", fix="delete it to start the cell over")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["schedule"])
+        g.set_state(state["generator"])
+        # the checkpoint is taken after the probe of ``step`` and before its training step
+        records, first, spent = state["records"], state["step"], state["seconds"]
+        probed = first
+        train_loss, window_max = state["train_loss"], state["window_max"]
+        monitor.load_state_dict(state["monitor"])
+        log(f"{cell.name} resumed at step {first} ({spent:.0f} s spent before)")
+    saved_at = time.perf_counter()
+    for step in range(first, cell.steps + 1):
+        if step % cell.every == 0 and step != probed:
             held_acc, held_loss = _evaluate(model, task.held, task.domains)
             train_acc, train_loss_d = _evaluate(model, task.train, task.domains)
             live = monitor.step(model, step)
             records.append({
                 "step": step, "held_acc": held_acc, "held_loss": held_loss, "train_acc": train_acc,
-                "train_loss": train_loss_d, "minibatch_loss": train_loss,
+                "train_loss": train_loss_d, "minibatch_loss": train_loss, "minibatch_max": window_max,
                 "full": _capture(model, probe_ids, probe_dom, task.domains),
                 "prompt": _capture(model, probe_ids[:, :-1], probe_dom, task.domains),
             })
+            window_max = math.nan
             stage = live.get("grokmon/stage")
             log(f"{cell.name} step {step:5d}  held-out {', '.join(f'{d} {a:.2f}' for d, a in held_acc.items())}  "
                 f"train {min(train_acc.values()):.2f}  distance {live.get('grokmon/pathway_distance', math.nan):.4f}"
-                f"  stage {stage}  {time.perf_counter() - started:.0f}s")
+                f"  stage {stage}  {spent + time.perf_counter() - started:.0f}s")
+            if step < cell.steps and time.perf_counter() - saved_at >= cell.checkpoint_s:
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "schedule": sched.state_dict(),
+                            "generator": g.get_state(), "records": records, "step": step, "train_loss": train_loss,
+                            "window_max": window_max, "monitor": monitor.state_dict(),
+                            "seconds": spent + time.perf_counter() - started}, ckpt.with_suffix(".tmp"))
+                ckpt.with_suffix(".tmp").replace(ckpt)
+                saved_at = time.perf_counter()
+            if step == stop_at:
+                monitor.close()
+                return None
         if step == cell.steps:
             break
         idx = torch.randint(0, n, (cell.batch,), generator=g)
@@ -133,12 +182,15 @@ def run_cell(cell: Cell, root: Path, log=print) -> dict[str, Any]:
         opt.step()
         sched.step()
         train_loss = float(loss.detach())
+        window_max = train_loss if not train_loss <= window_max else window_max  # NaN-safe running max
     monitor.close()
     torch.save(records, out / "probes.pt")
     result = {"cell": asdict(cell), "name": cell.name, "domains": list(task.domains),
               "train_size": len(task.train), "held_size": len(task.held), "probe_size": len(probe),
-              "seconds": round(time.perf_counter() - started, 1),
+              "parameters": sum(p.numel() for p in model.parameters()),
+              "seconds": round(spent + time.perf_counter() - started, 1),
               "final_held_acc": records[-1]["held_acc"], "max_held_acc": {
                   d: max(r["held_acc"][d] for r in records) for d in task.domains}}
     done.write_text(json.dumps(result, indent=1))
+    ckpt.unlink(missing_ok=True)
     return result

@@ -10,6 +10,10 @@ mixture, the paper's "local, asynchronous grokking"). Only ``c`` is supervised.
 * ``rand``: the add inputs with labels drawn at random once (memorizable, never generalizable):
   the negative control.
 
+``canary=0.03`` adds a within-run control to any task: a ``canary`` domain of random-label pairs
+(3 % of the training set's size, as many held out) under a token of its own, ``[a, #, b, =, c]``
+with ``#`` the canary token after ``=`` (so a run without canaries keeps the old vocabulary).
+
 Example:
     >>> t = make_task("div", p=7, seed=0)
     >>> t.train.ids.shape[1], sorted(t.domains), round(len(t.train) / (len(t.train) + len(t.held)), 1)
@@ -30,7 +34,11 @@ TASKS = ("add", "sub", "div", "quad", "mix", "rand")
 CONTROL_TASKS = ("rand",)
 
 
-def vocab_size(p: int) -> int:
+def vocab_size(p: int, canary: bool = False) -> int:
+    return p + len(OPS) + 1 + int(canary)
+
+
+def canary_token(p: int) -> int:
     return p + len(OPS) + 1
 
 
@@ -95,14 +103,38 @@ def _domain(op: str, p: int, fraction: float, seed: int, index: int) -> tuple[Sp
     return Split(ids[tr], c[tr], dom[tr]), Split(ids[he], c[he], dom[he])
 
 
-def make_task(name: str, p: int = 47, seed: int = 0) -> Task:
-    """The train / held-out split of task ``name`` (one of :data:`TASKS`)."""
+def _canaries(p: int, count: int, seed: int, index: int) -> tuple[Split, Split]:
+    """``count`` train and ``count`` held-out pairs with random labels under the canary token."""
+    a, b = torch.cartesian_prod(torch.arange(p), torch.arange(p)).unbind(1)
+    g = torch.Generator().manual_seed(20_000 + seed)
+    order = torch.randperm(len(a), generator=g)[:2 * count]
+    a, b = a[order], b[order]
+    c = torch.randint(0, p, a.shape, generator=g)
+    ids = torch.stack([a, torch.full_like(a, canary_token(p)), b, torch.full_like(a, eq_token(p)), c], dim=1)
+    dom = torch.full((len(a),), index)
+    return Split(ids[:count], c[:count], dom[:count]), Split(ids[count:], c[count:], dom[count:])
+
+
+def make_task(name: str, p: int = 47, seed: int = 0, canary: float = 0.0,
+              fraction: float | None = None) -> Task:
+    """The train / held-out split of task ``name`` (one of :data:`TASKS`).
+
+    ``canary``: share of the training set added as a ``canary`` domain (random labels, own token);
+    ``fraction``: train fraction of a single-task run (default :data:`TRAIN_FRACTION`).
+    """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; use one of {TASKS}")
-    fractions = MIX_FRACTIONS if name == "mix" else {name: TRAIN_FRACTION[name]}
+    if not 0.0 <= canary < 0.5:
+        raise ValueError(f"canary is a share of the training set, 0 <= canary < 0.5; got {canary}")
+    fractions = MIX_FRACTIONS if name == "mix" else {name: TRAIN_FRACTION[name] if fraction is None else fraction}
     parts = [_domain(op, p, f, seed, i) for i, (op, f) in enumerate(fractions.items())]
+    domains = tuple(fractions)
+    if canary:
+        count = max(2, round(canary * sum(len(tr) for tr, _ in parts)))
+        parts.append(_canaries(p, count, seed, len(parts)))
+        domains += ("canary",)
 
     def cat(splits: list[Split]) -> Split:
         return Split(*(torch.cat([getattr(s, f) for s in splits]) for f in ("ids", "answer", "domain")))
 
-    return Task(name, p, tuple(fractions), cat([tr for tr, _ in parts]), cat([he for _, he in parts]))
+    return Task(name, p, domains, cat([tr for tr, _ in parts]), cat([he for _, he in parts]))

@@ -3,8 +3,10 @@
 For every group (and the whole probe set) :class:`GroupStageTracker` reads the probe loss and,
 when asked to, the pathway distance:
 
-* ``memorizing`` (code 0): the probe loss is still falling — it has improved by more than
-  ``min_delta`` within the last ``patience`` probes;
+* ``memorizing`` (code 0): the probe loss is falling — it has fallen below an earlier probe's
+  value (by more than ``min_delta``) within the last ``patience`` probes and is not above its
+  lowest value since. A loss that has not fallen yet (the first probe, or a loss that rises from
+  the start) or that rises again is not memorizing: the stage is ``unknown`` then;
 * ``unknown`` (code 3, the default once the loss has converged): the group's probe loss has stopped
   falling (in the paper's terms, it is memorized), and whether it generalizes **cannot be told**
   from the pathway signals. The probe loss averages every next-token position, some of which no
@@ -21,7 +23,8 @@ when asked to, the pathway distance:
   ``grokking`` in random-label runs: read those stages as "the distance is moving / has settled",
   not as generalization.
 
-Once converged, a group stays converged (memorization happens once). The distance's best value is
+Once converged, a group stays converged (memorization happens once); a loss that has never fallen
+never counts as converged, so with ``claims="distance"`` it never gets ``grokking`` either. The distance's best value is
 reset when the loss converges: during memorization the distance *rises* (the paper's observation).
 
 Example:
@@ -29,6 +32,7 @@ Example:
     >>> for i, l in enumerate([3.0, 2.0, 1.0, 0.5, 0.5, 0.5]):
     ...     for e in t.update(100 * i, {"group/a/probe_loss": l, "group/a/pathway_distance": 0.5}):
     ...         print(i, e.extra["previous"], "->", e.extra["stage"])
+    1 unknown -> memorizing
     5 memorizing -> unknown
     >>> t = GroupStageTracker(patience=2, min_delta=0.0, claims="distance")   # the unvalidated rule
     >>> loss = [3.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]   # converged: 2 probes after 0.5
@@ -36,6 +40,7 @@ Example:
     >>> for i, (l, d) in enumerate(zip(loss, dist)):
     ...     for e in t.update(100 * i, {"group/a/probe_loss": l, "group/a/pathway_distance": d}):
     ...         print(i, e.extra["previous"], "->", e.extra["stage"])
+    1 unknown -> memorizing
     5 memorizing -> grokking
     9 grokking -> saturated
 """
@@ -74,8 +79,10 @@ class _Track:
         self.loss = PlateauCounter("min", o.min_delta, o.threshold_mode)
         self.dist = PlateauCounter("min", o.distance_min_delta, o.threshold_mode)
         self.converged = False
+        self.fell = False      # the loss has fallen below an earlier probe's value
+        self.rising = False    # the latest loss is above the lowest one by more than min_delta
         self.peak: float | None = None  # highest smoothed distance since convergence
-        self.stage = "memorizing"
+        self.stage = "unknown"  # nothing is known before a fall is seen
         self.last_loss: float | None = None
         self.last_distance: float | None = None
 
@@ -83,7 +90,8 @@ class _Track:
         return {
             "loss_smoother": self.loss_smoother.state_dict(), "dist_smoother": self.dist_smoother.state_dict(),
             "loss": self.loss.state_dict(), "dist": self.dist.state_dict(), "converged": self.converged,
-            "peak": self.peak, "stage": self.stage, "last_loss": self.last_loss, "last_distance": self.last_distance,
+            "fell": self.fell, "rising": self.rising, "peak": self.peak, "stage": self.stage,
+            "last_loss": self.last_loss, "last_distance": self.last_distance,
         }
 
     def load_state_dict(self, s: Mapping[str, Any]) -> None:
@@ -92,6 +100,8 @@ class _Track:
         self.loss.load_state_dict(s["loss"])
         self.dist.load_state_dict(s["dist"])
         self.converged = bool(s["converged"])
+        self.fell = bool(s["fell"])
+        self.rising = bool(s["rising"])
         self.peak = None if s.get("peak") is None else float(s["peak"])
         if s["stage"] not in STAGE_CODES:
             raise ConfigError(f"saved stage {s['stage']!r} is not one of {STAGES}; the state is corrupt or newer")
@@ -126,8 +136,11 @@ class GroupStageTracker:
         >>> t = GroupStageTracker()
         >>> t.update(0, {"probe_loss": 2.0, "pathway_distance": 0.5, "group/code/probe_loss": 2.5})
         []
-        >>> t.overall_stage, t.stages(), t.stage_metrics()
-        ('memorizing', {'code': 'memorizing'}, {'stage': 0.0, 'group/code/stage': 0.0})
+        >>> t.overall_stage, t.stages(), t.stage_metrics()   # one probe: no fall seen yet
+        ('unknown', {'code': 'unknown'}, {'stage': 3.0, 'group/code/stage': 3.0})
+        >>> _ = t.update(100, {"probe_loss": 1.5, "group/code/probe_loss": 2.0})
+        >>> t.overall_stage, t.stages()
+        ('memorizing', {'code': 'memorizing'})
     """
 
     def __init__(
@@ -260,9 +273,13 @@ class GroupStageTracker:
                 lv = t.loss_smoother.push(lv)
                 t.last_loss = lv
                 if not t.converged:
-                    t.loss.update(lv)
-                    # once converged, a group stays converged (memorization happens once)
-                    t.converged = t.loss.num_bad >= self.patience
+                    first = t.loss.best is None
+                    t.fell |= t.loss.update(lv) and not first
+                    assert t.loss.best is not None
+                    t.rising = lv > t.loss.best + t.loss.delta(t.loss.best)
+                    # once converged, a group stays converged (memorization happens once); a loss
+                    # that never fell has memorized nothing and never counts as converged
+                    t.converged = t.fell and t.loss.num_bad >= self.patience
         if dist is not None:
             dv = to_float(dist, "pathway distance")
             if math.isfinite(dv):
@@ -281,13 +298,13 @@ class GroupStageTracker:
                 f"{_fmt(t.last_loss)}, pathway distance {_fmt(t.last_distance)})")
         return [AlertEvent(
             rule="stage", metric=key, step=int(step), probe=probe, kind="stage", level=self.level,
-            title=make_title(f"grokmon: {label} {_HEADLINE.get(new, new)}"), text=text, value=float(STAGE_CODES[new]),
+            title=make_title(f"grokmon: {label} {_headline(new, t.converged)}"), text=text, value=float(STAGE_CODES[new]),
             wait_duration=self.wait_duration, extra={"group": group, "previous": old, "stage": new},
         )]
 
     def _classify(self, t: _Track) -> str:
         if not t.converged:
-            return "memorizing"
+            return "memorizing" if t.fell and not t.rising else "unknown"
         if self.claims == "none":
             return "unknown"
         if t.dist.best is None or t.dist.num_bad < self.distance_patience:
@@ -299,7 +316,10 @@ class GroupStageTracker:
         return "saturated"
 
 
-_HEADLINE = {"unknown": "probe loss converged (generalization unknown)"}
+def _headline(stage: str, converged: bool) -> str:
+    if stage != "unknown":
+        return stage
+    return "probe loss converged (generalization unknown)" if converged else "probe loss not falling (stage unknown)"
 
 
 def _fmt(v: float | None) -> str:

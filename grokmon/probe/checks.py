@@ -15,7 +15,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,7 +25,7 @@ from ..errors import ConfigError, ProbeError
 
 __all__ = [
     "check_groups", "check_integer_tensor", "check_model_inputs", "check_n", "check_negative", "check_probe_tensors",
-    "check_vocab",
+    "check_vocab", "warn_if_supervision_unseen",
 ]
 
 
@@ -120,3 +121,43 @@ def check_model_inputs(input_ids: Any, attention_mask: torch.Tensor | None, voca
         empty = (attention_mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty:
             raise ProbeError(f"probe samples {empty[:10]} have no non-padding token: drop them from the ProbeSet")
+
+
+def _sees_supervision(labels: Any, mask: Any, seq_len: int | None) -> bool:
+    """Whether the next-token probe loss of one row predicts at least one supervised token.
+
+    ``labels`` are aligned with the row's ids (Hugging Face causal-LM convention, ``-100`` =
+    unsupervised); the probe keeps the masked-in ids, truncated to ``seq_len``, and its loss
+    predicts every kept token but the first.
+    """
+    lab = torch.as_tensor(labels).flatten()
+    if mask is not None:
+        lab = lab[torch.as_tensor(mask).flatten().bool()]
+    if seq_len is not None:
+        lab = lab[:seq_len]
+    return bool((lab[1:] != -100).any())
+
+
+def warn_if_supervision_unseen(rows: Sequence[Any], seq_len: int | None) -> int:
+    """Warn when probe rows (dicts with ``labels``) keep none of their supervised tokens.
+
+    The stage tracker reads the probe loss; if the probe rows lose every supervised token (the
+    answer after a prompt, cut off by ``seq_len``, or rows that are prompts only), that loss cannot
+    see what the model is trained on. Returns the number of such rows (rows without ``labels``
+    are not checked).
+
+    Example:
+        >>> rows = [{"input_ids": [1, 2, 3, 4], "labels": [-100, -100, -100, 4]}]
+        >>> warn_if_supervision_unseen(rows, seq_len=4)
+        0
+    """
+    checked = [r for r in rows if isinstance(r, Mapping) and r.get("labels") is not None]
+    blind = sum(1 for r in checked if not _sees_supervision(r["labels"], r.get("attention_mask"), seq_len))
+    if blind:
+        cut = f" within seq_len={seq_len}" if seq_len is not None else ""
+        warnings.warn(
+            f"grokmon: {blind} of {len(checked)} probe samples keep none of their supervised tokens (labels != -100)"
+            f"{cut}: the probe loss cannot see what the model is trained on, so the stages read from it say "
+            "nothing about the task; raise seq_len or probe whole training sequences (prompt and answer)",
+            RuntimeWarning, stacklevel=3)
+    return blind

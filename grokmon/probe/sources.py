@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import ProbeError
-from .checks import check_n
+from .checks import check_n, warn_if_supervision_unseen
 from .parsing import (GroupBy, column_labels, describe, encode_groups, label, pack, rows_from_ids, split_batch,
                       split_row, to_row)
 from .sampling import sample_indices, stratified_pick
@@ -142,7 +142,9 @@ class ProbeSources:
         dicts), a torch ``Dataset`` returning dicts, id tensors / lists, or tuples whose first item is
         the ids (``TensorDataset``). ``column`` names the ids in dict rows; an ``attention_mask`` in a
         row is honoured. ``group_by`` is a row key (dict rows), a tuple position (tuple rows) or a
-        function ``row -> label``.
+        function ``row -> label``. Dict rows with ``labels`` (``-100`` = unsupervised) are checked: a
+        ``RuntimeWarning`` says how many chosen rows keep none of their supervised tokens within
+        ``seq_len`` (the probe loss, which the stages read, would not see the task).
 
         Selection: the same ``seed`` gives the same samples. With ``group_by`` the selection is
         stratified: per-group counts are as equal as possible (a group smaller than its share is
@@ -175,10 +177,12 @@ class ProbeSources:
             all_labels = column_labels(ds, group_by, size)
             chosen = stratified_pick(all_labels, n, gen)
             labels = [all_labels[i] for i in chosen]
-        rows = []
+        rows, raw = [], []
         for i in chosen:
-            ids, mask = split_row(ds[i], column, where=f"dataset row {i}")
+            raw.append(ds[i])
+            ids, mask = split_row(raw[-1], column, where=f"dataset row {i}")
             rows.append(to_row(ids, mask, where=f"dataset row {i}"))
+        warn_if_supervision_unseen(raw, seq_len)
         gids, gnames = encode_groups(labels, None, len(rows))
         src = {"kind": "dataset", "dataset": type(ds).__name__, "dataset_len": size, "n": n, "seed": seed,
                "group_by": describe(group_by), "column": column, "indices": chosen}

@@ -340,10 +340,12 @@ def _transitions(stages: Mapping[str, list[tuple[int, float]]],
     """
     found: dict[tuple[int, str], Transition] = {}
     for group, points in stages.items():
-        previous = "memorizing"  # every group starts memorizing (GroupStageTracker)
+        previous = None  # a group's first stage is where it starts, not a change
         for step, code in points:
             name = stage_name(code)
-            if name != previous:
+            if previous is None:
+                previous = name
+            elif name != previous:
                 text = alerts.get((step, group), {}).get("text", "")
                 found[(step, group)] = Transition(step, group, previous, name, text)
                 previous = name

@@ -76,7 +76,8 @@ _STAGE_MEANING = {
     "memorizing": "probe loss still falling",
     "grokking": "memorized, pathway distance still falling (opt-in claims='distance')",
     "saturated": "memorized, pathway distance settled (opt-in claims='distance')",
-    "unknown": "memorized; whether it generalizes cannot be told from the pathways",
+    "unknown": "probe loss not falling (not yet, rising, or converged); whether it generalizes cannot be told "
+               "from the pathways",
 }
 
 

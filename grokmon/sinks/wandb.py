@@ -261,9 +261,8 @@ class WandbSink(Sink):
         stretch = [group, stage, step, step, 1]
         self._open[group] = stretch
         self._stretches.append(stretch)
-        if previous is not None or stage != "memorizing":  # every group starts memorizing
-            self._transitions.append({"step": step, "group": group, "previous": previous or "memorizing",
-                                      "stage": stage})
+        if previous is not None:  # a group's first stage is where it starts, not a change
+            self._transitions.append({"step": step, "group": group, "previous": previous, "stage": stage})
             del self._transitions[:-_MAX_TRANSITIONS]
         return True
 

@@ -1,0 +1,75 @@
+"""The scale ladder of the validation matrix (issue 24, docs/validation.md "Does it sharpen with scale?").
+
+Five rungs from 0.24 M to 26 M parameters: MoE layers, hidden size (= each expert's size) and the
+number of experts grow together, top-k from 2 to 4. Two families: Mixtral (softmax router) and
+DeepSeek-V3 (sigmoid router with a selection bias and a shared expert). Every cell trains ``div``
+(the task that grokked in the pilot at 0.24 M and 3.4 M) with 3 % random-label canaries under their
+own token, two seeds; a ``rand`` cell per family (seed 0, also with canaries) is the across-run control.
+
+The recipe per rung (steps, learning rate, train fraction) is tuned on the *lower* rungs only
+(:data:`LOWER`); the top rungs (:data:`TOP`) run only after a decision rule fixed on the lower
+rungs has been committed (:data:`PREREGISTERED_LADDER`), and are judged on it. How each rung's
+recipe was chosen is in :data:`RECIPE_NOTES`.
+
+Example:
+    >>> [c.name for c in ladder_cells(rungs=(0,))][:2]
+    ['mixtral-div-R0-s0', 'deepseek_v3-div-R0-s0']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .run import Cell
+
+#: rung -> model shape (layers, hidden = expert size, experts, top-k)
+RUNGS: dict[int, dict[str, int]] = {
+    0: dict(layers=2, hidden=64, experts=8, top_k=2),     # 0.24 M (the matrix's size)
+    1: dict(layers=3, hidden=96, experts=12, top_k=2),    # about 1 M
+    2: dict(layers=4, hidden=128, experts=16, top_k=2),   # 3.4 M (the pilot's rung up)
+    3: dict(layers=4, hidden=192, experts=24, top_k=3),   # about 11 M
+    4: dict(layers=4, hidden=256, experts=32, top_k=4),   # 26 M
+}
+#: rung -> training recipe; top rungs are provisional until the lower rungs have run (see RECIPE_NOTES)
+RECIPES: dict[int, dict[str, Any]] = {
+    0: dict(steps=4000, lr=3e-3, train_fraction=0.4, probe_per_domain=64),
+    1: dict(steps=6000, lr=3e-3, train_fraction=0.4, probe_per_domain=64),
+    2: dict(steps=10000, lr=3e-3, train_fraction=0.4, probe_per_domain=64),
+    3: dict(steps=10000, lr=3e-3, train_fraction=0.4, probe_per_domain=256),
+    4: dict(steps=10000, lr=3e-3, train_fraction=0.4, probe_per_domain=256),
+}
+RECIPE_NOTES = {
+    0: "the matrix recipe (div grokked at 0.24 M in 3000 steps with seed 0 on Mixtral, Qwen3-MoE and "
+       "DeepSeek-V3); 4000 steps so that a unit memorizing late still has >= 1000 steps after memorization",
+    1: "no run at this size before; 6000 steps interpolates between rung 0 (grokked by ~2000) and rung 2",
+    2: "the pilot at 3.4 M (Mixtral 4/128/16, same recipe, 3 % canaries): div 0.32 at 6000, 1.00 at 8000 "
+       "steps; 10000 leaves >= 1000 steps after memorization",
+    3: "PROVISIONAL: to be set from rungs 0-2's grokking steps and per-step cost before it runs",
+    4: "PROVISIONAL: to be set from rungs 0-2 (measured ~693 ms/step one thread: 10000 steps ~ 2 h + probes)",
+}
+FAMILIES = ("mixtral", "deepseek_v3")
+LOWER = (0, 1, 2)
+TOP = (3, 4)
+CANARY = 0.03
+#: the decision rule fixed on the lower rungs, committed before any top-rung cell runs (None: not yet)
+PREREGISTERED_LADDER: dict[str, Any] | None = None
+
+
+def ladder_cells(rungs: tuple[int, ...] = LOWER) -> list[Cell]:
+    """The ladder's cells for ``rungs``, rung by rung: div seed 0 and 1 per family, then rand seed 0."""
+    cells = []
+    for r in rungs:
+        shape, recipe = RUNGS[r], RECIPES[r]
+        kw = dict(**shape, **recipe, canary=CANARY, rung=r)
+        cells += [Cell(f, "div", seed=s, **kw) for s in (0, 1) for f in FAMILIES]
+        cells += [Cell(f, "rand", seed=0, **kw) for f in FAMILIES]
+    return cells
+
+
+def top_cells() -> list[Cell]:
+    """The top rungs; refuses until the lower rungs' decision rule is pre-registered."""
+    if PREREGISTERED_LADDER is None:
+        raise SystemExit("the top rungs run only after a decision rule fixed on the lower rungs is committed: "
+                         "set PREREGISTERED_LADDER in examples/validation/ladder.py (with its commit hash in "
+                         "docs/validation.md) first")
+    return ladder_cells(TOP)
