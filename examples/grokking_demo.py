@@ -9,8 +9,13 @@ logged in). Held-out accuracy is measured alongside for validation only: at the 
 the Spearman correlation of every grokmon metric, and of the training loss, with held-out accuracy,
 and writes a PNG of the curves with the memorization and grokking points marked.
 
-    python examples/grokking_demo.py                     # about 2.5 minutes on 2 CPU cores (145 s measured)
+    python examples/grokking_demo.py                     # 18 minutes with the README's install (below)
     python examples/grokking_demo.py --seed 1 --op sub   # another seed / task variant
+
+Time: the README's command, install included, took 18 minutes on a fresh clone on 2 CPU cores
+shared with other jobs, at load average 6-10 (the install 6 minutes of it, pip's cache warm; the
+run stopped at step 2000). It uses one torch thread unless ``--threads`` says otherwise: on such a
+busy machine 2 threads ran 7.7 times slower.
 
 Outputs (``--out``, default ``grokmon_demo/``): ``grokmon.jsonl`` (the monitor's record),
 ``accuracy.jsonl`` (train / held-out accuracy and train loss per probe step), ``summary.json``
