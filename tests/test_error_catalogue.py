@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optional import need
 import torch
 import transformers as tf
 from torch import nn
@@ -989,7 +990,7 @@ def _(tmp, mp):
 @case("monitor-lightning-model-attribute", GrokmonError, "has no attribute 'backbone': pass model= the attribute that "
       "holds the Hugging Face model, or a function of the LightningModule")
 def _(tmp, mp):
-    pytest.importorskip("lightning")
+    need("lightning")
     from grokmon.integrations.lightning import GrokmonLightningCallback
 
     m = monitor()
@@ -2278,9 +2279,14 @@ def _(tmp, mp):
 # ---------------------------------------------------------------------------- tests
 
 
+#: Cases that need a training engine installed: marked ``engine``, they run in .venv-engines.
+ENGINE_CASES = {"engine-olmo-core-not-a-monitor", "engine-olmo-core-probe-too-long"}
+
+
 def _params() -> list:
     skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs two devices (CPU and CUDA)")
-    return [pytest.param(c, id=c, marks=[pytest.mark.gpu, skip] if c in GPU_ONLY else []) for c in CASES]
+    return [pytest.param(c, id=c, marks=([pytest.mark.gpu, skip] if c in GPU_ONLY else [])
+                         + ([pytest.mark.engine] if c in ENGINE_CASES else [])) for c in CASES]
 
 
 def _parts(fragment: str) -> list[str]:

@@ -15,8 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from optional import need
 
-pytest.importorskip("matplotlib")
+need("matplotlib")
 
 from report_dom import by_id, inside, parse, with_class  # noqa: E402
 from report_fixtures import GROUPS, write_eval_csv, write_record  # noqa: E402
@@ -97,7 +98,7 @@ def test_browser_dom_has_charts_table_and_markers(rendered):
 
 
 def _pixels(path: Path):
-    image = pytest.importorskip("matplotlib.image")
+    image = need("matplotlib.image")
     return image.imread(path)[..., :3]
 
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from child_env import child_env
-from scipy import stats
+from optional import need
+
+stats = need("scipy.stats")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
