@@ -2157,6 +2157,7 @@ def _(tmp, mp):
 
 @case("plots-metric-not-in-records", ConfigError, "metric 'nope' is not in the records; found: [")
 def _(tmp, mp):
+    need("matplotlib")
     from grokmon.plots import plot_metrics
 
     plot_metrics([(1, {"pathway_distance": 0.5})], tmp, metrics=["nope"])
