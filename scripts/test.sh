@@ -46,8 +46,8 @@ echo "== scripts/test.sh: ${envs[*]} on $(nproc 2>/dev/null || echo '?') CPU cor
 
 # Files and folders that are there now, tracked or not, ignored or not, without venvs and tool caches.
 tree_state() {
-  git -C "$ROOT" status --porcelain --ignored --untracked-files=all 2>/dev/null \
-    | grep -vE '(^|/)(\.venv[^/]*|__pycache__|\.pytest_cache|\.hypothesis|[^/]*\.egg-info)(/|$)' | sort
+  git -C "$ROOT" status --porcelain --ignored --untracked-files=normal 2>/dev/null \
+    | grep -vE '[ /"](\.venv[^/]*|__pycache__|\.pytest_cache|\.hypothesis|[^/]*\.egg-info)(/|$)' | sort
 }
 
 install() {  # install ENV EXTRAS: create .venv-ENV if it is missing, install torch, then grokmon with EXTRAS
