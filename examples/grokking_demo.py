@@ -9,8 +9,13 @@ logged in). Held-out accuracy is measured alongside for validation only: at the 
 the Spearman correlation of every grokmon metric, and of the training loss, with held-out accuracy,
 and writes a PNG of the curves with the memorization and grokking points marked.
 
-    python examples/grokking_demo.py                     # about 2.5 minutes on 2 CPU cores (145 s measured)
+    python examples/grokking_demo.py                     # 18 minutes with the README's install (below)
     python examples/grokking_demo.py --seed 1 --op sub   # another seed / task variant
+
+Time: the README's command, install included, took 18 minutes on a fresh clone on 2 CPU cores
+shared with other jobs, at load average 6-10 (the install 6 minutes of it, pip's cache warm; the
+run stopped at step 2000). It uses one torch thread unless ``--threads`` says otherwise: on such a
+busy machine 2 threads ran 7.7 times slower.
 
 Outputs (``--out``, default ``grokmon_demo/``): ``grokmon.jsonl`` (the monitor's record),
 ``accuracy.jsonl`` (train / held-out accuracy and train loss per probe step), ``summary.json``
@@ -356,7 +361,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--probe", type=int, default=256, help="training samples in the probe")
     parser.add_argument("--stop-after-grok", type=int, default=1000,
                         help="steps to keep training once held-out accuracy reaches 0.9")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads. 1 by default: on a busy 2-core machine (load average 7-12) "
+                             "2 threads ran 100 steps 7.7x slower than 1 (162 s against 21 s)")
     parser.add_argument("--out", default="grokmon_demo")
     parser.add_argument("--no-wandb", action="store_true", help="skip W&B (JSONL and the PNG are still written)")
     return parser.parse_args(argv)

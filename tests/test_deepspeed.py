@@ -54,6 +54,7 @@ def _no_shm_op() -> None:
 
 
 # ---------------------------------------------------------------------------------------- capture
+@pytest.mark.engine
 @pytest.mark.parametrize("k, factor", [(1, 4.0), (2, 0.5), (3, 0.5)])
 def test_capture_matches_gate_by_hand(k: int, factor: float) -> None:
     _ds()
@@ -87,6 +88,7 @@ def test_capture_matches_gate_by_hand(k: int, factor: float) -> None:
     assert result.loss_per_sample is not None and torch.isfinite(result.loss_per_sample).all()
 
 
+@pytest.mark.engine
 def test_sparse_and_dense_gate_outputs_read_alike() -> None:
     """The gate's two output forms (``sparse_routes=True`` from MOELayer, the dense one otherwise)."""
     _ds()
@@ -104,6 +106,7 @@ def test_sparse_and_dense_gate_outputs_read_alike() -> None:
         assert torch.allclose(sparse.weights, dense.weights, atol=1e-6), k
 
 
+@pytest.mark.engine
 def test_every_route_of_a_token_dropped_weighs_nothing() -> None:
     """A token with all routes dropped reached no expert: weight 0, no load, no NaN."""
     _ds()
@@ -116,6 +119,7 @@ def test_every_route_of_a_token_dropped_weighs_nothing() -> None:
     assert r.routed.tolist() == [[False], [True]]
 
 
+@pytest.mark.engine
 def test_autoep_router_is_captured() -> None:
     """AutoEP's ``TokenChoiceTopKRouter`` (what AutoEP puts in a Hugging Face MoE block), by hand.
 
@@ -184,6 +188,7 @@ def _train_step(model, ids, probe=None):
     return float(loss.detach()), float(aux.detach()), counts, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+@pytest.mark.engine
 def test_probe_between_forward_and_backward_changes_nothing(tmp_path) -> None:
     _ds()
     from ds_moe_model import TinyDSMoE
@@ -326,6 +331,7 @@ def run_ranks(script: str, world: int, out: Path, meanwhile: Callable[[], Any] =
     return [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(world)], also
 
 
+@pytest.mark.engine
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")

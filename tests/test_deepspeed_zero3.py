@@ -73,6 +73,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     return result
 
 
+@pytest.mark.engine
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")

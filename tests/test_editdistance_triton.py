@@ -14,6 +14,7 @@ import subprocess
 import sys
 
 import pytest
+from optional import need
 import torch
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
@@ -39,7 +40,7 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 @pytest.fixture
 def interpret(monkeypatch: pytest.MonkeyPatch) -> None:
     """Triton installed and its interpreter on for this test (kernels run on CPU tensors)."""
-    pytest.importorskip("triton")
+    need("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
 
 
@@ -183,7 +184,7 @@ def test_module_imports_without_triton() -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_full_matrix_equals_cpu() -> None:
-    pytest.importorskip("triton")
+    need("triton")
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 1025, (512, 128), generator=gen, dtype=torch.int32)
     lengths = torch.full((512,), 128)
@@ -202,7 +203,7 @@ def test_cuda_full_matrix_equals_cpu() -> None:
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_pairs_equal_reference() -> None:
-    pytest.importorskip("triton")
+    need("triton")
     a, b = mixed_pairs(31, count=300)
     a.append([1] * 40)
     b.append([1, 2] * 400)  # a text far beyond the pattern limit

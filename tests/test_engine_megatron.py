@@ -17,11 +17,9 @@ import warnings
 import pytest
 import torch
 
-pytest.importorskip("megatron.core", reason="megatron-core is not installed: pip install grokmon[megatron]")
+from megatron_cpu import TinyMegatronMoE, megatron_on_cpu, moe_layer_config
 
-from megatron_cpu import TinyMegatronMoE, megatron_on_cpu, moe_layer_config  # noqa: E402
-
-pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+pytestmark = [pytest.mark.engine, pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.filterwarnings("ignore:.*(moe_ffn_hidden_size|full scope).*:UserWarning")]
 
 VOCAB, EXPERTS, TOP_K = 64, 6, 2
@@ -30,6 +28,7 @@ BATCH, SEQ, N = 3, 5, 6
 
 @pytest.fixture(scope="module", autouse=True)
 def _cpu_megatron():
+    pytest.importorskip("megatron.core", reason="megatron-core is not installed: pip install grokmon[megatron]")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(Transformer Engine|Apex|moe_ffn_hidden_size|full scope).*")
         with megatron_on_cpu():

@@ -100,6 +100,7 @@ def _reference(router, x: torch.Tensor, expert_bias: torch.Tensor | None):
     return ids.gather(-1, order), weights.gather(-1, order), choice
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("gating", ["softmax_route_norm", "sigmoid_biased"])
 def test_capture_matches_hand_reference(gating):
     from grokmon.routing import capture_pathways, find_routers
@@ -161,6 +162,7 @@ def test_capture_matches_hand_reference(gating):
     torch.testing.assert_close(result.loss_per_sample, ce, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.engine
 def test_monitor_step_gives_metrics(tmp_path):
     from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
 
@@ -218,6 +220,7 @@ def _processor(monkeypatch, monitor, log_freq, **config):
     return processor
 
 
+@pytest.mark.engine
 def test_metrics_processor_probes_on_schedule_and_logs_through_torchtitan(tmp_path, monkeypatch, caplog):
     _torchtitan()
     from grokmon import GrokkingMonitor, ProbeSet
@@ -247,6 +250,7 @@ def test_metrics_processor_probes_on_schedule_and_logs_through_torchtitan(tmp_pa
     assert (tmp_path / "gm").exists()
 
 
+@pytest.mark.engine
 def test_metrics_processor_refuses_a_schedule_it_cannot_keep(tmp_path, monkeypatch):
     _torchtitan()
     from grokmon import GrokkingMonitor, ProbeSet
@@ -262,6 +266,7 @@ def test_metrics_processor_refuses_a_schedule_it_cannot_keep(tmp_path, monkeypat
         monitor.close()
 
 
+@pytest.mark.engine
 def test_metrics_processor_warns_and_skips_under_pipeline_parallelism(tmp_path, monkeypatch):
     _torchtitan()
     from grokmon import GrokkingMonitor, ProbeSet

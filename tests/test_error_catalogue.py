@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from optional import need
 import torch
 import transformers as tf
 from torch import nn
@@ -1091,7 +1092,7 @@ def _(tmp, mp):
 @case("monitor-lightning-model-attribute", GrokmonError, "has no attribute 'backbone': pass model= the attribute that "
       "holds the Hugging Face model, or a function of the LightningModule")
 def _(tmp, mp):
-    pytest.importorskip("lightning")
+    need("lightning")
     from grokmon.integrations.lightning import GrokkingLightningCallback
 
     m = monitor()
@@ -2461,6 +2462,7 @@ def _(tmp, mp):
 
 @case("plots-metric-not-in-records", ConfigError, "metric 'nope' is not in the records; found: [")
 def _(tmp, mp):
+    need("matplotlib")
     from grokmon.plots import plot_metrics
 
     plot_metrics([(1, {"pathway_distance": 0.5})], tmp, metrics=["nope"])
@@ -2583,9 +2585,14 @@ def _(tmp, mp):
 # ---------------------------------------------------------------------------- tests
 
 
+#: Cases that need a training engine installed: marked ``engine``, they run in .venv-engines.
+ENGINE_CASES = {"engine-olmo-core-not-a-monitor", "engine-olmo-core-probe-too-long"}
+
+
 def _params() -> list:
     skip = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs two devices (CPU and CUDA)")
-    return [pytest.param(c, id=c, marks=[pytest.mark.gpu, skip] if c in GPU_ONLY else []) for c in CASES]
+    return [pytest.param(c, id=c, marks=([pytest.mark.gpu, skip] if c in GPU_ONLY else [])
+                         + ([pytest.mark.engine] if c in ENGINE_CASES else [])) for c in CASES]
 
 
 def _parts(fragment: str) -> list[str]:

@@ -15,6 +15,7 @@ import math
 import os
 
 import pytest
+from optional import need
 import torch
 from moe_models import build_monitor, random_probe, tiny_model
 
@@ -226,7 +227,7 @@ def test_log_history_without_wandb(tmp_path):
 
 
 def test_trainer_log_reaches_other_integrations(tmp_path):
-    pytest.importorskip("tensorboard")
+    need("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
@@ -250,6 +251,7 @@ def test_trainer_log_reaches_other_integrations(tmp_path):
 
 
 def test_warns_when_values_cannot_reach_other_integrations(tmp_path, caplog):
+    need("tensorboard")  # report_to="tensorboard"
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
     monitor = trainer_monitor(tmp_path, every=2)
     args = make_args(tmp_path / "out", max_steps=2, report_to="tensorboard")

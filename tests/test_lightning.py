@@ -8,10 +8,11 @@ import csv
 import math
 
 import pytest
+from optional import need
 import torch
 from moe_models import random_probe, tiny_model
 
-pl = pytest.importorskip("lightning.pytorch")
+pl = need("lightning.pytorch")
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.loggers import CSVLogger  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402

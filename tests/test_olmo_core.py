@@ -31,7 +31,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from child_env import child_env  # noqa: E402
 from olmo_core_support import olmo_core_missing  # noqa: E402
 
-needs_olmo_core = pytest.mark.skipif(olmo_core_missing() is not None, reason=f"OLMo-core: {olmo_core_missing()}")
+_olmo_core_skip = pytest.mark.skipif(olmo_core_missing() is not None, reason=f"OLMo-core: {olmo_core_missing()}")
+
+
+def needs_olmo_core(test):
+    """Marks ``test`` as an engine test (it runs in .venv-engines) that skips, naming the reason, without OLMo-core."""
+    return pytest.mark.engine(_olmo_core_skip(test))
 
 SUPPORT = Path(__file__).resolve().parent / "olmo_core_support.py"
 E, D, K, LAYERS = 6, 8, 2, 2
@@ -302,6 +307,7 @@ def test_trainer_single_process(single: dict) -> None:
 
 
 @needs_olmo_core
+@pytest.mark.slow
 @pytest.mark.parametrize("dp", ["ddp", "fsdp"])
 def test_two_gloo_processes_equal_one(single: dict, dp: str, tmp_path) -> None:
     two = _run(tmp_path, 2, dp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from optional import need
 
 from grokmon.errors import ConfigError
 from grokmon.plots import plot_expert_load, plot_metrics, split_series
@@ -30,6 +31,7 @@ def test_split_series_groups_and_drops_nan() -> None:
 
 
 def test_plot_metrics_writes_one_png_per_metric(tmp_path) -> None:
+    need("matplotlib")
     paths = plot_metrics(RECORDS, tmp_path, marks={"memorized": 100}, reference={"acc": [(0, 0.1), (200, 0.9)]})
     assert [p.name for p in paths] == ["pathway_distance.png", "probe_loss.png"]
     for path in paths:
@@ -37,12 +39,14 @@ def test_plot_metrics_writes_one_png_per_metric(tmp_path) -> None:
 
 
 def test_expert_load_heatmap(tmp_path) -> None:
+    need("matplotlib")
     path = plot_expert_load(RECORDS, tmp_path)
     assert path is not None and path.read_bytes()[:4] == b"\x89PNG"
     assert plot_expert_load([(0, {"pathway_distance": 1.0})], tmp_path) is None
 
 
 def test_errors_name_the_problem(tmp_path) -> None:
+    need("matplotlib")
     with pytest.raises(ConfigError, match="no records"):
         plot_metrics([], tmp_path)
     with pytest.raises(ConfigError, match="'nope' is not in the records"):

@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from optional import need
 
 from grokmon.errors import ConfigError, GrokmonError, ProbeError
 from grokmon.probe import ProbeSet, stratified_counts
@@ -183,6 +184,30 @@ def test_from_dataset_torch_datasets():
     g = ProbeSet.from_dataset(tds, n=6, group_by=1, seed=0)
     assert g.group_counts() == {"0": 3, "1": 3}
     assert all(row[0] // 10 % 2 == int(g.group_names[gi]) for row, gi in zip(g.input_ids.tolist(), g.groups.tolist()))
+
+
+def test_from_dataset_hugging_face_dataset():
+    """The README's call on a real ``datasets.Dataset``: the rows, groups and masks of the list-of-dicts path."""
+    datasets = need("datasets")
+    rows = _rows(60, short_every=3)
+    for r in rows:
+        r["attention_mask"] = [1] * len(r["input_ids"])
+    ds = datasets.Dataset.from_list(rows)
+    ref = ProbeSet.from_dataset(rows, n=12, seq_len=16, seed=5, group_by="domain")
+    for form in (ds, ds.with_format("torch")):
+        p = ProbeSet.from_dataset(form, n=12, seq_len=16, seed=5, group_by="domain")
+        assert p.source["indices"] == ref.source["indices"] and p.source["dataset"] == "Dataset"
+        assert p.fingerprint() == ref.fingerprint()  # ids, masks, groups and group names
+        assert p.group_counts() == {"code": 4, "math": 4, "web": 4}
+        for row, gi, i in zip(p.input_ids.tolist(), p.groups.tolist(), p.source["indices"]):
+            assert row[:10] == rows[i]["input_ids"][:10] and p.group_names[gi] == rows[i]["domain"]
+    # a tokenized dataset as the README's train_ds: text in, map() adds the ids
+    text = datasets.Dataset.from_dict({"text": [" ".join(f"t{j}" for j in range(i, i + 12)) for i in range(20)],
+                                       "domain": ["ab"[i % 2] for i in range(20)]})
+    tokenized = text.map(lambda r: {"input_ids": [int(w[1:]) for w in r["text"].split()]})
+    q = ProbeSet.from_dataset(tokenized, n=6, seq_len=12, seed=0, group_by="domain")
+    assert q.group_counts() == {"a": 3, "b": 3}
+    assert [r[0] for r in q.input_ids.tolist()] == q.source["indices"]
 
 
 def test_from_dataset_errors():

@@ -7,8 +7,9 @@ import math
 import sys
 
 import pytest
+from optional import need
 
-pytest.importorskip("matplotlib")
+need("matplotlib")
 
 from report_dom import by_id, inside, parse, with_class  # noqa: E402
 from report_fixtures import GROUPS, LAYERS, STEPS, eval_accuracy, write_eval_csv, write_record  # noqa: E402
@@ -103,7 +104,7 @@ def test_report_is_self_contained(record, tmp_path):
 
 
 def test_overview_png(record, tmp_path):
-    image = pytest.importorskip("matplotlib.image")
+    image = need("matplotlib.image")
     write_report(record, tmp_path / "out")
     png = tmp_path / "out" / "overview.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

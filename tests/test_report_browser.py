@@ -15,8 +15,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from optional import need
 
-pytest.importorskip("matplotlib")
+need("matplotlib")
 
 from report_dom import by_id, inside, parse, with_class  # noqa: E402
 from report_fixtures import GROUPS, write_eval_csv, write_record  # noqa: E402
@@ -139,7 +140,7 @@ def test_browser_group_charts_have_stage_shading_and_the_page_the_config_line(re
 
 
 def _pixels(path: Path):
-    image = pytest.importorskip("matplotlib.image")
+    image = need("matplotlib.image")
     return image.imread(path)[..., :3]
 
 

@@ -9,6 +9,7 @@ import warnings
 from dataclasses import dataclass
 
 import pytest
+from optional import need
 
 from grokmon.errors import SinkError
 from grokmon.sinks import (
@@ -354,7 +355,7 @@ def test_wandb_sink_sections_uninformative_keys_and_alert_level(wandb_run):
 
 
 def test_tensorboard_sink_read_back(tmp_path):
-    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    ea_mod = need("tensorboard.backend.event_processing.event_accumulator")
     sink = TensorBoardSink(tmp_path / "tb")
     sink.log({"grokmon/pathway_distance": 3.5, "grokmon/entropy": 0.25}, step=200)
     sink.log({"grokmon/pathway_distance": 2.75, "grokmon/entropy": 0.5}, step=400)
@@ -406,7 +407,7 @@ def _custom_scalars(logdir):
 
 
 def test_tensorboard_sink_puts_each_metrics_groups_on_one_chart(tmp_path):
-    pytest.importorskip("tensorboard.plugins.custom_scalar.custom_scalars_plugin")
+    need("tensorboard.plugins.custom_scalar.custom_scalars_plugin")
     sink = TensorBoardSink(tmp_path / "tb")
     sink.log({"grokmon/probe_seconds": 0.1}, step=0)  # no group keys yet: no layout
     assert sink.layout is None
@@ -430,14 +431,14 @@ def test_tensorboard_sink_puts_each_metrics_groups_on_one_chart(tmp_path):
                     "grokmon/group/c/pathway_distance": [(200, 0.7)]}  # not _raw, not stage
     assert charts[("grokmon by group", "grokmon/probe_loss")] == {"grokmon/group/a/probe_loss": [(100, 2.0)]}
     # the layout is one summary in the event file, as TensorBoard expects
-    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    ea_mod = need("tensorboard.backend.event_processing.event_accumulator")
     acc = ea_mod.EventAccumulator(str(tmp_path / "tb"))
     acc.Reload()
     assert len(acc.Tensors("custom_scalars__config__")) == 1
 
 
 def test_tensorboard_sink_group_layout_off(tmp_path):
-    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    ea_mod = need("tensorboard.backend.event_processing.event_accumulator")
     sink = TensorBoardSink(tmp_path / "tb", group_layout=False)
     sink.log({"grokmon/group/a/pathway_distance": 0.4}, step=1)
     sink.close()
@@ -447,6 +448,7 @@ def test_tensorboard_sink_group_layout_off(tmp_path):
 
 
 def test_tensorboard_sink_borrowed_writer_is_not_closed(tmp_path):
+    need("tensorboard")
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(tmp_path))

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 import pytest
 from child_env import child_env
-from scipy import stats
+from optional import need
+
+stats = need("scipy.stats")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
