@@ -87,9 +87,10 @@ def _hf_monitor(tmp_path) -> GrokkingMonitor:
                            MonitorConfig(every=2, output_dir=str(tmp_path / "grokmon_out"), jsonl=str(tmp_path / "grokmon.jsonl"), on_error="warn"))
 
 
-@pytest.mark.parametrize("damage", ["crafted", "truncated", "not_a_dict"])
+@pytest.mark.parametrize("damage", ["crafted", "truncated", "not_a_dict", "state_not_json"])
 def test_hf_resume_with_a_bad_pathways_file_trains_on(tmp_path, damage):
-    """A crafted, truncated or foreign ``grokmon_pathways.pt`` warns, counts and never stops training."""
+    """A crafted, truncated or foreign ``grokmon_pathways.pt``, or a broken ``grokmon_state.json``, warns,
+    counts and never stops training (issue 20, item 7)."""
     monitor = _hf_monitor(tmp_path)
     args = make_args(tmp_path / "out", max_steps=4, save_strategy="steps", save_steps=4)
     Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args, train_dataset=make_dataset(),
@@ -103,8 +104,10 @@ def test_hf_resume_with_a_bad_pathways_file_trains_on(tmp_path, damage):
         _crafted(pathways_file, marker, lambda p: {"mean_weights": p})
     elif damage == "truncated":
         pathways_file.write_bytes(pathways_file.read_bytes()[:100])
-    else:
+    elif damage == "not_a_dict":
         torch.save([1, 2, 3], pathways_file)
+    else:
+        (ckpt / "grokmon_state.json").write_text("{not json")
 
     monitor = _hf_monitor(tmp_path)
     args = make_args(tmp_path / "out", max_steps=6, save_strategy="no")
@@ -116,7 +119,8 @@ def test_hf_resume_with_a_bad_pathways_file_trains_on(tmp_path, damage):
     assert trainer.state.global_step == 6
     assert not marker.exists()
     assert monitor.errors >= 1
-    assert any("resume pathways failed" in str(w.message) for w in caught)
+    where = "resume state" if damage == "state_not_json" else "resume pathways"
+    assert any(f"{where} failed" in str(w.message) for w in caught)
     monitor.close()
 
 

@@ -162,7 +162,11 @@ class GrokkingHFCallback(MonitorAdapter, TrainerCallback):
     def _restore_from_checkpoint(self, args: TrainingArguments, state: TrainerState) -> None:
         candidates = self._checkpoint_folders(args, state)
         for folder in candidates:
-            data = read_callback_state(folder)
+            try:
+                data = read_callback_state(folder)
+            except ConfigError as error:  # a damaged resume file never stops training: the monitor starts fresh
+                self.monitor.results.fail("resume state", error)
+                continue
             if data is None:
                 continue
             if data.get("global_step") != state.global_step:
