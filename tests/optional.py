@@ -1,8 +1,8 @@
 """Optional packages the tests use: a test that needs one skips, with the install line, where it is missing.
 
 ``need(module)`` is ``pytest.importorskip`` with the reason naming the extra that installs the package.
-tests/test_optional_imports.py checks that every test file imports an optional package only after a
-guard, and scripts/test.sh runs the core tests with them hidden (``GROKMON_TEST_HIDE``).
+scripts/test.sh runs the core tests a second time with the optional packages hidden (``GROKMON_TEST_HIDE``),
+where a skip without the install line fails.
 
 Example:
     >>> from optional import need                                   # doctest: +SKIP

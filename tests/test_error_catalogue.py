@@ -2586,7 +2586,7 @@ def _(tmp, mp):
 
 
 #: Cases that need a training engine installed: marked ``engine``, they run in .venv-engines.
-ENGINE_CASES = {"engine-olmo-core-not-a-monitor", "engine-olmo-core-probe-too-long"}
+ENGINE_CASES = {"engine-olmo-core-not-a-monitor", "engine-olmo-core-probe-too-long", "engine-olmo-core-config-no-probe"}
 
 
 def _params() -> list:

@@ -212,6 +212,7 @@ def test_out_of_memory_in_the_metrics_retries_on_the_cpu(tmp_path, monkeypatch) 
 
 
 def test_keyboard_interrupt_during_a_probe_leaves_no_hooks_and_no_threads(tmp_path) -> None:
+    left_by_others = set(grokmon_threads())   # a stalled sink of an earlier test is never joined, by design
     model = tiny_model("olmoe").train()
     monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=1, output_dir=tmp_path))
     monitor.step(model, 1)
@@ -228,7 +229,7 @@ def test_keyboard_interrupt_during_a_probe_leaves_no_hooks_and_no_threads(tmp_pa
     assert model.training
     monitor.close()
     time.sleep(0.1)
-    assert grokmon_threads() == []
+    assert set(grokmon_threads()) - left_by_others == set()
     assert sorted(rows(tmp_path / "grokmon.jsonl")) == [1]  # what was computed before the interrupt is kept
 
 
