@@ -305,18 +305,6 @@ class GrokkingMonitor:
             raise GrokmonError(f"{path} is not a grokmon monitor state file: write one with GrokkingMonitor.save")
         self.load_state_dict(data["state"])
 
-    def hf_callback(self, trainer: Any = None) -> Any:
-        """A ``transformers.TrainerCallback`` driving this monitor (:class:`~grokmon.integrations.hf.GrokkingHFCallback`)."""
-        from .integrations.hf import GrokkingHFCallback  # the adapters import the core, never the reverse
-
-        return GrokkingHFCallback(self, trainer=trainer)
-
-    def lightning_callback(self) -> Any:
-        """A Lightning ``Callback`` driving this monitor (:class:`~grokmon.integrations.lightning.GrokkingLightningCallback`)."""
-        from .integrations.lightning import GrokkingLightningCallback
-
-        return GrokkingLightningCallback(self)
-
     def __enter__(self) -> GrokkingMonitor:
         return self
 

@@ -732,7 +732,7 @@ def _(tmp, mp):
 
 
 @case("monitor-hf-callback-without-monitor", ConfigError, "GrokkingHFCallback needs a GrokkingMonitor, got NoneType: "
-      "pass GrokkingHFCallback(monitor) or use monitor.hf_callback()")
+      "pass GrokkingHFCallback(monitor)")
 def _(tmp, mp):
     from grokmon.integrations import hf
 
@@ -999,15 +999,17 @@ def _(tmp, mp):
 def _(tmp, mp):
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
+    from grokmon.integrations.hf import GrokkingHFCallback
+
     args = TrainingArguments(output_dir=str(tmp), report_to=[])
     state = TrainerState(global_step=4)
     (tmp / "checkpoint-4").mkdir()
     first, other = monitor(), monitor(probe=probe(n=6))
     try:
-        first.hf_callback().on_save(args, state, TrainerControl())  # the state saved beside checkpoint-4
+        GrokkingHFCallback(first).on_save(args, state, TrainerControl())  # the state saved beside checkpoint-4
         resumed = TrainingArguments(output_dir=str(tmp / "new"), report_to=[],
                                     resume_from_checkpoint=str(tmp / "checkpoint-4"))
-        other.hf_callback().on_train_begin(resumed, state, TrainerControl())
+        GrokkingHFCallback(other).on_train_begin(resumed, state, TrainerControl())
     finally:
         first.close()
         other.close()
