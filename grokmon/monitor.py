@@ -37,7 +37,7 @@ from .pathways import Pathways
 from .probe import ProbeSet
 from .results import ResultPath
 from .runner import ProbeRunner
-from .schedule import StepClock
+from .clock import StepClock
 from .torchfile import load_torch_file
 from .sinks import AccelerateSink, JsonlSink, check_sinks
 
@@ -173,7 +173,7 @@ class GrokkingMonitor:
         """Call after each optimizer step on every rank. Probes on schedule, returns finished metrics.
 
         ``step`` must be an integer; one that goes backwards is warned about once and continued on
-        grokmon's own count (:class:`grokmon.schedule.StepClock`; ``on_error="raise"`` raises).
+        grokmon's own count (:class:`grokmon.clock.StepClock`; ``on_error="raise"`` raises).
         """
         step = self._clock.resolve(step, last_probed=self.last_probe_step, on_error=self.config.on_error)
         if not self.should_probe(step):
