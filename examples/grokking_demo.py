@@ -38,7 +38,7 @@ from grokking_task import RECIPE, ArithmeticDataset, accuracy, make_dataset, mak
 
 from grokmon import GrokkingHFCallback, GrokkingMonitor, MonitorConfig, MetricConfig, ProbeSet  # noqa: E402
 from grokmon.alerts import STAGES  # noqa: E402
-from grokmon.validation import (  # noqa: E402
+from grokmon.curve_stats import (  # noqa: E402
     correlation_table, first_step_at_or_above, grokking_window, partial_spearman,
 )
 
