@@ -136,7 +136,7 @@ def test_the_checks_catch_a_violation(tmp_path: Path, monkeypatch: pytest.Monkey
     """The import reader sees lazy and relative imports (a check that cannot fail is no check)."""
     fake = tmp_path / "fake.py"
     fake.write_text("def f():\n    from ..integrations import hf\n    import torch.distributed as dist\n"
-                    "    from . import routing\n")
+                    "    from . import usage\n")
     monkeypatch.setitem(MODULES, "grokmon.metrics.fake", fake)
     assert _imports("grokmon.metrics.fake") == {"grokmon.integrations.hf", "torch.distributed",
-                                                "grokmon.metrics.routing"}
+                                                "grokmon.metrics.usage"}

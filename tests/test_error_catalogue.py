@@ -1434,7 +1434,7 @@ def _(tmp, mp):
 
 @case("metric-routing-entropy-dims", ConfigError, "routing_entropy needs mean_weights [N, L, E]")
 def _(tmp, mp):
-    from grokmon.metrics.routing import routing_entropy
+    from grokmon.metrics.usage import routing_entropy
 
     routing_entropy(torch.zeros(2, 4))
 
