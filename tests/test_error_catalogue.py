@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from catalogue import CASES, GPU_ONLY
-from catalogue.inputs import llama, probe
+from catalogue.inputs import llama, tiny_probe
 from grokmon.config import MonitorConfig
 from grokmon.errors import ConfigError, GrokmonError, ProbeError, RouterNotFoundError, RoutingError, SinkError
 
@@ -105,7 +105,7 @@ def test_monitor_problem_warns_and_counts_unless_on_error_raise(tmp_path: Path) 
     only with ``on_error="raise"``. Here: a model without MoE routers."""
     from grokmon.monitor import GrokkingMonitor
 
-    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False))
+    monitor = GrokkingMonitor(tiny_probe(), MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False))
     model = llama()
     with pytest.warns(RuntimeWarning, match=r"grokmon: probe failed, training goes on \(counted in grokmon/errors\)"):
         metrics = monitor.step(model, 1)  # training goes on; no metric of this probe is a number
@@ -117,7 +117,7 @@ def test_monitor_problem_warns_and_counts_unless_on_error_raise(tmp_path: Path) 
     assert not [w for w in again if "probe failed" in str(w.message)]
     assert monitor.errors == 2
     monitor.close()
-    strict = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, on_error="raise"))
+    strict = GrokkingMonitor(tiny_probe(), MonitorConfig(every=1, jsonl=False, on_error="raise"))
     with pytest.raises(RouterNotFoundError, match="register_router"):
         strict.step(model, 1)
     assert strict.errors == 1

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from grokmon.errors import ConfigError, GrokmonError
 
-from catalogue.inputs import llama, probe
+from catalogue.inputs import llama, tiny_probe
 from catalogue.registry import case
 
 
@@ -42,7 +42,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.cli import scan
 
-    probe().save(tmp / "probe.pt")
+    tiny_probe().save(tmp / "probe.pt")
     (tmp / "checkpoint-7").mkdir()
     (tmp / "run").mkdir()
     (tmp / "run" / "grokmon.jsonl").write_text(json.dumps({"step": 5, "metrics": {"pathway_distance": 0.5}}) + "\n")
@@ -53,7 +53,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.cli import scan
 
-    probe().save(tmp / "probe.pt")
+    tiny_probe().save(tmp / "probe.pt")
     (tmp / "checkpoint-7").write_text("weights")
     scan([tmp / "checkpoint-7"], tmp / "probe.pt", tmp / "out", progress=False)
 
@@ -62,7 +62,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.cli import scan
 
-    probe().save(tmp / "probe.pt")
+    tiny_probe().save(tmp / "probe.pt")
     (tmp / "checkpoint-7").mkdir()
     scan([tmp / "checkpoint-7"], tmp / "probe.pt", tmp / "out", progress=False)
 
@@ -137,7 +137,7 @@ def scan_one(tmp: Path, checkpoint: Path, *, skipped_as: str | None = None) -> N
     """``grokmon scan`` of one checkpoint with the tiny probe; ``skipped_as``: the type it must be skipped with."""
     from grokmon.cli import scan
 
-    probe().save(tmp / "probe.pt")
+    tiny_probe().save(tmp / "probe.pt")
     try:
         scan([checkpoint], tmp / "probe.pt", tmp / "out", progress=False)
     except GrokmonError as error:

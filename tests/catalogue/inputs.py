@@ -17,7 +17,7 @@ def ids(n: int = 4, t: int = 8) -> torch.Tensor:
     return (torch.arange(n * t).reshape(n, t) % 50 + 2).long()
 
 
-def probe(n: int = 4, t: int = 8) -> ProbeSet:
+def tiny_probe(n: int = 4, t: int = 8) -> ProbeSet:
     return ProbeSet.from_token_ids(ids(n, t), min_length=4)
 
 
@@ -68,7 +68,7 @@ def capture_custom(model: nn.Module, extractor: Any = None, **kwargs: Any) -> An
 def monitor(**kwargs: Any):
     from moe_models import build_monitor
 
-    probe_set = kwargs.pop("probe") if "probe" in kwargs else probe()
+    probe_set = kwargs.pop("probe") if "probe" in kwargs else tiny_probe()
     return build_monitor(probe_set, **{"every": 1, "jsonl": False, **kwargs})
 
 

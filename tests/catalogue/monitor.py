@@ -13,7 +13,7 @@ from grokmon.config import MonitorConfig
 from grokmon.errors import ConfigError, GrokmonError, SinkError, UnsafeFileError
 from grokmon.probe import ProbeSet
 
-from catalogue.inputs import ids, moe, monitor, probe
+from catalogue.inputs import ids, moe, monitor, tiny_probe
 from catalogue.registry import case
 
 
@@ -21,7 +21,7 @@ from catalogue.registry import case
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, batch_size=0))
+    GrokkingMonitor(tiny_probe(), MonitorConfig(every=1, jsonl=False, batch_size=0))
 
 
 @case("monitor-load-not-a-state-file", GrokmonError, "is not a grokmon monitor state file")
@@ -29,7 +29,7 @@ def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
     torch.save({"x": 1}, tmp / "state.pt")
-    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False))
+    monitor = GrokkingMonitor(tiny_probe(), MonitorConfig(every=1, jsonl=False))
     try:
         monitor.load(tmp / "state.pt")
     finally:
@@ -195,7 +195,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    GrokkingMonitor(probe(), 200)
+    GrokkingMonitor(tiny_probe(), 200)
 
 
 @case("monitor-load-missing", GrokmonError, "cannot read a grokmon monitor state from ... pass a file written by GrokkingMonitor.save")
@@ -212,9 +212,9 @@ def _(tmp, mp):
 def _(tmp, mp):
     monitor(output_dir=tmp, jsonl=True).close()
     try:
-        monitor(probe=probe(n=6), output_dir=tmp, jsonl=True).close()
+        monitor(probe=tiny_probe(n=6), output_dir=tmp, jsonl=True).close()
     finally:
-        assert ProbeSet.load(tmp / "probe.pt").fingerprint() == probe().fingerprint(), "the first probe is kept"
+        assert ProbeSet.load(tmp / "probe.pt").fingerprint() == tiny_probe().fingerprint(), "the first probe is kept"
 
 
 @case("monitor-alerts-not-rules", ConfigError, "alerts must be grokmon.alerts rules (PlateauRule, ThresholdRule, ...), "
@@ -226,7 +226,7 @@ def _(tmp, mp):
 @case("monitor-state-other-probe", GrokmonError, "probe changed since the checkpoint: load the saved probe with "
       "ProbeSet.load so the same samples are probed before and after the restart")
 def _(tmp, mp):
-    first, other = monitor(), monitor(probe=probe(n=6))
+    first, other = monitor(), monitor(probe=tiny_probe(n=6))
     try:
         other.load_state_dict(first.state_dict())
     finally:
@@ -278,7 +278,7 @@ def _(tmp, mp):
 
 @case("monitor-load-other-probe", GrokmonError, "probe changed since the checkpoint")
 def _(tmp, mp):
-    first, other = monitor(), monitor(probe=probe(n=6))
+    first, other = monitor(), monitor(probe=tiny_probe(n=6))
     try:
         first.save(tmp / "monitor.pt")
         other.load(tmp / "monitor.pt")
@@ -296,7 +296,7 @@ def _(tmp, mp):
     args = TrainingArguments(output_dir=str(tmp), report_to=[])
     state = TrainerState(global_step=4)
     (tmp / "checkpoint-4").mkdir()
-    first, other = monitor(), monitor(probe=probe(n=6))
+    first, other = monitor(), monitor(probe=tiny_probe(n=6))
     try:
         GrokkingHFCallback(first).on_save(args, state, TrainerControl())  # the state saved beside checkpoint-4
         resumed = TrainingArguments(output_dir=str(tmp / "new"), report_to=[],

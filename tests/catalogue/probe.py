@@ -8,7 +8,7 @@ from grokmon.config import MonitorConfig
 from grokmon.errors import ConfigError, ProbeError
 from grokmon.probe import ProbeSet, stratified_counts
 
-from catalogue.inputs import ids, probe
+from catalogue.inputs import ids, tiny_probe
 from catalogue.registry import case
 
 
@@ -129,7 +129,7 @@ def _(tmp, mp):
 
 @case("probe-validate-vocab-nonpositive", ConfigError, "vocab_size must be positive")
 def _(tmp, mp):
-    probe().validate(0)
+    tiny_probe().validate(0)
 
 
 @case("probe-from-texts-empty", ProbeError, "the probe set is empty: pass at least one text")
@@ -196,14 +196,14 @@ def _(tmp, mp):
 
 @case("probe-batches-zero", ConfigError, "batch_size must be >= 1")
 def _(tmp, mp):
-    list(probe().batches(0))
+    list(tiny_probe().batches(0))
 
 
 @case("probe-monitor-one-sample", ProbeError, "the probe needs at least 2 samples")
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    GrokkingMonitor(probe(n=1), MonitorConfig(every=1, jsonl=False))
+    GrokkingMonitor(tiny_probe(n=1), MonitorConfig(every=1, jsonl=False))
 
 
 @case("probe-ids-empty-list", ProbeError, "the probe set is empty")
@@ -271,7 +271,7 @@ def _(tmp, mp):
 @case("probe-validate-vocab-mismatch", ProbeError, "tokenizer/vocab mismatch: probe has token id ... but the model's "
       "vocabulary has ... ids; build the probe with the model's tokenizer")
 def _(tmp, mp):
-    probe().validate(16)
+    tiny_probe().validate(16)
 
 
 @case("probe-from-texts-one-string", ProbeError, "from_texts takes a list of texts, got one string: wrap it in a list")
@@ -329,7 +329,7 @@ def _(tmp, mp):
 @case("probe-load-edited", ProbeError, "is corrupted: its content does not match its stored fingerprint; rebuild the "
       "probe")
 def _(tmp, mp):
-    probe().save(tmp / "probe.pt")
+    tiny_probe().save(tmp / "probe.pt")
     saved = torch.load(tmp / "probe.pt", weights_only=True)
     saved["input_ids"][0, 0] += 1  # the content changes, its stored fingerprint does not
     torch.save(saved, tmp / "probe.pt")
@@ -339,15 +339,15 @@ def _(tmp, mp):
 @case("probe-load-other-fingerprint", ProbeError, "holds a different probe (...) than the run was started with (...): "
       "restore the run's own probe file")
 def _(tmp, mp):
-    probe().save(tmp / "probe.pt")
-    ProbeSet.load(tmp / "probe.pt", expected_fingerprint=probe(n=6).fingerprint())
+    tiny_probe().save(tmp / "probe.pt")
+    ProbeSet.load(tmp / "probe.pt", expected_fingerprint=tiny_probe(n=6).fingerprint())
 
 
 @case("probe-shard-rank", ConfigError, "shard needs 0 <= rank < world_size, got rank=3, world_size=3")
 def _(tmp, mp):
-    probe().shard(3, 3)
+    tiny_probe().shard(3, 3)
 
 
 @case("probe-shard-of-shard", ConfigError, "this probe is already a shard: shard the full probe instead")
 def _(tmp, mp):
-    probe().shard(0, 2).shard(0, 2)
+    tiny_probe().shard(0, 2).shard(0, 2)

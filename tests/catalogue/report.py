@@ -11,7 +11,7 @@ from grokmon.errors import ConfigError, SinkError
 from catalogue.registry import case
 
 
-def record(tmp: Path) -> Path:
+def one_probe_record(tmp: Path) -> Path:
     """A one-probe grokmon.jsonl."""
     path = tmp / "grokmon.jsonl"
     path.write_text(json.dumps({"step": 0, "metrics": {"grokmon/pathway_distance": 0.5, "grokmon/probe_loss": 2.0}})
@@ -93,7 +93,7 @@ def _(tmp, mp):
     from grokmon.report import write_report
 
     (tmp / "file").write_text("")
-    write_report(record(tmp), tmp / "file")
+    write_report(one_probe_record(tmp), tmp / "file")
 
 
 @case("report-probe-file-missing", ConfigError, "probe_file 'nope.pt' does not exist: pass the probe.pt the monitor "
@@ -102,7 +102,7 @@ def _(tmp, mp):
     from grokmon.report import write_report
 
     mp.chdir(tmp)
-    write_report(record(tmp), tmp / "out", probe_file="nope.pt")
+    write_report(one_probe_record(tmp), tmp / "out", probe_file="nope.pt")
 
 
 @case("report-eval-file-no-step", ConfigError, "row 1 of eval_file ... has no 'step' (found ['acc', 'epoch']): write "
@@ -119,4 +119,4 @@ def _(tmp, mp):
     from grokmon.report import write_report
 
     mp.setitem(sys.modules, "matplotlib.figure", None)  # as if matplotlib were not installed
-    write_report(record(tmp), tmp / "out")
+    write_report(one_probe_record(tmp), tmp / "out")

@@ -11,7 +11,7 @@ from grokmon.probe import ProbeSet
 from grokmon.routing import capture_pathways, register_router, unregister_router
 from grokmon.routing.types import RouterOutput
 
-from catalogue.inputs import Gate, RouterModel, capture_custom, ids, llama, monitor, probe
+from catalogue.inputs import Gate, RouterModel, capture_custom, ids, llama, monitor, tiny_probe
 from catalogue.registry import case
 
 
@@ -124,7 +124,7 @@ def _(tmp, mp):
 def _(tmp, mp):
     from grokmon.monitor import GrokkingMonitor
 
-    monitor = GrokkingMonitor(probe(), MonitorConfig(every=1, jsonl=False, async_metrics=False, on_error="raise"))
+    monitor = GrokkingMonitor(tiny_probe(), MonitorConfig(every=1, jsonl=False, async_metrics=False, on_error="raise"))
     try:
         monitor.step(llama(), 1)
     finally:
