@@ -12,13 +12,16 @@ to ``OUT.<rank>`` as JSON, read back with ``rank_results``::
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from child_env import child_env
 
 
@@ -63,3 +66,30 @@ def run_ranks(argv: Sequence[str], world: int, *, meanwhile: Callable[[], Any] =
 def rank_results(out: Path | str, world: int) -> list[dict]:
     """The JSON each rank wrote to ``OUT.<rank>``, in rank order."""
     return [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(world)]
+
+
+def assert_same_values(values: Mapping[str, float], expected: Mapping[str, float], *, tol: float,
+                       where: Any = None) -> None:
+    """A rank's ``values`` have exactly the keys of the one-process ``expected``, each within ``tol``
+    (NaN equals NaN); ``where`` (rank, step, ...) goes into the failure message."""
+    assert values.keys() == expected.keys(), where
+    for key, value in expected.items():
+        assert values[key] == pytest.approx(value, abs=tol, nan_ok=True), (where, key)
+
+
+def terminate_when_ready(argv: Sequence[str], *, ready: str = "probed", timeout: float = 60) -> tuple[int, float]:
+    """Run ``python *argv``, wait until it prints the line ``ready``, send it SIGTERM and wait for it
+    to end; returns its exit code and the seconds it took to end after the signal."""
+    proc = subprocess.Popen([sys.executable, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=child_env())
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == ready, proc.stderr.read()
+        start = time.perf_counter()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=timeout)
+        return proc.returncode, time.perf_counter() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -25,7 +25,7 @@ from grokmon.config import MonitorConfig
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from child_env import child_env, exit_rank_process  # noqa: E402
-from launch import rank_results, run_ranks  # noqa: E402
+from launch import assert_same_values, rank_results, run_ranks  # noqa: E402
 
 N, SEQ = 8, 12  # even: both ranks probe 4 samples; batch_size=1 gives every forward the same tokens
 
@@ -316,10 +316,7 @@ def test_expert_parallel_2_ranks_equal_one_process(tmp_path) -> None:
         assert result["matches_hand"], rank  # each rank's own samples, by hand
         assert result["expert_counts"] == single["expert_counts"], rank  # summed over the ranks
         assert result["probe_in_step_changes_nothing"] and result["step_moved_weights"], rank
-        values = result["values"]
-        assert values.keys() == expected.keys(), rank
-        for key, value in expected.items():
-            assert values[key] == pytest.approx(value, abs=1e-5, nan_ok=True), (rank, key)
+        assert_same_values(result["values"], expected, tol=1e-5, where=rank)
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
                     reason="torch.distributed with gloo is not available")
 def test_hf_trainer_zero3_two_ranks_equal_one_process(tmp_path) -> None:
     pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: pip install 'grokmon[deepspeed]'")
-    from launch import rank_results, run_ranks
+    from launch import assert_same_values, rank_results, run_ranks
 
     def reference() -> dict:
         with torch.random.fork_rng():
@@ -95,9 +95,7 @@ def test_hf_trainer_zero3_two_ranks_equal_one_process(tmp_path) -> None:
         assert result["losses"] == pytest.approx(single["losses"], rel=1e-4), rank  # the same training
         assert [step for step, _ in result["history"]] == [0, 1, 2], rank
         for (step, values), (_, expected) in zip(result["history"], single["history"]):
-            assert values.keys() == expected.keys(), (rank, step)
-            for key, value in expected.items():
-                assert values[key] == pytest.approx(value, abs=1e-4, nan_ok=True), (rank, step, key)
+            assert_same_values(values, expected, tol=1e-4, where=(rank, step))
 
 
 if __name__ == "__main__":

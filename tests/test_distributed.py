@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from child_env import exit_rank_process
-from launch import rank_results, run_ranks
+from launch import assert_same_values, rank_results, run_ranks
 
 import pytest
 import torch
@@ -148,10 +148,7 @@ def test_sharded_probe_equals_single_process(tmp_path, single: dict, world: int)
         expected = single[name]
         assert any(k.startswith("grokmon/layer/") and k.endswith("/load") for k in expected) or name != "full"
         for rank, result in enumerate(ranks):
-            values = result[name]
-            assert values.keys() == expected.keys(), (name, rank)
-            for key, value in expected.items():
-                assert values[key] == pytest.approx(value, abs=1e-6, nan_ok=True), (name, rank, key)
+            assert_same_values(result[name], expected, tol=1e-6, where=(name, rank))
     # background stop: requested by probe 1 on every rank, applied at probe 2 on every rank
     assert single["stop"] is not None  # one process acts as soon as it has the result
     assert [r["stop"] for r in ranks] == [2] * world

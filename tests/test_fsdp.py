@@ -14,7 +14,7 @@ import os
 import sys
 
 from child_env import exit_rank_process
-from launch import rank_results, run_ranks
+from launch import assert_same_values, rank_results, run_ranks
 
 import pytest
 import torch
@@ -83,10 +83,7 @@ def test_fsdp2_probe_equals_single_process(tmp_path) -> None:
     assert any("consistency" in k for k in expected), sorted(expected)  # the metric that read DTensors
     for rank, result in enumerate(ranks):
         assert result["sharded"], rank
-        values = result["values"]
-        assert values.keys() == expected.keys(), rank
-        for key, value in expected.items():
-            assert values[key] == pytest.approx(value, abs=1e-5, nan_ok=True), (rank, key)
+        assert_same_values(result["values"], expected, tol=1e-5, where=rank)
 
 
 if __name__ == "__main__":
