@@ -131,7 +131,7 @@ def same(a, b) -> bool:
 def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
     import wandb
 
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
     initial = reference(model, make_probe())

@@ -18,7 +18,7 @@ import pytest
 from child_env import child_env
 
 from grokmon.sinks import read_jsonl
-from grokmon.testing.wandb_records import read_wandb_run
+from grokmon.sinks.wandb_file import read_wandb_run
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "grokmon/pathway_distance"

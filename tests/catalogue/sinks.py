@@ -97,7 +97,7 @@ def _(tmp, mp):
 @case("sinks-wandb-file-chunk-type", SinkError, "unexpected chunk type")
 def _(tmp, mp):
     pytest.importorskip("wandb")
-    from grokmon.testing.wandb_records import _HEADER, iter_wandb_records
+    from grokmon.sinks.wandb_file import _HEADER, iter_wandb_records
 
     kind, payload = 9, b"x"
     chunk = struct.pack("<IHB", zlib.crc32(bytes([kind]) + payload), len(payload), kind) + payload
@@ -183,7 +183,7 @@ def _(tmp, mp):
 @case("sinks-wandb-file-missing", SinkError, "no W&B run file or directory at ... pass the offline-run-* directory or "
       "its .wandb file")
 def _(tmp, mp):
-    from grokmon.testing.wandb_records import find_wandb_file
+    from grokmon.sinks.wandb_file import find_wandb_file
 
     find_wandb_file(tmp / "missing")
 
@@ -191,14 +191,14 @@ def _(tmp, mp):
 @case("sinks-wandb-folder-without-run-file", SinkError, "no run-*.wandb file under ... was wandb.init(dir=...) pointed "
       "elsewhere?")
 def _(tmp, mp):
-    from grokmon.testing.wandb_records import find_wandb_file
+    from grokmon.sinks.wandb_file import find_wandb_file
 
     find_wandb_file(tmp)
 
 
 @case("sinks-wandb-file-bad-header", SinkError, "is not a W&B run file (bad header")
 def _(tmp, mp):
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     (tmp / "run-x.wandb").write_bytes(b"hello world, not a run")
     read_wandb_run(tmp / "run-x.wandb")
@@ -206,7 +206,7 @@ def _(tmp, mp):
 
 @case("sinks-wandb-file-checksum", SinkError, "checksum mismatch at byte ... the file is corrupted")
 def _(tmp, mp):
-    from grokmon.testing.wandb_records import _HEADER, iter_wandb_records
+    from grokmon.sinks.wandb_file import _HEADER, iter_wandb_records
 
     payload = b"x"
     chunk = struct.pack("<IHB", zlib.crc32(bytes([1]) + payload) ^ 1, len(payload), 1) + payload  # a wrong checksum
@@ -253,6 +253,6 @@ def _(tmp, mp):
 @case("sinks-wandb-records-table-missing", SinkError, "no history value 'nope' in ... was the table logged under "
       "another key?")
 def _(tmp, mp):
-    from grokmon.testing.wandb_records import WandbRunRecords
+    from grokmon.sinks.wandb_file import WandbRunRecords
 
     WandbRunRecords(tmp / "run-x.wandb", history=[{"_step": 0, "grokmon/a": 1.0}]).table("nope")
