@@ -183,7 +183,8 @@ class GrokkingHFCallback(MonitorAdapter, TrainerCallback):
             if others and self.trainer is None and "wandb" not in _report_to(args):
                 logger.warning(
                     "grokmon: report_to=%s, but the callback has no trainer to log through, so grokmon's values "
-                    "reach only log_history and the monitor's own sinks. Pass it: GrokkingHFCallback(monitor, trainer=trainer) "
+                    "reach only log_history and the monitor's own sinks. Pass it: "
+                    "GrokkingHFCallback(monitor, trainer=trainer) "
                     "(create the Trainer first, then trainer.add_callback(...)), or add a sink such as "
                     "grokmon.TensorBoardSink", others)
         if state.global_step > 0 and self._restored is None:
