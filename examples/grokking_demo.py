@@ -83,7 +83,8 @@ def make_accuracy_callback(train: ArithmeticDataset, held: ArithmeticDataset, ev
     Values go to ``accuracy.jsonl`` and through ``trainer.log`` (so W&B has ``train/heldout_accuracy``
     next to the grokmon curves). Training stops ``stop_after_grok`` steps after held-out accuracy
     first reaches 0.9, which keeps the demo short while showing the curves settle. One progress line
-    per probe: step, accuracies, the training loss, and the monitor's latest distance and stage.
+    per probe: step, accuracies, the training loss, and that probe's distance and stage (printed once
+    the monitor's background metrics for that step are in), with a word on the ``unknown`` stage.
     """
     from transformers import TrainerCallback
 
@@ -92,6 +93,8 @@ def make_accuracy_callback(train: ArithmeticDataset, held: ArithmeticDataset, ev
             self.trainer: Any = None
             self.rows: dict[int, dict[str, float]] = {}
             self.grokked_at: int | None = None
+            self.pending: list[tuple[int, int, dict[str, float]]] = []
+            self.explained = False
             self.file = open(out / "accuracy.jsonl", "w")
 
         def measure(self, model: torch.nn.Module, step: int) -> dict[str, float]:
@@ -105,17 +108,34 @@ def make_accuracy_callback(train: ArithmeticDataset, held: ArithmeticDataset, ev
             return row
 
         def progress(self, step: int, max_steps: int, row: dict[str, float]) -> None:
-            last = monitor.last_metrics if monitor is not None else {}
-            distance, stage = last.get("grokmon/pathway_distance"), last.get("grokmon/stage")
-            print(f"step {step:5d}/{max_steps}  train acc {row['train_accuracy']:.3f}  held-out acc "
-                  f"{row['heldout_accuracy']:.3f}  train loss {row['train_loss_full']:.2e}  distance "
-                  f"{'-' if distance is None else f'{distance:.4f}'}  stage "
-                  f"{'-' if stage is None or stage != stage else STAGES[int(stage)]}", flush=True)
+            """Queue the line of this step; it is printed once the monitor has this probe's values."""
+            self.pending.append((step, max_steps, row))
+            self.print_ready()
+
+        def print_ready(self, final: bool = False) -> None:
+            # the metrics run in the background: print a step's line with that step's own probe values
+            # (not the previous probe's), as soon as they are in the monitor's history
+            done = {step: m for step, m in (monitor.history if monitor is not None else [])}
+            while self.pending and (monitor is None or final or self.pending[0][0] in done):
+                step, max_steps, row = self.pending.pop(0)
+                last = done.get(step, {})
+                distance, stage = last.get("grokmon/pathway_distance"), last.get("grokmon/stage")
+                name = "-" if stage is None or stage != stage else STAGES[int(stage)]
+                print(f"step {step:5d}/{max_steps}  train acc {row['train_accuracy']:.3f}  held-out acc "
+                      f"{row['heldout_accuracy']:.3f}  train loss {row['train_loss_full']:.2e}  distance "
+                      f"{'-' if distance is None else f'{distance:.4f}'}  stage {name}", flush=True)
+                if name == "unknown" and not self.explained:
+                    self.explained = True
+                    print("  (stage 'unknown': the probe loss has flattened, so the probe set is memorized; "
+                          "grokmon does not claim grokking from the pathways by default, since no pathway "
+                          "signal told grokking runs from non-generalizing ones in validation. "
+                          "GroupStageTracker(claims=\"distance\") opts in: docs/alerts.md)", flush=True)
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self.progress(state.global_step, state.max_steps, self.measure(model, state.global_step))
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
+            self.print_ready()
             if state.global_step % every:
                 return
             row = self.measure(model, state.global_step)
@@ -126,6 +146,7 @@ def make_accuracy_callback(train: ArithmeticDataset, held: ArithmeticDataset, ev
                 control.should_training_stop = True
 
         def on_train_end(self, args, state, control, **kwargs):
+            self.print_ready(final=True)  # the monitor's callback (first in the list) has flushed it
             self.file.close()
 
     return AccuracyCallback()

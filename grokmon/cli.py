@@ -2,7 +2,7 @@
 
     grokmon scan ckpts/checkpoint-* --probe probe.pt --out scan/   # metrics per checkpoint
     grokmon report scan/grokmon.jsonl --out report/                # one HTML page + overview.png
-    grokmon probe corpus.jsonl --tokenizer tok/ --n 512 --seq-len 256 --out probe.pt
+    grokmon probe corpus.jsonl --tokenizer tok/ --n 512 --seq-len 256 --group-key domain --skip-short --out probe.pt
 
 Example:
     >>> main(["report", "run/grokmon.jsonl", "--out", "plots"])   # doctest: +SKIP
@@ -30,8 +30,8 @@ def checkpoint_step(path: Path) -> int:
     state = path / "trainer_state.json"
     if state.is_file():
         try:
-            return int(json.loads(state.read_text())["global_step"])
-        except (ValueError, KeyError, TypeError) as error:  # JSONDecodeError is a ValueError
+            return int(json.loads(state.read_text(encoding="utf-8", errors="replace"))["global_step"])
+        except (ValueError, KeyError, TypeError, OverflowError) as error:  # JSONDecodeError is a ValueError
             raise GrokmonError(
                 f"{state} has no readable global_step ({type(error).__name__}: {error}): "
                 "restore the Trainer's trainer_state.json or delete it to take the step from the folder name"
@@ -101,10 +101,13 @@ def scan(
     from .probe import ProbeSet
     from .results import metric_job
     from .routing import capture_pathways
+    from .runinfo import config_line
     from .sinks import JsonlSink
     from .keys import prefixed
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise GrokmonError(f"--out {out} is a file: pass a folder for grokmon.jsonl and grokmon.csv")
     out.mkdir(parents=True, exist_ok=True)
     probe = ProbeSet.load(probe_path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,7 +124,14 @@ def scan(
     previous = None
     records: list[tuple[int, dict]] = []
     skipped: list[str] = []
+    resumed = [p for p in ordered if str(p.resolve()) in done]
+    if resumed and progress:
+        print(f"grokmon scan: {len(resumed)} of {len(ordered)} checkpoints are already in {jsonl}, skipped: "
+              + ", ".join(p.name for p in resumed), file=sys.stderr)
     with JsonlSink(jsonl, ordered=False) as sink:  # checkpoints come in the order the user gives them
+        if not done:  # the configuration line first: settings, probe fingerprint, versions
+            sink.write_config(config_line(probe, metrics=config, source="grokmon scan",
+                                          probe_file=str(Path(probe_path).resolve()), batch_size=settings.batch_size))
         for path in tqdm(ordered, desc="grokmon scan", unit="ckpt", disable=not progress):
             key = str(path.resolve())
             if key in done:
@@ -162,6 +172,8 @@ def _scanned(jsonl: Path) -> dict[str, tuple[int, dict]]:
 
     done: dict[str, tuple[int, dict]] = {}
     for number, row in enumerate(read_jsonl(jsonl) if jsonl.exists() else [], 1):
+        if "config" in row and "metrics" not in row:  # the configuration line
+            continue
         if "checkpoint" not in row or "metrics" not in row:
             raise GrokmonError(
                 f"line {number} of {jsonl} is not a grokmon scan record: --out already holds a "
@@ -197,8 +209,13 @@ def report(jsonl: str | Path, out_dir: str | Path, *, eval_file: str | Path | No
     from .report import OVERVIEW_FILE, write_report
 
     path = Path(jsonl)
+    if path.is_dir():  # a run's folder: its grokmon.jsonl (as write_report takes it)
+        if not (path / "grokmon.jsonl").is_file():
+            raise GrokmonError(f"{path} is a folder without a grokmon.jsonl: pass the grokmon.jsonl a run or a "
+                               "scan wrote, or its folder")
+        path = path / "grokmon.jsonl"
     if not path.is_file():
-        raise GrokmonError(f"{path} does not exist: pass the grokmon.jsonl a run or a scan wrote")
+        raise GrokmonError(f"{path} does not exist: pass the grokmon.jsonl a run or a scan wrote, or its folder")
     page = write_report(path, out_dir, eval_file=eval_file, title=title)
     written = [page, Path(out_dir) / OVERVIEW_FILE]
     if pngs:
@@ -213,22 +230,48 @@ def report(jsonl: str | Path, out_dir: str | Path, *, eval_file: str | Path | No
 
 def build_probe(
     corpus: str | Path, tokenizer: str, out: str | Path, *, n: int, seq_len: int, seed: int = 0,
-    text_key: str = "text", group_key: str | None = None, min_length: int = 8,
+    text_key: str = "text", group_key: str | None = None, min_length: int = 8, skip_short: bool = False,
+    verbose: bool = False,
 ) -> Path:
-    """Build a probe file from a JSONL (one object per line) or plain-text (one sample per line) corpus."""
+    """Build a probe file from a JSONL (one object per line) or plain-text (one sample per line) corpus.
+
+    The draw is :meth:`ProbeSet.from_dataset`'s: with ``group_key`` stratified (per-group counts as
+    equal as possible), else plain; the same ``seed`` over the same rows picks the same samples.
+    A text of fewer than ``min_length`` tokens is an error naming its corpus line, unless
+    ``skip_short`` leaves such texts out before the draw. ``verbose`` prints what was skipped and
+    the per-group counts (the CLI does).
+
+    Example:
+        >>> build_probe("corpus.jsonl", "tok/", "probe.pt", n=96, seq_len=64, group_key="domain",
+        ...             skip_short=True, verbose=True)                  # doctest: +SKIP
+        grokmon probe: skipped 3 of 900 texts shorter than --min-length 8 tokens
+        grokmon probe: 96 samples (code 32, numbers 32, prose 32)
+        PosixPath('probe.pt')
+    """
     from transformers import AutoTokenizer
 
     from .probe import ProbeSet
+    from .probe.sampling import sample_indices, stratified_pick
 
     path = Path(corpus)
     if not path.is_file():
         raise GrokmonError(f"corpus {path} does not exist")
     if n < 1:
         raise GrokmonError(f"--n must be a positive number of samples, got {n}")
-    texts, groups = [], []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    if Path(out).is_dir():
+        raise GrokmonError(f"--out {out} is a folder: pass the probe file to write (e.g. {Path(out) / 'probe.pt'})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[:error.start].count(b"\n") + 1
+        raise GrokmonError(f"corpus {path} is not UTF-8 text (line {line}, byte {error.start}: "
+                           f"{error.object[error.start:error.end]!r}): convert it to UTF-8 "
+                           "(e.g. iconv -f latin1 -t utf-8)") from None
+    texts, groups, lines = [], [], []
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
+        lines.append(number)
         if path.suffix in (".jsonl", ".json"):
             try:
                 row = json.loads(line)
@@ -255,9 +298,8 @@ def build_probe(
 
     bad = next(((i, t) for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
-        raise GrokmonError(f"sample {bad[0] + 1} of {path} has a {type(bad[1]).__name__} in its {text_key!r} field, "
+        raise GrokmonError(f"line {lines[bad[0]]} of {path} has a {type(bad[1]).__name__} in its {text_key!r} field, "
                            "not text: fix the corpus, or pass --text-key the field that holds the text")
-    picked = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed))[:n].sort().values.tolist()
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer)
     except (OSError, ValueError) as error:
@@ -266,9 +308,37 @@ def build_probe(
             f"cannot load the tokenizer {tokenizer} ({why}): pass --tokenizer a folder saved with "
             "tokenizer.save_pretrained(...) (or a Hub model id)"
         ) from None
+    # token counts as ProbeSet.from_texts makes them (special tokens, cut at seq_len)
+    lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=seq_len)["input_ids"]]
+    rows = list(range(len(texts)))
+    if skip_short:
+        rows = [i for i in rows if lengths[i] >= min_length]
+        if verbose:
+            print(f"grokmon probe: skipped {len(texts) - len(rows)} of {len(texts)} texts shorter than "
+                  f"--min-length {min_length} tokens")
+        if n > len(rows):
+            raise GrokmonError(f"the corpus has {len(rows)} texts of at least --min-length {min_length} tokens, "
+                               f"fewer than --n {n}: lower --n or --min-length")
+    gen = torch.Generator().manual_seed(int(seed))  # the draw of ProbeSet.from_dataset, on these rows
+    if groups:
+        picked = [rows[j] for j in stratified_pick([groups[i] for i in rows], n, gen)]
+    else:
+        picked = [rows[j] for j in sample_indices(len(rows), n, gen)]
+    short = next((i for i in picked if lengths[i] < min_length), None)
+    if short is not None:
+        count = sum(1 for x in lengths if x < min_length)
+        raise GrokmonError(
+            f"line {lines[short]} of {path} has {lengths[short]} tokens, fewer than --min-length {min_length} "
+            f"({count} line{'s' if count != 1 else ''} of the corpus {'are' if count != 1 else 'is'} that short): "
+            "pass --skip-short to leave them out of the draw, or lower --min-length"
+        )
     probe = ProbeSet.from_texts([texts[i] for i in picked], tok, seq_len=seq_len, min_length=min_length,
                                 groups=[groups[i] for i in picked] if groups else None)
     probe.save(out)
+    if verbose:
+        counts = probe.group_counts() if probe.groups is not None else {}
+        print(f"grokmon probe: {len(probe)} samples"
+              + (" (" + ", ".join(f"{g} {c}" for g, c in counts.items()) + ")" if counts else ""))
     return Path(out)
 
 
@@ -322,7 +392,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--pngs", action="store_true", help="also write one PNG per metric and the load heatmap")
 
     p_probe = sub.add_parser("probe", help="build a probe file from a corpus",
-                             description="Sample N texts from a corpus, tokenize them and save a probe file.")
+                             description="Sample N texts from a corpus (stratified by --group-key, as "
+                             "ProbeSet.from_dataset(group_by=...)), tokenize them, save a probe file and print "
+                             "the per-group counts.")
     p_probe.add_argument("corpus", help=".jsonl (objects with a text field) or text, one sample a line")
     p_probe.add_argument("--tokenizer", required=True, help="a local tokenizer folder")
     p_probe.add_argument("--out", required=True, help="the probe file to write (e.g. probe.pt)")
@@ -332,6 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_probe.add_argument("--text-key", default="text", help="JSONL field holding the text (text)")
     p_probe.add_argument("--group-key", default=None, help="JSONL field holding the group, e.g. domain")
     p_probe.add_argument("--min-length", type=int, default=8, help="fewest tokens a sample may have (8)")
+    p_probe.add_argument("--skip-short", action="store_true",
+                         help="leave texts shorter than --min-length out of the draw (prints how many)")
     return parser
 
 
@@ -351,9 +425,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(build_probe(args.corpus, args.tokenizer, args.out, n=args.n, seq_len=args.seq_len,
                               seed=args.seed, text_key=args.text_key, group_key=args.group_key,
-                              min_length=args.min_length))
+                              min_length=args.min_length, skip_short=args.skip_short, verbose=True))
     except GrokmonError as error:
         print(f"grokmon: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file the command reads or writes: the system's own words name it
+        print(f"grokmon: error: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:  # noqa: BLE001 - the command line never shows a traceback
+        print(f"grokmon: error: unexpected {type(error).__name__}: {error} (a grokmon bug: please report it with "
+              "the command line that gave it)", file=sys.stderr)
         return 2
     return 0
 

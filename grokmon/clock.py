@@ -43,7 +43,7 @@ class StepClock:
             raise ConfigError(f"step must be an integer optimizer step, got {step!r} ({type(step).__name__}): "
                               "pass int(step)") from None
         if raw < 0:
-            raise ConfigError(f"step must be >= 0, got {raw}")
+            raise ConfigError(f"step must be >= 0, got {raw}: pass the optimizer step (0 before the first update)")
         value = raw + self.offset
         if last_probed is not None and value < last_probed:
             message = (f"the step went backwards, from {last_probed} to {value} (a counter that restarts each "

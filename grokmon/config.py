@@ -43,10 +43,14 @@ class MonitorConfig(CheckedKeywords):
     appear when the probe has groups."""
 
     jsonl: str | bool = True
-    """The JSONL record: True for ``output_dir/grokmon.jsonl``, a file path, or False."""
+    """The JSONL record: True for ``<run folder>/grokmon.jsonl``, a file path, or False."""
 
-    output_dir: str = "grokmon_out"
-    """Folder of the default JSONL record and of the saved probe (``probe.pt``)."""
+    output_dir: str | None = None
+    """Folder of the JSONL record and of the saved probe (``probe.pt``). ``None`` (the default): each
+    run gets a new folder of its own, ``run-<n>`` under ``grokmon_out/`` (under the Hugging Face
+    Trainer, ``<TrainingArguments.output_dir>/grokmon/``; under Lightning, ``<default_root_dir>/grokmon/``),
+    made at the first probe, so running a script again never appends to the last run's record; a
+    resume reopens the folder saved in the checkpoint's monitor state. A path: exactly that folder."""
 
     stages: bool = True
     """Track the per-group grokking stage (memorizing / grokking / saturated). To change its patience,
@@ -92,8 +96,21 @@ class MonitorConfig(CheckedKeywords):
     sink_detach_after: float = 60.0
     """Seconds a stalled sink call may last before the sink is detached (the JSONL record never is)."""
 
+    history_limit: int = 1000
+    """Results kept in ``monitor.history`` (a count: the oldest go first; the JSONL record keeps them
+    all). Its memory is about 125 bytes per metric key per result (docs/performance.md): 1,000 results
+    of 400 keys are about 50 MB."""
+
+    wandb_charts_every: int | None = 10
+    """Refresh the W&B per-group charts and stage table every this many probes (None: only when the
+    monitor closes); used by the W&B sink the Trainer and Lightning adapters add."""
+
+    wandb_alert_level: str = "WARN"
+    """The lowest alert level that calls ``run.alert`` in that sink (``"WARN"``: rules, not each group's
+    stage change; ``"INFO"``: every event)."""
+
     def __post_init__(self) -> None:
-        if not isinstance(self.every, int) or self.every < 1:
+        if isinstance(self.every, bool) or not isinstance(self.every, int) or self.every < 1:
             raise ConfigError(f"every must be a positive number of optimizer steps, got {self.every!r}")
         if self.on_error not in ("warn", "raise"):
             raise ConfigError(f"on_error must be 'warn' or 'raise', got {self.on_error!r}")
@@ -105,6 +122,14 @@ class MonitorConfig(CheckedKeywords):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if not isinstance(self.sink_buffer, int) or isinstance(self.sink_buffer, bool) or self.sink_buffer < 1:
             raise ConfigError(f"sink_buffer must be a positive number of records, got {self.sink_buffer!r}")
+        if not isinstance(self.history_limit, int) or isinstance(self.history_limit, bool) or self.history_limit < 1:
+            raise ConfigError(f"history_limit must be a positive number of results, got {self.history_limit!r}")
+        if self.wandb_charts_every is not None and (not isinstance(self.wandb_charts_every, int) or isinstance(
+                self.wandb_charts_every, bool) or self.wandb_charts_every < 1):
+            raise ConfigError(f"wandb_charts_every must be a positive number of probes, or None (charts only at "
+                              f"close), got {self.wandb_charts_every!r}")
+        if self.wandb_alert_level not in ("INFO", "WARN", "ERROR"):
+            raise ConfigError(f"wandb_alert_level must be 'INFO', 'WARN' or 'ERROR', got {self.wandb_alert_level!r}")
         if self.metrics is None:
             self.metrics = MetricConfig()
         elif isinstance(self.metrics, Mapping):
@@ -117,7 +142,7 @@ class MonitorConfig(CheckedKeywords):
                 raise ConfigError(f"jsonl={str(self.jsonl)!r} is a folder: pass a file path (e.g. "
                                   f"{Path(self.jsonl) / 'grokmon.jsonl'}), True for output_dir/grokmon.jsonl, or False")
             self.jsonl = str(self.jsonl)
-        self.output_dir = str(self.output_dir)
+        self.output_dir = None if self.output_dir is None else str(self.output_dir)
         if not isinstance(self.stages, bool):
             if type(self.stages).__name__ == "GroupStageTracker":
                 raise ConfigError("MonitorConfig.stages is True or False: pass a configured GroupStageTracker as "
@@ -134,10 +159,13 @@ class MonitorConfig(CheckedKeywords):
 
     @property
     def jsonl_path(self) -> Path | None:
-        """The JSONL record's path, or None when it is off."""
+        """The JSONL record's path; None when it is off or in a run folder made at the first probe
+        (``output_dir=None``: the monitor's ``jsonl_path`` says where it went)."""
         if not self.jsonl:
             return None
-        return Path(self.output_dir) / "grokmon.jsonl" if self.jsonl is True else Path(self.jsonl)
+        if self.jsonl is not True:
+            return Path(self.jsonl)
+        return None if self.output_dir is None else Path(self.output_dir) / "grokmon.jsonl"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (``metrics`` as a dict of its fields)."""

@@ -13,6 +13,13 @@ training loop nothing:
   :class:`~grokmon.sinks.JsonlSink` (the record) is never detached;
 * a sink whose calls raise ``max_failures`` times in a row is detached too (not the JSONL record,
   which keeps lines it cannot write and never raises for it);
+* a sink that raises a ``BaseException`` that is not an ``Exception`` (``SystemExit``,
+  ``KeyboardInterrupt``, ``GeneratorExit``) is detached at once: counted, warned, its thread goes on
+  (a sink thread never dies with records left in its queue);
+* each sink gets its own copy of a record's metrics (a sink that edits the dict changes neither
+  the JSONL line nor ``monitor.history``); ``alert`` is optional (a sink without it gets no alerts);
+* a record a sink takes but declines (its ``log`` returns ``False``: the JSONL record refusing a
+  step that is not after its last one, on a restart) is counted as ``refused``, not delivered;
 * :meth:`Delivery.flush` and :meth:`Delivery.close` wait at most their ``timeout`` and never wait
   for, or call, a stalled sink; a sink whose ``close`` does not return in time is left behind.
 
@@ -62,6 +69,7 @@ class SinkStatus:
     delivered: int  # records the sink took
     queued: int  # records waiting for it, or in a call that has not returned
     dropped: int  # records it will never get (overflow, errors, detached, closed before it took them)
+    refused: int = 0  # records it took and declined (its log returned False: a step the JSONL already has)
 
 
 def _sink_name(sink: Any) -> str:
@@ -91,6 +99,8 @@ class SinkChannel:
         self.max_failures = max_failures
         self.delivered = 0
         self.dropped = 0
+        self.refused = 0
+        self.alerts = callable(getattr(sink, "alert", None))  # optional (SinkLike): no alert, no alerts sent
         self.stalled = False
         self.detached = False
         self.closed = False
@@ -108,13 +118,20 @@ class SinkChannel:
     # ------------------------------------------------------------------ training thread
     def put(self, kind: str, *payload: Any) -> None:
         """Queue one call (``"log"``, ``"alert"``); never blocks on the sink."""
-        if self.closed or self.detached:
-            self.dropped += kind == "log"
+        if kind == "alert" and not self.alerts:
             return
+        if kind == "log":  # its own copy: a sink that edits the dict changes nothing elsewhere
+            payload = (dict(payload[0]), *payload[1:])
         if self.inline:
-            self._call(kind, payload)
+            if self.closed or self.detached:
+                self.dropped += kind == "log"
+            else:
+                self._call(kind, payload)
             return
-        with self._cond:
+        with self._cond:  # checked under the lock the sink thread detaches under: no record slips in after
+            if self.closed or self.detached:
+                self.dropped += kind == "log"
+                return
             if len(self._items) >= self.capacity:
                 old_kind, _ = self._items.popleft()
                 self.dropped += old_kind == "log"
@@ -152,11 +169,17 @@ class SinkChannel:
 
     def wait_idle(self, deadline: float) -> bool:
         """Wait (until ``deadline``, ``time.monotonic()``) for the queue to empty; False if it did not,
-        at once for a stalled or detached sink."""
+        at once for a stalled or detached sink, or one whose thread is gone with records left."""
         with self._cond:
             while self._items or self._busy_since is not None:
                 if self.detached or self.closed:
                     return False
+                thread = self._thread
+                if self._items and self._busy_since is None and (thread is None or not thread.is_alive()):
+                    self._thread = None  # ended (idle exit, or died): start another for the records left
+                    self._start()
+                    if self.inline:
+                        continue
                 busy = self._busy_since
                 if busy is not None and time.monotonic() - busy > self.timeout:  # stalled now
                     return False
@@ -179,7 +202,7 @@ class SinkChannel:
             self._cond.notify_all()
         if lost:
             warnings.warn(f"grokmon: sink {self.name} did not take {lost} record(s) before close (counted in "
-                          "grokmon/sink_drops; the JSONL record and monitor.history have them)", RuntimeWarning, stacklevel=3)
+                          "grokmon/sink_drops; the JSONL record has them)", RuntimeWarning, stacklevel=3)
         if self.detached or not idle:
             return  # never call into a sink that is stalled or gone
         thread = self._thread
@@ -208,7 +231,7 @@ class SinkChannel:
         with self._cond:  # waiting records plus a log call in flight that is not yet counted as dropped
             in_flight = self._busy_since is not None and self._inflight_kind == "log" and not self._inflight_dropped
             queued = sum(kind == "log" for kind, _ in self._items) + in_flight
-            return SinkStatus(self.name, state, self.delivered, queued, self.dropped)
+            return SinkStatus(self.name, state, self.delivered, queued, self.dropped, self.refused)
 
     # ------------------------------------------------------------------ sink thread
     def _start(self) -> None:
@@ -244,24 +267,37 @@ class SinkChannel:
                 self._busy_since, self._inflight_kind = time.monotonic(), kind
             try:
                 self._call(kind, payload)
+            except BaseException:  # noqa: BLE001 - _call catches everything; never let the thread die busy
+                with self._cond:
+                    self._thread = None
+                raise
             finally:
                 with self._cond:
                     self._busy_since, self._inflight_dropped = None, False
                     self._cond.notify_all()
 
     def _call(self, kind: str, payload: tuple) -> None:
-        error: Exception | None = None
+        error: BaseException | None = None
+        fatal = False
+        answer: Any = None
         try:
             if kind == "log":
-                self.sink.log(*payload)
+                answer = self.sink.log(*payload)
             else:
                 self.sink.alert(*payload)
         except Exception as raised:  # noqa: BLE001 - reported on the training thread
             error = raised
+        except BaseException as raised:  # noqa: BLE001 - SystemExit, KeyboardInterrupt, GeneratorExit from a sink
+            # never raised on the training thread as what it is (it would end the process or the loop)
+            error, fatal = SinkError(f"sink {self.name} raised {raised!r}, which a sink must never raise"), True
+            error.__cause__ = raised
         with self._cond:  # counted and marked idle together: status() never counts a record twice
             if kind == "log":
                 if error is None:
-                    self.delivered += 1
+                    if answer is False:
+                        self.refused += 1
+                    else:
+                        self.delivered += 1
                     self.dropped -= self._inflight_dropped  # counted dropped while stalled; it arrived after all
                 elif not self._inflight_dropped:
                     self.dropped += 1
@@ -272,7 +308,9 @@ class SinkChannel:
             return
         self._failures_in_row += 1
         self._errors.append((f"sink {self.name}", error))
-        if self._failures_in_row >= self.max_failures and not self.keep:
+        if fatal and not self.keep:
+            self._detach(f"raised {error.__cause__!r}", inflight=False)
+        elif self._failures_in_row >= self.max_failures and not self.keep:
             self._detach(f"failed {self._failures_in_row} times in a row (last: {error!r})", inflight=False)
 
     def _count_inflight_dropped(self) -> int:
@@ -287,6 +325,10 @@ class SinkChannel:
             self.sink.close()
         except Exception as error:  # noqa: BLE001
             self._errors.append((f"sink {self.name} close", error))
+        except BaseException as raised:  # noqa: BLE001 - as in _call: never ends the closing thread's caller
+            error = SinkError(f"sink {self.name} close() raised {raised!r}, which a sink must never raise")
+            error.__cause__ = raised
+            self._errors.append((f"sink {self.name} close", error))
 
     def _detach(self, why: str, *, inflight: bool = True) -> None:
         with self._cond:
@@ -299,7 +341,7 @@ class SinkChannel:
             self._cond.notify_all()
         # warned from the training thread (at its next check), never from the sink's
         self._notes.append(f"grokmon: sink {self.name} {why} and is detached: {queued} record(s) dropped "
-                           "(counted in grokmon/sink_drops); the JSONL record and monitor.history keep every result")
+                           "(counted in grokmon/sink_drops); the JSONL record keeps every result")
 
 
 class Delivery:

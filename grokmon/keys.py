@@ -16,10 +16,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-__all__ = ["PREFIX", "prefixed", "unprefixed"]
+__all__ = ["PREFIX", "GROUP_SECTION", "DIAG_SECTION", "prefixed", "unprefixed"]
 
 #: Put before every metric key the monitor logs (``grokmon/pathway_distance``).
 PREFIX = "grokmon/"
+
+#: The W&B sections beside the headline's (``grokmon/``) where :class:`~grokmon.sinks.WandbSink` files
+#: each group's scalars (``grokmon_group/<g>/<metric>``) and the diagnostics (``grokmon_diag/...``).
+#: Only W&B sees these keys; every other sink and reader sees :data:`PREFIX` keys.
+GROUP_SECTION = PREFIX.rstrip("/") + "_group/"
+DIAG_SECTION = PREFIX.rstrip("/") + "_diag/"
 
 V = TypeVar("V")
 

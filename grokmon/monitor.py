@@ -22,7 +22,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -36,9 +38,11 @@ from .errors import ConfigError, GrokmonError, ProbeError, SinkError
 from .pathways import Pathways
 from .probe import ProbeSet
 from .results import ResultPath
+from .runfolder import DEFAULT_RUNS_ROOT, new_run_folder
 from .runner import ProbeRunner
 from .clock import StepClock
 from .torchfile import load_torch_file
+from .runinfo import config_line
 from .sinks import AccelerateSink, JsonlSink, check_sinks
 
 Results = list[tuple[int, dict[str, float]]]
@@ -87,7 +91,7 @@ class GrokkingMonitor:
     ``grokmon/errors``; a failed probe logs its step with NaN metrics. Sinks are called from their own
     threads: one that stalls (``sink_timeout``) has its records held and is detached after
     ``sink_detach_after`` s, one that fails 3 times in a row is detached; the JSONL record never is,
-    and the in-memory ``history`` keeps every result (:mod:`grokmon.delivery`).
+    and the in-memory ``history`` keeps the last ``history_limit`` results (:mod:`grokmon.delivery`).
 
     Example:
         >>> GrokkingMonitor(probe, MonitorConfig(every=100, batch_size=8),                  # doctest: +SKIP
@@ -123,6 +127,9 @@ class GrokkingMonitor:
         self.results = ResultPath(self.config, rules=alerts, on_alert=on_alert,
                                   stage_tracker=stage_tracker or (GroupStageTracker() if self.config.stages else None))
         self.jsonl_path: Path | None = None
+        self._run_root = DEFAULT_RUNS_ROOT
+        self._run_record: str | None = None  # the record in a run folder this monitor made (output_dir=None)
+        self._record_pending = False
         if self.results.rank == 0:
             self._open_sinks(sinks, accelerator)
         self.last_probe_step: int | None = None
@@ -131,34 +138,75 @@ class GrokkingMonitor:
         self._previous: Pathways | None = None
         self._closed = False
         shutdown.register(self, sigterm=self.config.flush_on_sigterm)
+        # dropped without close(): deliver what is pending and release the record's lock anyway
+        self._finalizer = weakref.finalize(self, self.results.close, shutdown.SHUTDOWN_TIMEOUT)
+        self._finalizer.atexit = False  # at exit, grokmon.shutdown closes the open monitors within one deadline
 
     def _open_sinks(self, sinks: list[Any], accelerator: Any) -> None:
-        """World rank 0: the JSONL record (with the probe beside it), the accelerator's trackers, the user's sinks."""
-        path = self.config.jsonl_path
-        if path is not None:
-            try:
-                record = JsonlSink(path)  # creates the folder; a clear SinkError if it cannot
-            except SinkError as error:
-                if self.config.jsonl is not True or not getattr(error, "in_use", False):
-                    raise
-                record, path = _free_record(path, error)  # default path taken by another live monitor
-            self.results.add_sink(record)
-            self.jsonl_path = path
-            if self.config.save_probe:  # beside the record: a restarted or later job loads the same samples
-                try:
-                    self.probe_set.save_once(path.parent / "probe.pt")
-                except OSError as error:
-                    self.results.fail("probe save", error)
+        """World rank 0: the JSONL record (now, or in a run folder at the first probe), the
+        accelerator's trackers, the user's sinks."""
+        self._record_pending = bool(self.config.jsonl) and self.config.jsonl_path is None
+        if self.config.jsonl_path is not None:
+            self._open_record(self.config.jsonl_path)
         if accelerator is not None:
             self.results.add_sink(AccelerateSink(accelerator))
         for sink in sinks:
             self.results.add_sink(sink)
+        if sinks or accelerator is not None:
+            shutdown.run_first_at_exit()
+
+    def _open_record(self, path: Path, resume_step: int | None = None) -> None:
+        """Open the JSONL record at ``path`` (with the probe beside it); a resumed run drops lines after ``resume_step``."""
+        try:
+            record = JsonlSink(path, resume_step=resume_step)  # creates the folder; a clear SinkError if it cannot
+        except SinkError as error:
+            if self.config.jsonl is not True or not getattr(error, "in_use", False):
+                raise
+            record, path = _free_record(path, error)  # the explicit output_dir's record held by another live monitor
+        if resume_step is None:  # a new record starts with its configuration line (settings, probe, versions)
+            try:
+                record.write_config(config_line(self.probe_set, monitor=self.config))
+            except Exception as error:  # noqa: BLE001 - a record without it still reads
+                self.results.fail("configuration line", error)
+        self.results.add_sink(record)
+        self.jsonl_path = path
+        self._record_pending = False
+        if self.config.save_probe:  # beside the record: a restarted or later job loads the same samples
+            try:
+                self.probe_set.save_once(path.parent / "probe.pt")
+            except OSError as error:
+                self.results.fail("probe save", error)
+
+    def set_run_root(self, root: str | Path) -> None:
+        """Make this run's folder under ``root`` instead of ``grokmon_out/`` (``output_dir=None`` only).
+
+        The adapters call it with their host's output folder (the Trainer's ``output_dir/grokmon``)
+        before the first probe; it changes nothing once the record is open or with an explicit
+        ``output_dir``.
+
+        Example:
+            >>> monitor.set_run_root("out/grokmon")   # the first probe writes out/grokmon/run-1/grokmon.jsonl  # doctest: +SKIP
+        """
+        self._run_root = Path(root)
+
+    def _ensure_record(self, resume_record: str | None = None, resume_step: int | None = None) -> None:
+        """Open the pending run-folder record: the one a resumed state names, else a new ``run-<n>``."""
+        if not self._record_pending or self.results.rank != 0:
+            return
+        try:
+            path = Path(resume_record) if resume_record else new_run_folder(self._run_root) / "grokmon.jsonl"
+            self._open_record(path, resume_step=resume_step if resume_record else None)
+            self._run_record = os.path.abspath(self.jsonl_path)
+        except (OSError, GrokmonError) as error:  # no record: the other sinks and history go on
+            self._record_pending = False
+            self.results.fail("record", error)
 
     # ------------------------------------------------------------------ what the settings and results say
     sinks = property(lambda self: self.results.sinks, doc="The sinks results go to (world rank 0).")
     rules = property(lambda self: self.results.rules, doc="The alert rules (a RuleSet).")
     stage_tracker = property(lambda self: self.results.stage_tracker, doc="The per-group stage tracker or None.")
-    history = property(lambda self: self.results.history, doc="Every ``(step, prefixed metrics)`` delivered.")
+    history = property(lambda self: self.results.history,
+                       doc="The last ``history_limit`` (1000) ``(step, prefixed metrics)`` delivered.")
     last_metrics = property(lambda self: self.results.last_metrics, doc="The last result delivered.")
     should_stop = property(lambda self: self.results.should_stop,
                            doc="An alert rule with ``stop_training=True`` fired (agreed on all ranks).")
@@ -175,6 +223,9 @@ class GrokkingMonitor:
         ``step`` must be an integer; one that goes backwards is warned about once and continued on
         grokmon's own count (:class:`grokmon.clock.StepClock`; ``on_error="raise"`` raises).
         """
+        if self._closed:
+            self._after_close("step")
+            return {}
         step = self._clock.resolve(step, last_probed=self.last_probe_step, on_error=self.config.on_error)
         if not self.should_probe(step):
             return _merged(self.poll())
@@ -185,9 +236,18 @@ class GrokkingMonitor:
 
     def probe_now(self, model: nn.Module, step: int, *, optimizer: Any = None) -> None:
         """Probe now, whatever the schedule (all ranks must call it at the same step)."""
+        if self._closed:
+            self._after_close("probe_now")
+            return
         self._probe_at(model, self._clock.resolve(step, last_probed=self.last_probe_step, on_error=self.config.on_error), optimizer)
 
+    def _after_close(self, call: str) -> None:
+        self.results.fail(f"{call} after close", GrokmonError(
+            f"monitor.{call}() was called after monitor.close(): nothing is probed or recorded; "
+            "make a new GrokkingMonitor for a new run"))
+
     def _probe_at(self, model: nn.Module, step: int, optimizer: Any) -> None:
+        self._ensure_record()
         self.results.agree_before_probe()
         self.last_probe_step = step
         try:
@@ -211,12 +271,14 @@ class GrokkingMonitor:
         return self.results.poll()
 
     def flush(self, timeout: float | None = 300.0) -> Results:
-        """Wait for pending metric computation and deliver everything."""
+        """Wait for pending metric computation and deliver everything (at most ``timeout`` s in all)."""
         return self.results.flush(timeout)
 
     def add_sink(self, sink: Any) -> None:
-        """Add a sink (only world rank 0 writes)."""
+        """Add a sink (only world rank 0 writes). At exit (Ctrl-C included) the monitor is closed
+        before the teardown hooks that the sink's owner registered so far (a W&B run's)."""
         self.results.add_sink(sink)
+        shutdown.run_first_at_exit()
 
     def sink_status(self) -> list[Any]:
         """Each sink's delivery state (``ok`` / ``stalled`` / ``detached`` / ``closed``) and its
@@ -225,11 +287,13 @@ class GrokkingMonitor:
 
     # ------------------------------------------------------------------ lifecycle and state
     def close(self, timeout: float | None = 300.0) -> None:
-        """Flush pending metrics (waiting at most ``timeout`` s per result), close the sinks, stop the worker."""
+        """Flush pending metrics, close the sinks, stop the worker: at most ``timeout`` s in all
+        (:meth:`grokmon.results.ResultPath.close`: probes still computing then are counted, not waited for)."""
         if self._closed:
             return
         self._closed = True
         shutdown.unregister(self)
+        self._finalizer.detach()
         self.results.close(timeout)
 
     def state_dict(self, *, include_pathways: bool = True) -> dict[str, Any]:
@@ -248,6 +312,7 @@ class GrokkingMonitor:
         state: dict[str, Any] = {"every": self.config.every, "last_probe_step": self.last_probe_step,
                                  "clock": self._clock.state_dict(),
                                  "probe_fingerprint": self._fingerprint, "probe_count": self._probe_count,
+                                 "record": self._run_record,  # the run folder's record, for a resume
                                  **self.results.state_dict()}
         if include_pathways:
             state.update(config=self.config.to_dict(), previous_pathways=self.pathways_state())
@@ -280,7 +345,11 @@ class GrokkingMonitor:
         self._probe_count = state.get("probe_count", 0)
         self.results.load_state_dict(state)
         self.load_pathways_state(state.get("previous_pathways"))
-        if self.jsonl_path is not None and self.last_probe_step is not None:
+        if self.last_probe_step is None:
+            return
+        if self._record_pending:  # the run's own folder, as the checkpoint names it (never a leftover file)
+            self._ensure_record(state.get("record"), resume_step=self.last_probe_step)
+        elif self.jsonl_path is not None:
             self.results.reopen_jsonl(self.jsonl_path, resume_step=self.last_probe_step)
 
     def save(self, path: str | Path) -> Path:
@@ -309,7 +378,8 @@ class GrokkingMonitor:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.close()
+        # leaving on an exception (Ctrl-C, SystemExit): the short shutdown deadline, as at exit
+        self.close() if exc[0] is None else self.close(timeout=shutdown.SHUTDOWN_TIMEOUT)
 
 
 def _merged(results: Results) -> dict[str, float]:

@@ -11,11 +11,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import ConfigError
 from .keys import PREFIX, unprefixed
@@ -35,6 +36,27 @@ def _pyplot():
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ConfigError("plots need matplotlib: pip install 'grokmon[plot]'") from exc
     return plt
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+MAX_NAME = 100  # characters of a metric name kept in its PNG's file name
+
+
+def png_name(metric: str) -> str:
+    """A safe file name for ``metric``'s PNG: ``/`` and other unsafe characters (a NUL, a space) become
+    ``_``; a name that had any, or is longer than ``MAX_NAME``, gets a short hash so that two never meet.
+
+    Example:
+        >>> png_name("group/code/pathway_distance")
+        'group_code_pathway_distance.png'
+        >>> len(png_name("x" * 300)) <= MAX_NAME + 14
+        True
+    """
+    safe = _UNSAFE.sub("_", metric.replace("/", "_")).lstrip(".") or "_"
+    if safe == metric.replace("/", "_") and len(safe) <= MAX_NAME:
+        return safe + ".png"
+    digest = hashlib.sha1(metric.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[:MAX_NAME]}-{digest}.png"
 
 
 def _finite(value: object) -> bool:
@@ -81,7 +103,13 @@ def plot_metrics(
     if not records:
         raise ConfigError("no records to plot: the JSONL file is empty or has no metric lines")
     plt = _pyplot()
-    out = Path(out_dir)
+    with plt.rc_context({"text.parse_math": False, "text.usetex": False}):  # a "$" in a name is text
+        return _plot_metrics(plt, records, Path(out_dir), metrics, marks, reference)
+
+
+def _plot_metrics(plt: Any, records: Sequence[Record], out: Path, metrics: Sequence[str] | None,
+                  marks: Mapping[str, int] | None, reference: Mapping[str, Sequence[tuple[int, float]]] | None,
+                  ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     overall, grouped = split_series(records)
     names = sorted(set(overall) | set(grouped)) if metrics is None else list(metrics)
@@ -114,7 +142,7 @@ def plot_metrics(
         ax.legend(loc="upper right", fontsize=8)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        path = out / f"{name.replace('/', '_')}.png"
+        path = out / png_name(name)
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)

@@ -14,8 +14,8 @@ decision follow the host loop); the sinks are called from their own threads
 (:class:`~grokmon.delivery.Delivery`), so a sink that blocks costs training nothing. A failure
 anywhere is counted by :class:`Faults` (``grokmon/errors``), warned once per place and never raised
 (``on_error="raise"`` for tests). A sink that stalls or fails ``MAX_SINK_FAILURES`` times in a row
-is detached (never the JSONL record); ``history`` keeps every result and ``grokmon/sink_drops``
-counts the records a sink never got.
+is detached (never the JSONL record); ``history`` keeps the last ``history_limit`` results and
+``grokmon/sink_drops`` counts the records a sink never got.
 
 Example:
     >>> from grokmon.config import MonitorConfig
@@ -53,6 +53,8 @@ from .worker import MetricWorker
 __all__ = ["Faults", "MAX_SINK_FAILURES", "ResultPath", "metric_job"]
 
 log = logging.getLogger("grokmon")
+#: Seconds of a close's deadline kept for the sinks (at most half of it): metric jobs stop waiting before.
+SINK_RESERVE = 3.0
 Results = list[tuple[int, dict[str, float]]]
 
 
@@ -164,6 +166,7 @@ class ResultPath:
         self._worker: MetricWorker | None = None
         self._inline: list[tuple[int, Any, BaseException | None]] = []
         self._warned_dropped = False
+        self.unfinished = 0  # probes whose metrics were still computing when the monitor closed
 
     # ------------------------------------------------------------------ jobs in
     def submit_probe(self, step: int, capture: CaptureResult, previous: Pathways | None, *,
@@ -212,10 +215,11 @@ class ResultPath:
         return results
 
     def flush(self, timeout: float | None = 300.0) -> Results:
-        """Wait for pending metric computation (at most ``timeout`` s per result), deliver everything,
-        and wait (at most ``timeout`` s) for the healthy sinks to take it; stalled sinks are not waited for."""
+        """Wait for pending metric computation, deliver everything, and wait for the healthy sinks to
+        take it: at most ``timeout`` s in all; stalled sinks are not waited for."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         results = self._deliver(self._take(wait=True, timeout=timeout))
-        self.delivery.flush(timeout)
+        self.delivery.flush(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return results
 
     @property
@@ -256,6 +260,8 @@ class ResultPath:
                 else:
                     self.should_stop = True
             self.history.append((step, keyed))
+            if len(self.history) > self.config.history_limit:  # bounded: the JSONL record keeps every result
+                del self.history[: len(self.history) - self.config.history_limit]
             self.last_metrics = keyed
             out.append((step, keyed))
         return out
@@ -311,12 +317,32 @@ class ResultPath:
 
     # ------------------------------------------------------------------ lifecycle and state
     def close(self, timeout: float | None = 300.0) -> None:
-        """Deliver what is pending, stop the worker, close the sinks: at most ``timeout`` s for the
-        sinks in all; a stalled sink is never called again."""
-        self._deliver(self._take(wait=True, timeout=timeout))
+        """Deliver what is pending, stop the worker, close the sinks: one deadline, ``timeout`` s, for
+        the metric jobs and the sinks together (a stalled sink is never called again).
+
+        The metric jobs may use the deadline less a reserve for the sinks (half of it, at most
+        :data:`SINK_RESERVE` s), so the probes that finished are written; a probe still computing
+        then is not waited for: it is warned about, counted in ``grokmon/errors`` and in
+        :attr:`unfinished`.
+        """
+        start = time.monotonic()
+        deadline = None if timeout is None else start + timeout
+        jobs_until = None if timeout is None else start + max(0.0, timeout - min(timeout / 2, SINK_RESERVE))
+        self._deliver(self._take(wait=True, timeout=None if jobs_until is None else max(0.0, jobs_until - start)))
         if self._worker is not None:
-            self._worker.close()
-        self.delivery.close(timeout)
+            idle = not self._worker.unfinished_steps  # nothing running: the dispatcher ends at once
+            left = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            self._worker.close(timeout=(5.0 if deadline is None else left) if idle else 0.0)  # never waits on a running job
+            self._deliver(self._take(wait=False))  # any that finished meanwhile
+            steps = self._worker.unfinished_steps
+            if steps:
+                self.unfinished += len(steps)
+                self.fail.count += len(steps)
+                warnings.warn(f"grokmon: {len(steps)} probe(s) were still computing their metrics when the monitor "
+                              f"closed (steps {steps[:10]}{' ...' if len(steps) > 10 else ''}; shutdown deadline "
+                              f"{timeout:g} s): they are not written (counted in grokmon/errors)",
+                              RuntimeWarning, stacklevel=3)
+        self.delivery.close(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def state_dict(self) -> dict[str, Any]:
         """Errors, the stop decision, alert, stage and memorization state (JSON-able)."""

@@ -8,14 +8,15 @@ Example:
     >>> w.submit(1, lambda: {"x": 1.0})
     >>> w.drain(wait=True)
     [(1, {'x': 1.0}, None)]
-    >>> w.close()
+    >>> w.close()   # the steps of jobs never collected
+    []
 """
 
 from __future__ import annotations
 
-import atexit
 import queue
 import threading
+import time
 from typing import Any, Callable
 
 import torch
@@ -36,12 +37,14 @@ class MetricWorker:
         self._jobs: queue.Queue = queue.Queue()
         self._results: queue.Queue = queue.Queue()
         self._pending = 0
+        self._unfinished: list[int] = []  # steps submitted and not yet collected, in submission order
         self._lock = threading.Lock()
         device = torch.device(device) if device is not None else None
         self._stream = torch.cuda.Stream(device=device) if device is not None and device.type == "cuda" else None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+        # no atexit hook of its own: the monitor's close (grokmon.shutdown at exit) bounds the wait for
+        # all its jobs and sinks together; the dispatcher is a daemon and never holds the process
 
     def _run(self) -> None:
         while True:
@@ -81,6 +84,7 @@ class MetricWorker:
             ready.record(torch.cuda.current_stream(self._stream.device))
         with self._lock:
             self._pending += 1
+            self._unfinished.append(step)
         self._jobs.put((step, fn, ready))
 
     @property
@@ -88,25 +92,43 @@ class MetricWorker:
         """Jobs submitted and not yet collected by :meth:`drain`."""
         return self._pending
 
+    @property
+    def unfinished_steps(self) -> list[int]:
+        """The steps of the jobs submitted and not yet collected (running, queued or finished unread)."""
+        with self._lock:
+            return list(self._unfinished)
+
     def drain(self, wait: bool = False, timeout: float | None = None) -> list[tuple[int, Any, BaseException | None]]:
         """Finished ``(step, value, error)`` triples; with ``wait``, first wait for every queued job.
 
-        ``timeout`` bounds each wait; what is still running then stays pending for a later call.
+        ``timeout`` bounds the whole wait (one deadline for all the jobs); what is still running then
+        stays pending for a later call.
         """
         out = []
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             block = wait and self._pending > 0
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                item = self._results.get(block=block, timeout=timeout if block else None)
+                item = self._results.get(block=block and left != 0.0, timeout=left if block else None)
             except queue.Empty:
                 break
             with self._lock:
                 self._pending -= 1
+                if item[0] in self._unfinished:
+                    self._unfinished.remove(item[0])
             out.append(item)
         return out
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the thread after the queued jobs (bounded wait; the thread is a daemon anyway)."""
+    def close(self, timeout: float = 0.0) -> list[int]:
+        """Stop: the jobs not started yet are cancelled, the running one is not waited for past
+        ``timeout`` (the dispatcher is a daemon). Returns the steps never collected (unfinished)."""
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                break
         if self._thread.is_alive():
             self._jobs.put(_STOP)
             self._thread.join(timeout)
+        return self.unfinished_steps

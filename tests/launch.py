@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from child_env import child_env
@@ -77,18 +77,28 @@ def assert_same_values(values: Mapping[str, float], expected: Mapping[str, float
         assert values[key] == pytest.approx(value, abs=tol, nan_ok=True), (where, key)
 
 
-def terminate_when_ready(argv: Sequence[str], *, ready: str = "probed", timeout: float = 60) -> tuple[int, float]:
-    """Run ``python *argv``, wait until it prints the line ``ready``, send it SIGTERM and wait for it
-    to end; returns its exit code and the seconds it took to end after the signal."""
+class Ended(NamedTuple):
+    """How a process that ``signal_when_ready`` signalled ended."""
+
+    returncode: int
+    seconds: float  # from the signal to its end
+    stderr: str
+
+
+def signal_when_ready(argv: Sequence[str], *, sig: int = signal.SIGTERM, ready: str = "probed", timeout: float = 60,
+                      **env: str) -> Ended:
+    """Run ``python *argv``, wait until it prints the line ``ready``, send it ``sig`` (SIGTERM unless
+    told) and wait for it to end; returns its exit code, the seconds it took to end after the signal
+    and its stderr. ``env`` adds variables to its environment."""
     proc = subprocess.Popen([sys.executable, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=child_env())
+                            text=True, env=child_env(**env))
     try:
         line = proc.stdout.readline()
         assert line.strip() == ready, proc.stderr.read()
         start = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=timeout)
-        return proc.returncode, time.perf_counter() - start
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=timeout)
+        return Ended(proc.returncode, time.perf_counter() - start, stderr)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -64,11 +64,24 @@ def eval_accuracy(step: int) -> float:
     return round(0.02 + 0.95 / (1 + math.exp(-(step - 1800) / 250)), 4)
 
 
-def write_record(path: Path, seed: int = 0, *, eval_key: bool = False) -> Path:
-    """Write the record to ``path`` as a monitor would; returns ``path``."""
+def fixture_probe():
+    """A small probe of the three groups (the configuration line's fingerprint and counts)."""
+    from grokmon import ProbeSet
+
+    ids = [[5 + i, 6, 7, 8 + i] for i in range(6)]
+    return ProbeSet.from_token_ids(ids, groups=[GROUPS[i % 3] for i in range(6)], min_length=2)
+
+
+def write_record(path: Path, seed: int = 0, *, eval_key: bool = False, config: bool = True) -> Path:
+    """Write the record to ``path`` as a monitor would (configuration line first); returns ``path``."""
+    from grokmon import MonitorConfig
+    from grokmon.runinfo import config_line
+
     tracker = GroupStageTracker(patience=3, min_delta=0.05)
     rules = RuleSet([PlateauRule("pathway_distance", patience=4, min_delta=0.01, warmup=3)])
     with JsonlSink(path) as sink:
+        if config:
+            sink.write_config(config_line(fixture_probe(), monitor=MonitorConfig(every=100, jsonl=False)))
         for step, metrics in metric_rows(seed, eval_key=eval_key):
             events = rules.update(step, metrics)
             metrics.update(rules.active_metrics())

@@ -17,9 +17,9 @@ def test_rule_fires_once_and_reaches_wandb(tmp_path) -> None:
     probe = ProbeSet.from_token_ids(torch.randint(2, 128, (6, 12), generator=torch.Generator().manual_seed(0)))
     fired = []
     monitor = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path, async_metrics=False),
-                              sinks=[WandbSink(run, step_key="step")],
+                              sinks=[WandbSink(run, step_key="step", alert_level="INFO")],  # asked for: INFO events alert too
                               alerts=[ThresholdRule("probe_loss", above=0.0, name="loss_seen", level="INFO", wait_duration=300),
-                PlateauRule("pathway_distance", mode="min", patience=100, name="never")],
+                                      PlateauRule("pathway_distance", mode="min", patience=100, name="never")],
                               on_alert=fired.append)
     model = tiny_model("olmoe")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)

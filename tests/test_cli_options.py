@@ -80,14 +80,14 @@ def test_probe_min_length_and_a_non_text_field(tmp_path, word_tokenizer, capsys)
     (tmp_path / "short.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     args = ["probe", str(tmp_path / "short.jsonl"), "--tokenizer", str(tmp_path / "tok"), "--n", "5"]
     assert main([*args, "--out", str(tmp_path / "a.pt")]) == 2       # default min_length 8
-    assert "min_length" in capsys.readouterr().err
+    assert "has 4 tokens, fewer than --min-length 8 (10 lines of the corpus" in capsys.readouterr().err
     assert main([*args, "--out", str(tmp_path / "b.pt"), "--min-length", "4"]) == 0
     assert ProbeSet.load(tmp_path / "b.pt").input_ids.shape == (5, 4)
     (tmp_path / "bad.jsonl").write_text("\n".join(json.dumps({"text": i}) for i in range(10)))
     assert main(["probe", str(tmp_path / "bad.jsonl"), "--tokenizer", str(tmp_path / "tok"), "--n", "5",
                  "--out", str(tmp_path / "c.pt")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("grokmon: error: sample 1 of") and "has a int in its 'text' field, not text" in err
+    assert err.startswith("grokmon: error: line 1 of") and "has a int in its 'text' field, not text" in err
 
 
 def test_report_repairs_a_cut_off_record_and_names_bad_lines(tmp_path, capsys) -> None:

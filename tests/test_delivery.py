@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from child_env import child_env
-from launch import terminate_when_ready
+from launch import signal_when_ready
 
 from grokmon import GrokkingMonitor, MonitorConfig
 from grokmon.delivery import Delivery
@@ -262,7 +262,7 @@ SIGTERM_BLOCKED = textwrap.dedent("""
 def test_sigterm_with_a_hung_sink_ends_the_process_and_writes_the_jsonl(tmp_path) -> None:
     script = tmp_path / "job.py"
     script.write_text(SIGTERM_BLOCKED.format(tests=str(ROOT / "tests"), out=str(tmp_path / "out")))
-    returncode, elapsed = terminate_when_ready([script], timeout=30)
+    returncode, elapsed, _ = signal_when_ready([script], timeout=30)
     assert returncode == -signal.SIGTERM
     assert elapsed < 10.0, f"the process took {elapsed:.1f} s to end after SIGTERM"
     record = [json.loads(x) for x in (tmp_path / "out" / "grokmon.jsonl").read_text().splitlines()]
@@ -326,3 +326,125 @@ def test_every_record_is_counted_once_even_when_a_detached_call_returns_late() -
     assert blocked.calls == [1] and (status.delivered, status.queued, status.dropped) == (1, 0, 2)
     delivery.log({"grokmon/x": 4.0}, 4)   # a detached sink gets nothing more, and that is counted
     assert delivery.status()[0].dropped == 3 and blocked.calls == [1]
+
+
+# ---------------------------------------------------------------------------- issue 20: BaseException, copies, alerts, refusals
+
+
+class Raising(CallbackSink):
+    """A sink whose ``log`` raises ``error`` at its ``at``-th call."""
+
+    def __init__(self, error: BaseException, at: int = 2) -> None:
+        self.error, self.at, self.calls = error, at, []
+        super().__init__(self._log, name=f"raises-{type(error).__name__}")
+
+    def _log(self, metrics: dict, step: int) -> None:
+        self.calls.append(step)
+        if len(self.calls) == self.at:
+            raise self.error
+
+
+@pytest.mark.parametrize("error", [SystemExit(3), KeyboardInterrupt(), GeneratorExit()], ids=lambda e: type(e).__name__)
+def test_a_sink_raising_a_base_exception_is_counted_warned_and_detached(error) -> None:
+    reported: list[tuple[str, BaseException]] = []
+    sink = Raising(error)
+    delivery = Delivery(lambda where, e: reported.append((where, e)), timeout=5.0)
+    delivery.add(sink)
+    for step in range(1, 11):
+        delivery.log({"grokmon/x": float(step)}, step)
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        delivery.flush(timeout=20.0)
+    assert time.perf_counter() - start < 2.0, "flush waited on a sink whose thread is gone"
+    status = delivery.status()[0]
+    assert status.state == "detached"
+    assert (status.delivered, status.queued, status.dropped) == (1, 0, 9)   # every record counted once
+    assert len(reported) == 1 and isinstance(reported[0][1], SinkError)
+    assert type(error).__name__ in str(reported[0][1])
+    assert any(f"raised {error!r} and is detached" in str(w.message) for w in caught)
+    start = time.perf_counter()
+    delivery.close(timeout=20.0)
+    assert time.perf_counter() - start < 2.0
+
+
+def test_a_dead_sink_thread_is_never_waited_on() -> None:
+    """Even if a sink thread died some other way, flush starts another instead of waiting out its timeout."""
+    seen = []
+    delivery = Delivery(lambda where, e: None)
+    delivery.add(CallbackSink(lambda m, s: seen.append(s)))
+    channel = delivery.channels[0]
+    channel._start = lambda: None          # the thread is not started: as if it died before the put
+    delivery.log({"grokmon/x": 1.0}, 1)
+    del channel._start
+    start = time.perf_counter()
+    assert delivery.flush(timeout=10.0) and seen == [1]
+    assert time.perf_counter() - start < 2.0
+
+
+class ProtocolSink:
+    """A sink as ``SinkLike`` documents it: name, log and close, no alert."""
+
+    name = "protocol"
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def log(self, metrics, step) -> None:
+        self.steps.append(step)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_sink_without_alert_is_sent_no_alerts_and_never_detached() -> None:
+    from grokmon.alerts import AlertEvent
+    from grokmon.sinks import SinkLike
+
+    sink = ProtocolSink()
+    assert isinstance(sink, SinkLike)
+    reported = []
+    delivery = Delivery(lambda where, e: reported.append(e))
+    delivery.add(sink)
+    for step in range(1, 31):
+        delivery.log({"grokmon/x": 1.0}, step)
+        delivery.alert(AlertEvent(rule="stage", metric="m", step=step, probe=step, kind="stage", level="INFO",
+                                   title="t", text="x", value=1.0))
+    assert delivery.flush(timeout=10.0)
+    assert sink.steps == list(range(1, 31)) and reported == []
+    assert delivery.status()[0].state == "ok" and delivery.status()[0].delivered == 30
+
+
+def test_each_sink_gets_its_own_copy_of_the_record(make_monitor, olmoe, tmp_path) -> None:
+    class Vandal(ProtocolSink):   # edits the dict it is handed (CallbackSink would hand its function a copy)
+        def log(self, metrics, step):
+            metrics["grokmon/pathway_distance"] = -1.0
+            metrics["grokmon/vandal"] = 1.0
+
+    monitor = make_monitor(every=1, sinks=[Vandal()])
+    seen = []
+    monitor.add_sink(CallbackSink(lambda m, s: seen.append(m), name="after"))
+    for step in range(1, 4):
+        monitor.step(olmoe, step)
+    monitor.flush()
+    lines = [r["metrics"] for r in read_jsonl(monitor.jsonl_path) if "metrics" in r]
+    assert len(lines) == 3 and len(seen) == 3
+    for metrics in [*lines, *seen, *(m for _, m in monitor.history)]:
+        assert "grokmon/vandal" not in metrics and metrics["grokmon/pathway_distance"] >= 0
+
+
+def test_steps_refused_on_restart_are_counted_as_refused(probe, olmoe, tmp_path) -> None:
+    first = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path))
+    for step in (1, 2, 3):
+        first.step(olmoe, step)
+    first.close()
+    again = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=tmp_path))    # a restart that did not say resume_step
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for step in (1, 2, 3, 4):
+            again.step(olmoe, step)
+        again.flush()
+    status = next(s for s in again.sink_status() if s.name == "jsonl")
+    assert (status.delivered, status.refused, status.dropped) == (1, 3, 0)
+    again.close()
+    assert metric_steps(tmp_path / "grokmon.jsonl") == [1, 2, 3, 4]

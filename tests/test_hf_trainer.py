@@ -166,11 +166,20 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
     # W&B values equal the JSONL values of the same step, key by key
     jl = jsonl_metrics(tmp_path / "grokmon.jsonl")
     assert sorted(jl) == [0, 2, 4, 6]
+    from grokmon.sinks import WandbSink
+
+    names = WandbSink(run=object())  # W&B files the keys in sections and leaves out uninformative ones
     for row in rows:
         step = row["train/global_step"]
-        keys = [k for k in row if k.startswith("grokmon/")]
-        assert set(keys) == set(jl[step])
-        assert all(same(row[k], jl[step][k]) for k in keys), step
+        expected = {names.wandb_key(k): v for k, v in names._informative(jl[step]).items()}
+        keys = [k for k in row if k.startswith("grokmon") and "/by_group/" not in k and k != "grokmon/stage_timeline"]
+        assert set(keys) == set(expected)
+        assert all(same(row[k], expected[k]) for k in keys), step
+        assert "grokmon_diag/probe_seconds" in keys and "grokmon_group/a/pathway_distance" in keys
+        assert "grokmon_diag/pathway_distance_stderr" not in keys   # 0: every pair is used
+        # 2 MoE layers: C_i is left out by the monitor (metric metadata), so neither the JSONL nor W&B has it
+        assert not any(k.endswith("pathway_consistency") for k in [*keys, *jl[step]])
+        assert "grokmon_diag/pathway_consistency_undefined" in keys   # needs only 2 layers: kept
 
     # the probe saw the right weights at the right steps
     assert rows[0][KEY] == pytest.approx(initial["pathway_distance"], abs=1e-6)

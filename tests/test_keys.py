@@ -15,7 +15,7 @@ from moe_models import tiny_model
 
 from grokmon import MonitorConfig, PlateauRule, read_metrics
 from grokmon.errors import ConfigError
-from grokmon.keys import PREFIX, prefixed, unprefixed
+from grokmon.keys import DIAG_SECTION, GROUP_SECTION, PREFIX, prefixed, unprefixed
 from grokmon.report.data import load_run
 
 PACKAGE = Path(__file__).resolve().parent.parent / "grokmon"
@@ -27,16 +27,19 @@ def test_the_prefix_is_not_a_setting() -> None:
 
 
 def test_no_module_but_keys_spells_the_prefix() -> None:
-    """No ``"grokmon/"`` literal and no f-string key starting with it outside grokmon/keys.py."""
+    """No ``"grokmon/"`` literal and no f-string key starting with it outside grokmon/keys.py (nor the W&B
+    section stems ``grokmon_group/`` and ``grokmon_diag/``, which keys.py derives from the prefix)."""
+    stems = {PREFIX, GROUP_SECTION, DIAG_SECTION}
+    assert (GROUP_SECTION, DIAG_SECTION) == ("grokmon_group/", "grokmon_diag/")
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         if path.name == "keys.py" and path.parent == PACKAGE:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and node.value == PREFIX:
+            if isinstance(node, ast.Constant) and node.value in stems:
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
             elif (isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant)
-                  and node.values[0].value == PREFIX):
+                  and node.values[0].value in stems):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} (f-string)")
     assert found == []
 

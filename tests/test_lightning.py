@@ -199,3 +199,37 @@ def test_custom_model_attribute(tmp_path):
     with pytest.raises(GrokmonError, match="no attribute 'backbone'"):
         GrokkingLightningCallback(monitor, model="backbone").probe_model(module)
     monitor.close()
+
+
+def test_wandb_logger_run_gets_a_wandb_sink(tmp_path, monkeypatch):
+    """With a WandbLogger the run gets grokmon's W&B sink (sections, per-group charts refreshed while
+    training, the logger's trainer/global_step axis); the CSV logger still gets every value; no
+    value reaches W&B twice."""
+    wandb = pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    from grokmon import MonitorConfig
+    from grokmon.sinks.wandb_file import read_wandb_run
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = MonitorConfig(every=2, jsonl=str(tmp_path / "g.jsonl"), on_error="raise", wandb_charts_every=2)
+    monitor = GrokkingMonitor(make_probe(), config=config)
+    wb = WandbLogger(project="grokmon-tests", save_dir=str(tmp_path), offline=True)
+    trainer = pl.Trainer(max_steps=6, accumulate_grad_batches=2, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", devices=1, log_every_n_steps=50,
+                         logger=[CSVLogger(tmp_path, name="csv", version=0), wb],
+                         callbacks=[GrokkingLightningCallback(monitor)])
+    try:
+        trainer.fit(LitMoE(), loader())
+        run_dir = tmp_path / "wandb"
+    finally:
+        wandb.finish()
+    rec = read_wandb_run(run_dir, wait=10)
+    rows = [r for r in rec.history if KEY in r]
+    assert [r["trainer/global_step"] for r in rows] == [0, 2, 4, 6]
+    assert all("grokmon_diag/probe_seconds" in r and "grokmon_group/a/pathway_distance" in r for r in rows)
+    assert not any("grokmon/probe_seconds" in r for r in rec.history)       # not also logged by the logger
+    refresh = [r["trainer/global_step"] for r in rec.history if "grokmon/by_group/pathway_distance_table" in r]
+    assert refresh[:2] == [2, 6]                                              # every 2 probes, then at close
+    assert any(m["glob_name"] == "grokmon_diag/*" and m["step_metric"] == "trainer/global_step" for m in rec.metrics)
+    assert [float(r[KEY]) for r in csv_rows(tmp_path)] == pytest.approx([r[KEY] for r in rows])

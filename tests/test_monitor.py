@@ -88,6 +88,7 @@ def test_values_equal_direct_capture(tmp_path) -> None:
     assert last["grokmon/probe_seconds"] > 0 and last["grokmon/metric_seconds"] > 0
     assert "grokmon/stage" in last and "grokmon/group/a/stage" in last  # the stage tracker's metrics
     rows = [json.loads(line) for line in (tmp_path / "grokmon.jsonl").read_text().splitlines()]
+    assert "config" in rows.pop(0)  # the configuration line first
     assert [r["step"] for r in rows] == [2, 4]
     assert rows[-1]["metrics"]["grokmon/pathway_distance"] == last["grokmon/pathway_distance"]
 
@@ -194,7 +195,7 @@ def test_failing_sink_is_dropped_and_jsonl_keeps_the_record(tmp_path) -> None:
     assert monitor.errors == 3
     monitor.close()
     lines = (tmp_path / "grokmon.jsonl").read_text().splitlines()
-    assert len(lines) == 5 and json.loads(lines[-1])["metrics"]["grokmon/errors"] == 3
+    assert len(lines) == 1 + 5 and json.loads(lines[-1])["metrics"]["grokmon/errors"] == 3
 
 
 def test_probe_failure_warns_counts_and_training_goes_on(tmp_path) -> None:
@@ -296,7 +297,7 @@ def test_unclosed_monitor_is_flushed_at_exit(tmp_path) -> None:
     subprocess.run([sys.executable, "-c", script, str(tmp_path), str(Path(__file__).parent)], check=True,
                    env=env, timeout=120)
     rows = [json.loads(line) for line in (tmp_path / "grokmon.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [1]
+    assert [r.get("step") for r in rows] == [None, 1] and "config" in rows[0]
 
 
 def test_config_is_the_one_way_in(tmp_path) -> None:
@@ -368,3 +369,15 @@ def test_probe_is_saved_with_the_run(tmp_path) -> None:
         other = GrokkingMonitor(make_probe(seed=5), MonitorConfig(every=1, output_dir=tmp_path))
     assert ProbeSet.load(tmp_path / "probe.pt").fingerprint() == make_probe().fingerprint()  # kept
     other.close()
+
+
+def test_history_is_bounded_by_history_limit_and_the_jsonl_keeps_everything(make_monitor, olmoe) -> None:
+    monitor = make_monitor(every=1, history_limit=3, async_metrics=False)
+    for step in range(1, 8):
+        monitor.step(olmoe, step)
+    monitor.flush()
+    assert [s for s, _ in monitor.history] == [5, 6, 7]
+    assert monitor.last_metrics is monitor.history[-1][1]
+    from grokmon.sinks import read_jsonl
+
+    assert [r["step"] for r in read_jsonl(monitor.jsonl_path) if "metrics" in r] == list(range(1, 8))

@@ -37,9 +37,9 @@ E, D, K, LAYERS = 6, 8, 2, 2
 
 # ------------------------------------------------------------------------------------ without OLMo-core
 def test_docs_script_is_the_example() -> None:
-    """docs/integrations.md shows examples/olmo_core_train.py (minus its docstring), unchanged."""
+    """docs/engines.md shows examples/olmo_core_train.py (minus its docstring), unchanged."""
     root = Path(__file__).resolve().parent.parent
-    page = (root / "docs" / "integrations.md").read_text()
+    page = (root / "docs" / "engines.md").read_text()
     section = page.split("## OLMo-core", 1)[1]
     shown = section.split("```python notest\n", 1)[1].split("```", 1)[0]
     body = (root / "examples" / "olmo_core_train.py").read_text().split('"""', 2)[2].lstrip()
@@ -236,7 +236,8 @@ def _run(out: Path, world: int, dp: str | None) -> dict:
               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
                                           os.environ.get("PYTHONPATH", "")]))
     lines = [json.loads(line) for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
-    return {"jsonl": {rec["step"]: rec["metrics"] for rec in lines},
+    assert "config" in lines[0]   # the configuration line first
+    return {"jsonl": {rec["step"]: rec["metrics"] for rec in lines[1:]},
             "logged": json.loads((out / "logged.json").read_text()), "out": out}
 
 
@@ -356,7 +357,8 @@ def _monitor(out: Path, **settings):
 
 
 def _jsonl_steps(out: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "config" not in r]
 
 
 @needs_olmo_core

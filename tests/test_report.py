@@ -258,3 +258,109 @@ def test_eval_file_errors(tmp_path, name, content, match):
         path.write_text(content)
     with pytest.raises(ConfigError, match=match):
         read_eval_file(path)
+
+
+def test_a_thousand_groups_stay_readable(tmp_path):
+    """Issue 20: 1000 groups drew a 1050 x 26461 px overview and a legend of 1000 entries."""
+    import struct
+
+    groups = [f"g{i:04d}" for i in range(1000)]
+    records = []
+    for step in (0, 100, 200):
+        metrics = {"grokmon/pathway_distance": 0.5, "grokmon/probe_loss": 2.0, "grokmon/stage": 0.0}
+        for i, g in enumerate(groups):
+            metrics[f"grokmon/group/{g}/pathway_distance"] = 0.4 + i / 1e4
+            metrics[f"grokmon/group/{g}/probe_loss"] = 2.0 - step / 1e3
+            metrics[f"grokmon/group/{g}/stage"] = 0.0 if step < 200 or i % 2 else 1.0
+        records.append((step, metrics))
+    page = write_report(records, tmp_path / "out").read_text()
+    width, height = struct.unpack(">II", (tmp_path / "out" / "overview.png").read_bytes()[16:24])
+    assert height < 1600, (width, height)
+    assert page.count('class="group-line"') == 2 * 12
+    assert "Showing 12 of 1000 groups" in page and "median of 1000 groups" in page
+    assert "The strip shows 24 of 1000 groups" in page
+    assert page.count('class="stage-bar"') >= 24 and 'data-group="g0999"' in page   # first and last kept
+
+
+def test_group_charts_carry_stage_bands_changes_and_labelled_alerts(record, tmp_path):
+    els = parse(_page(write_report(record, tmp_path / "out")))
+    rows = read_jsonl(record)
+    stage_alerts = [r["alert"] for r in rows if "alert" in r and r["alert"]["kind"] == "stage"]
+    other = [r["alert"] for r in rows if "alert" in r and r["alert"]["kind"] != "stage"]
+    overall = [(r["step"], r["metrics"]["grokmon/stage"]) for r in rows if "metrics" in r]
+    for chart in ("chart-groups", "chart-group-loss"):
+        bands = with_class(els, "stage-band", inside=chart)
+        # the whole probe set's stage behind the lines: one band per stretch, in order
+        expected = [(0, "memorizing")] + [(t["step"], t["extra"]["stage"]) for t in stage_alerts
+                                          if not t["extra"]["group"]]
+        assert [(int(b.attrs["data-step"]), b.attrs["data-stage"]) for b in bands] == expected
+        changes = with_class(els, "stage-change", inside=chart)
+        assert sorted((int(c.attrs["data-step"]), c.attrs["data-group"]) for c in changes) == sorted(
+            (t["step"], t["extra"]["group"]) for t in stage_alerts if t["extra"]["group"])
+        markers = with_class(els, "alert-marker", inside=chart)
+        assert sorted(int(m.attrs["data-step"]) for m in markers) == sorted(a["step"] for a in other)
+    # every marker is labelled with its rule, as text in the SVG (the PNG has the same figure)
+    headline = with_class(els, "alert-marker", inside="chart-headline")
+    assert {m.attrs["data-label"] for m in headline} == {a["rule"] for a in other}
+    svg_text = " ".join(t for e in inside(els, "chart-headline") for t in e.text)
+    assert all(a["rule"] in svg_text for a in other)
+
+
+def test_legend_lists_only_what_occurs(record, tmp_path):
+    els = parse(_page(write_report(record, tmp_path / "out")))
+    legend = inside(els, "legend")
+    assert {e.attrs["data-stage"] for e in legend if "legend-stage" in e.classes} == {"memorizing", "unknown"}
+    assert {e.attrs["data-level"] for e in legend if "legend-alert" in e.classes} == {"WARN"}
+    assert "claims" not in "".join(by_id(els, "legend").text)   # no grokking / saturated in this record
+    history = [(s, {"grokmon/pathway_distance": 0.5, "grokmon/stage": float(c)}) for s, c in ((0, 0), (100, 1))]
+    els = parse(_page(write_report(history, tmp_path / "two")))
+    legend = inside(els, "legend")
+    assert {e.attrs["data-stage"] for e in legend if "legend-stage" in e.classes} == {"memorizing", "grokking"}
+    assert not [e for e in legend if "legend-alert" in e.classes] and "claims" in "".join(by_id(els, "legend").text)
+
+
+def test_axes_fit_the_data_and_a_late_stage_change_is_visible():
+    from grokmon.report.charts import MIN_STRETCH, _intervals, _x_range
+
+    history = [(s, {"grokmon/pathway_distance": 0.5, "grokmon/stage": 3.0 if s == 300 else 0.0})
+               for s in (0, 100, 200, 300)]
+    run = load_run(history)
+    x0, x1, _ = _x_range(run)
+    assert (x0, x1) == (-3.0, 303.0)                      # no x to 400 when the data end at 300
+    spans = _intervals(run.stages["overall"], x1, x0)
+    assert [(s, stage) for _, _, stage, s in spans] == [(0, "memorizing"), (300, "unknown")]
+    start, width, _, _ = spans[-1]
+    assert start == 250 and width == 53                    # from halfway to the probe before it
+    many = [(s, 3.0 if s == 3000 else 0.0) for s in range(0, 3001, 10)]
+    start, width, stage, seen = _intervals(many, 3030.0, -30.0)[-1]
+    assert (stage, seen) == ("unknown", 3000) and width == pytest.approx(MIN_STRETCH * 3060)   # not a sliver
+
+
+def test_config_line_is_shown(record, tmp_path):
+    els = parse(_page(write_report(record, tmp_path / "out")))
+    config = inside(els, "config-record")
+    text = {dt: dd for dt, dd in zip(*[iter("".join(e.text).strip() for e in config if e.tag in ("dt", "dd"))] * 2)}
+    assert {"grokmon", "torch", "probe_fingerprint", "probe_samples", "probe_groups", "monitor"} <= set(text)
+    assert "every=100" in text["monitor"] and text["probe_groups"] == "arithmetic=2, code=2, prose=2"
+    bare = write_record(tmp_path / "bare" / "grokmon.jsonl", config=False)
+    els = parse(_page(write_report(bare, tmp_path / "bare_out")))
+    assert "no configuration line" in "".join(by_id(els, "no-config-record").text)
+
+
+def test_monitor_writes_its_configuration_line_first(tmp_path):
+    import torch
+
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
+
+    probe = ProbeSet.from_token_ids([[5, 6, 7, 8], [1, 2, 3, 4], [3, 4, 5, 6], [7, 8, 9, 9]],
+                                    groups=["a", "b", "a", "b"], min_length=2)
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=50, output_dir=str(tmp_path), batch_size=4))
+    monitor.close()
+    first = read_jsonl(tmp_path / "grokmon.jsonl")[0]
+    assert set(first) == {"time", "config"}
+    config = first["config"]
+    assert config["probe_fingerprint"] == probe.fingerprint() and config["probe_groups"] == {"a": 2, "b": 2}
+    assert config["monitor"]["every"] == 50 and config["monitor"]["batch_size"] == 4
+    assert config["torch"] == torch.__version__
+    from grokmon import __version__
+    assert config["grokmon"] == __version__

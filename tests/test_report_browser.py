@@ -22,6 +22,7 @@ from report_dom import by_id, inside, parse, with_class  # noqa: E402
 from report_fixtures import GROUPS, write_eval_csv, write_record  # noqa: E402
 
 from grokmon.report import write_report  # noqa: E402
+from grokmon.report.charts import STAGE_COLORS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 BROWSERS = (os.environ.get("GROKMON_CHROMIUM", ""), "chromium", "chromium-browser", "google-chrome",
@@ -41,7 +42,14 @@ window.addEventListener("load", () => {
                        return [r.left + scrollX, r.top + scrollY, r.width, r.height]; };
   const out = {};
   for (const id of %s) { const s = document.querySelector("#" + id + " svg"); out[id] = s ? box(s) : null; }
-  out.markers = [...document.querySelectorAll(".alert-marker")].map(box);
+  out.markers = [...document.querySelectorAll("#chart-headline .alert-marker")].map(box);
+  out.bands = {};
+  for (const id of ["chart-groups", "chart-group-loss"]) {
+    out.bands[id] = [...document.querySelectorAll("#" + id + " .stage-band")].map(
+      (e) => [e.getAttribute("data-stage"), ...box(e)]);
+  }
+  const cfg = document.getElementById("config-record");
+  out.config = cfg ? [box(cfg), [...cfg.querySelectorAll("dt")].map((e) => e.textContent)] : null;
   out.table = box(document.getElementById("stage-table"));
   out.groups = box(document.getElementById("groups"));
   const pre = document.createElement("pre"); pre.id = "layout"; pre.textContent = JSON.stringify(out);
@@ -94,6 +102,29 @@ def test_browser_dom_has_charts_table_and_markers(rendered):
     for x, y, w, h in layout["markers"]:  # drawn, and inside the headline chart
         assert w > 3 and h > 3 and hx <= x <= hx + hw and hy <= y <= hy + hh
     assert layout["table"][3] > 100
+
+
+def test_browser_group_charts_have_stage_shading_and_the_page_the_config_line(rendered):
+    """The stage bands behind the per-group lines are laid out, coloured, inside their chart; the
+    configuration line the monitor writes first is rendered."""
+    els = parse(rendered["dom"])
+    layout = json.loads("".join(by_id(els, "layout").text))
+    pixels = _pixels(rendered["shot"])
+    for chart in ("chart-groups", "chart-group-loss"):
+        cx, cy, cw, ch = layout[chart]
+        bands = layout["bands"][chart]
+        assert [stage for stage, *_ in bands] == ["memorizing", "unknown"], chart
+        for stage, x, y, w, h in bands:
+            assert w > 10 and h > 50 and cx - 1 <= x and x + w <= cx + cw + 1, (chart, stage, x, w)
+            # the band is tinted with its stage colour in the screenshot (alpha 0.2 over white)
+            tint = STAGE_COLORS[stage].lstrip("#")
+            want = [1 - 0.2 * (1 - int(tint[i:i + 2], 16) / 255) for i in (0, 2, 4)]
+            patch = pixels[int(y + h * 0.1):int(y + h * 0.9), int(x + 2):int(x + w - 2)].reshape(-1, 3)
+            close = (abs(patch - want) < 0.03).all(axis=1).mean()
+            assert close > 0.3, f"{chart}: the {stage} band is not tinted in the screenshot ({close:.0%})"
+    (x, y, w, h), names = layout["config"]
+    assert w > 300 and h > 40
+    assert {"grokmon", "torch", "probe_fingerprint", "monitor"} <= set(names)
 
 
 def _pixels(path: Path):

@@ -39,6 +39,11 @@ class _Event:  # shaped like grokmon.alerts.AlertEvent (duck-typed)
     rule: str = "plateau"
 
 
+@dataclass
+class _StageEvent(_Event):
+    kind: str = "stage"
+
+
 def test_as_alert_accepts_strings_events_and_mappings():
     a = as_alert("grokmon: plateau", "flat", "warning", 300)
     assert a == AlertInfo("grokmon: plateau", "flat", "WARN", 300.0, None)
@@ -168,11 +173,13 @@ def test_wandb_sink_logs_against_step_key_without_drops(wandb_run):
     rows = [r for r in rec.history if "grokmon/pathway_distance" in r]
     assert [r["train/global_step"] for r in rows] == [2, 4]  # nothing dropped despite _step being ahead
     assert [r["grokmon/pathway_distance"] for r in rows] == [3.5, 2.5]
-    assert math.isnan(rows[0]["grokmon/nan"]) and rows[1]["grokmon/nan"] == 1
+    # a key outside the headline goes to the diagnostics section
+    assert math.isnan(rows[0]["grokmon_diag/nan"]) and rows[1]["grokmon_diag/nan"] == 1
     assert [r["_step"] for r in rows] == [6, 7]
     defined = [(m["name"], m["glob_name"], m["step_metric"]) for m in rec.metrics]
     assert ("train/global_step", None, None) in defined
-    assert (None, "grokmon/*", "train/global_step") in defined
+    for glob in ("grokmon/*", "grokmon_group/*", "grokmon_diag/*"):  # every section on the host's step axis
+        assert (None, glob, "train/global_step") in defined
     assert len(rec.alerts) == 1
     alert = rec.alerts[0]
     assert len(alert["title"]) == 64 and alert["title"].startswith("grokmon: pathway distance plateau")
@@ -192,8 +199,8 @@ def test_wandb_sink_own_steps_never_below_run_step(wandb_run):
     assert sink.dropped == 1
     run.finish()
     rec = read_wandb_run(tmp_path / "wandb", wait=10)
-    rows = [r for r in rec.history if "grokmon/a" in r or "grokmon/b" in r]
-    assert [(r["_step"], r.get("grokmon/a"), r.get("grokmon/b")) for r in rows] == [(5, 1, 2), (10, 3, None)]
+    rows = [r for r in rec.history if "grokmon_diag/a" in r or "grokmon_diag/b" in r]
+    assert [(r["_step"], r.get("grokmon_diag/a"), r.get("grokmon_diag/b")) for r in rows] == [(5, 1, 2), (10, 3, None)]
     assert rec.metrics == []  # step_key=None defines no metrics
 
 
@@ -306,6 +313,40 @@ def test_wandb_sink_extras_off_and_close_after_finish(wandb_run):
     assert rec.visualize == {} and "grokmon/stages" not in rec.summary
     with pytest.raises(SinkError, match="charts_every=0 must be a positive number of probes"):
         WandbSink(run, charts_every=0)
+
+
+def test_wandb_sink_sections_uninformative_keys_and_alert_level(wandb_run):
+    """Headline apart from diagnostics; a 0 stderr stays out of W&B (the 2-router consistency score never
+    reaches a sink: the monitor leaves it out, test_hf_trainer); an INFO event (a group's stage change)
+    reaches the summary but not run.alert, a WARN rule does."""
+    from grokmon.sinks.wandb_file import read_wandb_run
+
+    run, tmp_path = wandb_run
+    sink = WandbSink(run)
+    exact = {"grokmon/pathway_distance": 0.5, "grokmon/pathway_distance_stderr": 0.0,
+             "grokmon/group/a/pathway_distance": 0.4, "grokmon/pathway_cosine": 0.9, "grokmon/probe_seconds": 0.1,
+             "grokmon/alert/plateau": 0.0}
+    sink.log(exact, step=1)
+    sink.log({**exact, "grokmon/pathway_distance_stderr": 0.02, "grokmon/pathway_consistency": 0.3,
+              "grokmon/pathway_consistency_undefined": 0.0, "grokmon/group/a/pathway_consistency": 0.2}, step=2)
+    sink.alert(_StageEvent("grokmon: stage of a", "a: memorizing -> grokking", "INFO", 2, rule="stage"))
+    sink.alert(_Event("grokmon: plateau", "flat", "WARN", 2, rule="plateau"))
+    sink.close()
+    run.finish()
+    rec = read_wandb_run(tmp_path / "wandb", wait=10)
+    first, second = [r for r in rec.history if "grokmon/pathway_distance" in r]
+    assert {k for k in first if k.startswith("grokmon")} == {
+        "grokmon/pathway_distance", "grokmon/pathway_cosine", "grokmon/alert/plateau",
+        "grokmon_group/a/pathway_distance", "grokmon_diag/probe_seconds"}
+    assert second["grokmon/pathway_consistency"] == 0.3 and second["grokmon_group/a/pathway_consistency"] == 0.2
+    assert second["grokmon_diag/pathway_distance_stderr"] == 0.02
+    assert second["grokmon_diag/pathway_consistency_undefined"] == 0.0
+    assert [a["title"] for a in rec.alerts] == ["grokmon: plateau"]          # the INFO stage event did not alert
+    # the rule's alert is counted; the stage change is a transition (what grokmon report counts too)
+    assert rec.summary["grokmon/alerts"]["count"] == 1
+    assert set(rec.summary["grokmon/alerts"]["by_rule"]) == {"plateau"}
+    with pytest.raises(SinkError, match="alert_level='LOUD' must be one of"):
+        WandbSink(run, alert_level="LOUD")
 
 
 # ---------------------------------------------------------------------------- TensorBoard

@@ -97,5 +97,11 @@ def test_grokking_demo_runs_end_to_end(tmp_path: Path) -> None:
     probes = [json.loads(line) for line in (out / "grokmon.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in probes if "grokmon/pathway_distance" in r.get("metrics", {})]
     assert steps == [0, 10, 20, 30, 40]
+    # each progress line shows its own step's probe values, not the previous probe's
+    distance = {r["step"]: r["metrics"]["grokmon/pathway_distance"] for r in probes if "metrics" in r}
+    printed = {int(line.split()[1].split("/")[0]): float(line.split("distance ")[1].split()[0])
+               for line in proc.stdout.splitlines() if line.startswith("step ")}
+    assert printed == {s: round(distance[s], 4) for s in steps}
+    assert proc.stdout.count("(stage 'unknown':") <= 1
     assert (out / "grokking_demo.png").stat().st_size > 10_000
     assert len(list((out / "wandb").glob("offline-run-*/run-*.wandb"))) == 1

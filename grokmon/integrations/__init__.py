@@ -13,7 +13,7 @@
   built trainer): OLMo-core's ``Trainer`` (``pip install grokmon[olmo-core]``).
 
 Plain Accelerate loops and frameworks without callbacks call ``monitor.step(model, step)``
-themselves (``docs/integrations.md``). Integrations only schedule, route logs and keep state;
+themselves (``docs/guide-accelerate.md``, ``docs/engines.md``). Integrations only schedule, route logs and keep state;
 they never compute metrics. They depend on the core and never the reverse: what every adapter
 does with a monitor is written once in ``_common.py``.
 

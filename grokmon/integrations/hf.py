@@ -6,7 +6,8 @@ What it does, per Trainer event:
   ``WandbCallback`` created it just before us), world rank 0 adds a
   ``WandbSink(step_key="train/global_step")``: grokmon values land in the Trainer's own run as
   ``grokmon/...`` keys on the ``train/global_step`` axis, logged without ``step=`` (W&B drops a
-  ``step=`` behind its own counter). Then a baseline probe at the current step
+  ``step=`` behind its own counter), with the per-group charts refreshed every
+  ``MonitorConfig.wandb_charts_every`` probes and ``run.alert`` from ``wandb_alert_level`` up. Then a baseline probe at the current step
   (``monitor.config.baseline``), unless the monitor's state was restored from a checkpoint.
 * ``on_step_end`` (once per optimizer update, so gradient accumulation is respected by
   construction): ``monitor.step(model, state.global_step, optimizer=...)`` on **every rank** (the
@@ -177,6 +178,8 @@ class GrokkingHFCallback(MonitorAdapter, TrainerCallback):
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                        model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
+        # a new run's record goes in its own folder under the Trainer's output_dir (output_dir=None)
+        self.monitor.set_run_root(os.path.join(args.output_dir, "grokmon"))
         if state.is_world_process_zero:
             self._attach_wandb(args)
             others = [r for r in _report_to(args) if r != "wandb"]
@@ -247,7 +250,9 @@ class GrokkingHFCallback(MonitorAdapter, TrainerCallback):
             return
         if any(isinstance(s, WandbSink) and s is not self._wandb_sink for s in getattr(self.monitor, "sinks", ())):
             return  # the user gave the monitor a W&B sink of their own
-        self._wandb_sink = WandbSink(run, step_key="train/global_step")
+        config = self.monitor.config
+        self._wandb_sink = WandbSink(run, step_key="train/global_step", charts_every=config.wandb_charts_every,
+                                     alert_level=config.wandb_alert_level)
         self.monitor.add_sink(self._wandb_sink)
 
     def _forward(self, args: TrainingArguments, state: TrainerState, items: list | None = None) -> None:

@@ -7,8 +7,11 @@
   ``accumulate_grad_batches`` is respected. ``monitor.step`` runs on every rank.
 * Results are written through ``trainer.loggers`` with ``logger.log_metrics(metrics,
   step=probe_step)`` on global rank 0 – not ``pl_module.log``, whose step-level values reach the
-  loggers only every ``log_every_n_steps`` and would silently drop probes. ``WandbLogger`` puts
-  them on its ``trainer/global_step`` axis; ``CSVLogger`` in its ``step`` column.
+  loggers only every ``log_every_n_steps`` and would silently drop probes. ``CSVLogger`` puts
+  them in its ``step`` column. A ``WandbLogger`` is not called: its run gets a
+  :class:`~grokmon.sinks.WandbSink` on the logger's ``trainer/global_step`` axis instead (as under
+  the HF Trainer: headline and diagnostic sections, per-group charts refreshed every
+  ``MonitorConfig.wandb_charts_every`` probes, ``run.alert`` from ``wandb_alert_level`` up).
 * ``monitor.should_stop`` (an alert rule with ``stop_training=True``) sets ``trainer.should_stop``.
 * ``state_dict`` / ``load_state_dict`` carry the monitor state in Lightning checkpoints, filed under
   a ``state_key`` built from the monitor's settings (Lightning's ``_generate_state_key``), so two
@@ -31,6 +34,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import os
 
 import sys
 from collections.abc import Callable, Mapping
@@ -98,6 +103,7 @@ class GrokkingLightningCallback(MonitorAdapter, pl.Callback):
         self._attach(monitor, who="GrokkingLightningCallback", close_on_train_end=close_on_train_end)
         self.model = model
         self._last_step: int | None = None
+        self._wandb_logger: Any = None
 
     @property
     def state_key(self) -> str:
@@ -132,10 +138,34 @@ class GrokkingLightningCallback(MonitorAdapter, pl.Callback):
             return
         for step, metrics in items:
             for lg in trainer.loggers:
-                lg.log_metrics(dict(metrics), step=step)
+                if lg is not self._wandb_logger:  # its run has a WandbSink of its own
+                    lg.log_metrics(dict(metrics), step=step)
+
+    def _attach_wandb(self, trainer: Any) -> None:
+        """Give a ``WandbLogger``'s run a WandbSink (charts, sections, alerts), once, on global rank 0."""
+        if self._wandb_logger is not None or not trainer.is_global_zero:
+            return
+        from ..sinks.wandb import WandbSink
+
+        for lg in trainer.loggers:
+            if type(lg).__name__ != "WandbLogger":
+                continue
+            if any(isinstance(s, WandbSink) for s in getattr(self.monitor, "sinks", ())):
+                return  # the user gave the monitor a W&B sink of their own
+            config = self.monitor.config
+            self.monitor.add_sink(WandbSink(lg.experiment, step_key="trainer/global_step",
+                                            charts_every=config.wandb_charts_every,
+                                            alert_level=config.wandb_alert_level))
+            self._wandb_logger = lg
+            return
 
     # ------------------------------------------------------------ hooks
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        # before Lightning restores callback state: a new run's folder goes under the Trainer's root
+        self.monitor.set_run_root(os.path.join(trainer.default_root_dir, "grokmon"))
+
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self._attach_wandb(trainer)
         step = int(trainer.global_step)
         self._baseline(self.probe_model(pl_module), step, self._optimizer(trainer))
         self._last_step = step

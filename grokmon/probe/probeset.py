@@ -162,6 +162,8 @@ class ProbeSet(ProbeSources):
             >>> probe.save("grokmon_out/probe.pt")   # doctest: +SKIP
         """
         path = Path(path)
+        if path.is_dir():
+            raise ProbeError(f"{path} is a folder: pass a file path for the probe (e.g. {path / 'probe.pt'})")
         path.parent.mkdir(parents=True, exist_ok=True)
         ids = self.input_ids
         ids = ids.to(torch.int32) if int(ids.max()) < 2**31 else ids
@@ -177,8 +179,12 @@ class ProbeSet(ProbeSources):
             "fingerprint": self.fingerprint(),
         }
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)  # a crash mid-write never leaves a half probe behind
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)  # a crash mid-write never leaves a half probe behind
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed save leaves nothing behind
+            raise
         return path
 
     def save_once(self, path: str | os.PathLike) -> bool:

@@ -12,7 +12,9 @@ chart, for a chat message or a slide) into ``out_dir``. The page shows:
 * an expert-load heatmap per MoE layer over time (with ``MetricConfig(per_expert=True)``);
 * a table of stage transitions and alerts;
 * what is known of the run: probes, steps, groups, layers, the probe file's fingerprint (a
-  ``probe.pt`` beside the JSONL, as the monitor saves it) and any ``{"config": {...}}`` line.
+  ``probe.pt`` beside the JSONL, as the monitor saves it, else the one the configuration line
+  names) and the ``{"config": {...}}`` line the monitor and ``grokmon scan`` write first
+  (:mod:`grokmon.runinfo`).
 
 The ``eval_file`` format (CSV / JSONL / JSON of steps and values) is in
 :mod:`grokmon.report.evalfile`; the page's DOM ids in :mod:`grokmon.report.page`.
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .charts import expert_load_chart, external_curves, group_chart, headline_chart
+from .charts import expert_load_chart, external_curves, group_chart, headline_chart, plain_text
 from .data import RunData, Transition, load_run
 from .evalfile import read_eval_file
 from .page import render_page
@@ -90,12 +92,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     if title is None:
         title = "grokmon report" + (f": {source_path.resolve().parent.name}" if source_path is not None else "")
-    charts: dict[str, str | None] = {
-        "chart-headline": headline_chart(run, png=out / OVERVIEW_FILE, title=title),
-        "chart-groups": group_chart(run, "pathway_distance", label="pathway distance"),
-        "chart-group-loss": group_chart(run, "probe_loss", label="probe loss"),
-    }
-    load = expert_load_chart(run)
+    with plain_text():
+        charts, load = _charts(run, out, title)
     if load is not None:
         charts["chart-expert-load"], drawn = load
         all_layers = sorted(run.expert_load)
@@ -108,6 +106,15 @@ def write_report(
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _charts(run: RunData, out: Path, title: str) -> tuple[dict[str, str | None], Any]:
+    charts: dict[str, str | None] = {
+        "chart-headline": headline_chart(run, png=out / OVERVIEW_FILE, title=title),
+        "chart-groups": group_chart(run, "pathway_distance", label="pathway distance"),
+        "chart-group-loss": group_chart(run, "probe_loss", label="probe loss"),
+    }
+    return charts, expert_load_chart(run)
 
 
 def _e(x: object) -> str:
@@ -125,7 +132,7 @@ def _facts(run: RunData, eval_file: Any, probe_file: Any) -> list[tuple[str, str
     facts = [("record", f"<code>{_e(run.source)}</code>"),
              ("probes", f"{len(run.steps)} at steps {run.steps[0]}–{run.steps[-1]}"
                         + (f", every {run.probe_every} steps" if run.probe_every else ""))]
-    if run.times is not None:
+    if run.times is not None and all(abs(t) < 1e11 for t in run.times):  # a time the clock can show
         start, end = run.times
         facts.append(("wall clock", f"{_e(time.strftime('%Y-%m-%d %H:%M', time.localtime(start)))} → "
                                     f"{_e(time.strftime('%Y-%m-%d %H:%M', time.localtime(end)))} "
@@ -154,6 +161,15 @@ def _facts(run: RunData, eval_file: Any, probe_file: Any) -> list[tuple[str, str
         facts.append(("non-finite values", f"{run.non_finite} (written as null; a failed probe logs NaN)"))
     if probe_file is not None:
         facts.append(("probe", _probe_fact(Path(probe_file))))
+    elif run.config.get("probe_fingerprint"):  # the configuration line names it (a scan's --probe)
+        fp = str(run.config["probe_fingerprint"])
+        where = run.config.get("probe_file")
+        groups = run.config.get("probe_groups") or {}
+        sizes = ", ".join(f"{_e(g)} {_e(n)}" for g, n in groups.items())
+        facts.append(("probe", (f"<code>{_e(where)}</code>: " if where else "")
+                      + f"{_e(run.config.get('probe_samples', '?'))} samples"
+                      + (f" ({sizes})" if sizes else "")
+                      + f', fingerprint <code title="{_e(fp)}">{_e(fp[:16])}</code> (from the configuration line)'))
     else:
         facts.append(("probe", "no <code>probe.pt</code> beside the record (the monitor saves one with "
                                "<code>save_probe=True</code>)"))

@@ -6,9 +6,11 @@ can share one page), or ``None`` when the run has nothing to draw there. Figures
 ``matplotlib.figure.Figure`` directly: no pyplot state, no backend switch in the caller's process.
 
 Interactive parts of the SVG carry classes a browser (or a test) can find: alert markers are
-``<g class="alert-marker" data-step=.. data-level=..>`` with a ``<title>`` tooltip, group lines
-``<g class="group-line" data-group=..>``, stage bars ``<g class="stage-bar" data-group=..
-data-stage=..>``.
+``<g class="alert-marker" data-step=.. data-level=.. data-label=..>`` with a ``<title>`` tooltip
+(and a text label beside them), group lines ``<g class="group-line" data-group=..>``, stage bars
+``<g class="stage-bar" data-group=.. data-stage=..>``; the per-group charts also carry stage bands
+``<g class="stage-band" data-stage=..>`` behind the lines and ``<g class="stage-change"
+data-group=.. data-stage=.. data-step=..>`` where a group's own stage changed.
 
 Example:
     >>> from grokmon.report.data import load_run
@@ -31,7 +33,8 @@ from ..errors import ConfigError
 from ..keys import unprefixed
 from .data import OVERALL, Points, RunData, stage_name
 
-__all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "headline_figure", "headline_chart", "group_chart",
+__all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "occurring_stages", "alert_label", "plain_text",
+           "pick_evenly", "strip_rows", "group_note", "strip_note", "headline_figure", "headline_chart", "group_chart",
            "expert_load_chart", "save_png", "external_curves"]
 
 STAGE_COLORS: dict[str, str] = {"memorizing": "#f4a261", "grokking": "#2a9d8f", "saturated": "#264653",
@@ -68,8 +71,25 @@ def _labelled(label: str, metric: str) -> str:
 
 MAX_LAYERS = 8     # expert-load heatmaps drawn (evenly spaced when the model has more)
 MAX_DOTS = 120     # curves with more probes are drawn as lines without a dot per probe
+MAX_STRIP_ROWS = 24  # groups in the overview's stage strip (evenly spaced by name when there are more)
+MAX_GROUP_LINES = 12  # group lines per per-group chart; with more groups, their median and 10-90 % range too
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
             "#ff7f0e", "#7f7f7f")
+
+
+def plain_text() -> Any:
+    """A context in which matplotlib draws every label as written: a ``$`` in a group name, a title or
+    an eval column is text, not mathtext (``$\\frac{`` would otherwise raise while drawing).
+
+    Example:
+        >>> with plain_text():                                  # doctest: +SKIP
+        ...     svg = headline_chart(run, title="cost in $ (USD)")
+    """
+    try:
+        import matplotlib
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ConfigError("the report needs matplotlib: pip install 'grokmon[plot]'") from e
+    return matplotlib.rc_context({"text.parse_math": False, "text.usetex": False})
 
 
 def _figure(width: float, height: float) -> Any:
@@ -101,6 +121,25 @@ def external_curves(run: RunData) -> list[str]:
     return names[:MAX_EXTERNAL]
 
 
+def pick_evenly(names: list[str], limit: int) -> list[str]:
+    """``names`` when there are at most ``limit``, else ``limit`` of them evenly spaced (first and last kept).
+
+    Example:
+        >>> pick_evenly([f"g{i}" for i in range(10)], 4)
+        ['g0', 'g3', 'g6', 'g9']
+    """
+    if len(names) <= limit:
+        return list(names)
+    idx = sorted({round(i * (len(names) - 1) / (limit - 1)) for i in range(limit)})
+    return [names[i] for i in idx]
+
+
+def strip_rows(run: RunData) -> list[str]:
+    """The stage strip's rows: ``overall`` first, then at most ``MAX_STRIP_ROWS`` groups."""
+    groups = sorted(g for g in run.stages if g != OVERALL)
+    return ([OVERALL] if OVERALL in run.stages else []) + pick_evenly(groups, MAX_STRIP_ROWS)
+
+
 def _headline_metrics(run: RunData) -> list[str]:
     names = [m for m in HEADLINE if m in run.series]
     if not names:  # a record without the usual keys: show what it has
@@ -115,23 +154,108 @@ def band_group(run: RunData) -> str | None:
     return next(iter(run.stages)) if len(run.stages) == 1 else None
 
 
+MIN_STRETCH = 0.015  # narrowest stage stretch drawn, as a fraction of the x span (a late change stays visible)
+
+
 def _x_range(run: RunData) -> tuple[float, float, float]:
+    """``(x0, x1, gap)``: the axes fit the probed steps, with a 1 % margin on each side."""
     gap = float(run.probe_every or 1)
-    return float(run.steps[0]), float(run.steps[-1]) + gap, gap
+    first, last = float(run.steps[0]), float(run.steps[-1])
+    pad = 0.01 * (last - first) if last > first else gap / 2
+    return first - pad, last + pad, gap
 
 
-def _intervals(points: list[tuple[int, float]], end: float) -> list[tuple[float, float, str]]:
-    """``(start, width, stage)`` runs: a stage holds from the probe that saw it to the next change."""
-    out: list[tuple[float, float, str]] = []
+def _intervals(points: list[tuple[int, float]], end: float, start: float | None = None
+               ) -> list[tuple[float, float, str, int]]:
+    """``(start, width, stage, step)`` runs (``step``: the probe that saw the stage first) of one group's stage codes, drawn between probes.
+
+    A stage changed somewhere between the probe before the change and the probe that saw it, so a
+    stretch starts halfway between them (the first at ``start``) and ends halfway to the next
+    change (the last at ``end``). A stretch narrower than :data:`MIN_STRETCH` of the span is drawn
+    that wide (the last one leftwards from ``end``), so a change at the last probes is not a sliver.
+    """
+    if not points:
+        return []
+    lo = float(points[0][0]) if start is None else start
+    out: list[list[Any]] = []
     for i, (step, code) in enumerate(points):
-        nxt = float(points[i + 1][0]) if i + 1 < len(points) else end
         stage = stage_name(code)
         if out and out[-1][2] == stage:
-            start = out[-1][0]
-            out[-1] = (start, nxt - start, stage)
+            continue
+        begin = lo if i == 0 else (float(points[i - 1][0]) + float(step)) / 2
+        if out:
+            out[-1][1] = begin
+        out.append([begin, end, stage, int(step)])
+    least = MIN_STRETCH * (end - lo)
+    if len(out) > 1 and out[-1][1] - out[-1][0] < least:
+        out[-1][0] = end - least
+        out[-2][1] = min(out[-2][1], out[-1][0])
+    result = []
+    for a, b, stage, step in out:
+        if b - a < least:
+            mid = (a + b) / 2
+            a, b = mid - least / 2, mid + least / 2
+        result.append((a, b - a, stage, step))
+    return result
+
+
+def occurring_stages(run: RunData) -> list[str]:
+    """The stages some group is in at some probe, in :data:`STAGE_COLORS` order (for legends)."""
+    seen = {stage_name(code) for points in run.stages.values() for _, code in points}
+    return [s for s in STAGE_COLORS if s in seen]
+
+
+def alert_label(alert: Mapping[str, Any]) -> str:
+    """The short label drawn beside an alert marker: the rule's name, else the title without ``grokmon:``."""
+    name = str(alert.get("rule") or alert.get("title") or "alert")
+    return name[len("grokmon: "):] if name.startswith("grokmon: ") else name
+
+
+def _alert_marks(ax: Any, run: RunData, salt: str, values: Mapping[str, Points] | None = None,
+                 *, lines: Any = (), label: bool = True) -> dict[str, dict[str, str]]:
+    """Draw each alert as a dotted line on ``lines`` axes and a labelled ▼ on ``ax``; returns the marks."""
+    marks: dict[str, dict[str, str]] = {}
+    for i, alert in enumerate(a for a in run.alerts if a.get("step") is not None):
+        step = int(alert["step"])
+        level = str(alert.get("level") or "WARN")
+        color = LEVEL_COLORS.get(level, LEVEL_COLORS["WARN"])
+        for other in lines or (ax,):
+            other.axvline(step, color=color, lw=0.8, ls=":", alpha=0.8, zorder=1)
+        metric = str(alert.get("metric") or "")
+        metric = unprefixed(metric)
+        gid = f"{salt}-{i}"
+        y = _value_at(values[metric], step) if values and metric in values else None
+        if y is not None:
+            ax.plot([step], [y], ls="none", marker="v", ms=10, color=color, mec="black", mew=0.6, zorder=6, gid=gid)
+            at, coords = (step, y), "data"
         else:
-            out.append((float(step), nxt - float(step), stage))
-    return out
+            y_axes = 0.9 - 0.12 * (i % 3)   # staggered, so neighbouring markers' labels do not overlap
+            ax.plot([step], [y_axes], ls="none", marker="v", ms=10, color=color, mec="black", mew=0.6, zorder=6,
+                    transform=ax.get_xaxis_transform(), gid=gid)
+            at, coords = (step, y_axes), ax.get_xaxis_transform()
+        if label:
+            ax.annotate(alert_label(alert), at, xycoords=coords, xytext=(4, 6 + 9 * (i % 2)),
+                        textcoords="offset points", fontsize=7, color=color, zorder=7,
+                        bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+        marks[gid] = {"class": "alert-marker", "data-step": str(step), "data-level": level,
+                      "data-kind": str(alert.get("kind") or ""), "data-label": alert_label(alert),
+                      "title": f"step {step} · {level} · {alert.get('title', '')}\n{alert.get('text', '')}".strip()}
+    return marks
+
+
+def _stage_bands(ax: Any, run: RunData, x0: float, x1: float, salt: str | None = None) -> dict[str, dict[str, str]]:
+    """The stage of :func:`band_group` as background bands on ``ax`` (annotated when ``salt`` is given)."""
+    marks: dict[str, dict[str, str]] = {}
+    band = band_group(run)
+    if band is None:
+        return marks
+    for j, (start, width, stage, seen) in enumerate(_intervals(run.stages[band], x1, x0)):
+        gid = None if salt is None else f"{salt}-{j}"
+        ax.axvspan(start, start + width, color=STAGE_COLORS[stage], alpha=0.2, lw=0, zorder=0, gid=gid)
+        if gid is not None:
+            marks[gid] = {"class": "stage-band", "data-group": band, "data-stage": stage, "data-step": str(seen),
+                          "title": f"{band}: {stage} from the probe of step {seen}"}
+    return marks
 
 
 def _value_at(points: Points, step: int) -> float | None:
@@ -151,7 +275,7 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
     """
     metrics = _headline_metrics(run)
     external = external_curves(run)
-    rows = sorted(run.stages, key=lambda g: (g != OVERALL, g))
+    rows = strip_rows(run)
     panels = [("external", n) for n in external] + [("metric", m) for m in metrics]
     n = len(panels)
     strip_h = 0.35 + 0.26 * len(rows) if rows else 0.0
@@ -161,7 +285,6 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
                         gridspec_kw={"height_ratios": ratios or [1.0]})[:, 0]
     x0, x1, gap = _x_range(run)
     marks: dict[str, dict[str, str]] = {}
-    band = band_group(run)
     by_metric: dict[str, Any] = {}
     for ax, (kind, name) in zip(axes, panels):
         points = run.external[name] if kind == "external" else run.series[name]
@@ -172,43 +295,22 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
         ax.set_ylabel(label, fontsize=8.5)
         ax.grid(alpha=0.25)
         ax.tick_params(labelsize=8)
-        if band is not None:
-            for start, width, stage in _intervals(run.stages[band], x1):
-                ax.axvspan(start, start + width, color=STAGE_COLORS[stage], alpha=0.2, lw=0, zorder=0)
+        _stage_bands(ax, run, x0, x1)
         if kind == "metric":
             by_metric[name] = ax
     if n == 0:
         axes[0].text(0.5, 0.5, "no scalar grokmon curves in this record", ha="center", va="center",
                      transform=axes[0].transAxes)
     metric_axes = [ax for ax, (kind, _) in zip(axes, panels) if kind == "metric"] or list(axes[:max(1, n)])
-    for i, alert in enumerate(a for a in run.alerts if a.get("step") is not None):
-        step = int(alert["step"])
-        level = str(alert.get("level") or "WARN")
-        color = LEVEL_COLORS.get(level, LEVEL_COLORS["WARN"])
-        metric = str(alert.get("metric") or "")
-        metric = unprefixed(metric)
-        for ax in axes[:max(1, n)]:
-            ax.axvline(step, color=color, lw=0.8, ls=":", alpha=0.8, zorder=1)
-        gid = f"alert-marker-{i}"
-        if metric in by_metric and _value_at(run.series[metric], step) is not None:
-            ax = by_metric[metric]
-            ax.plot([step], [_value_at(run.series[metric], step)], ls="none", marker="v", ms=10, color=color,
-                    mec="black", mew=0.6, zorder=6, gid=gid)
-        else:
-            ax = metric_axes[0]
-            ax.plot([step], [0.9], ls="none", marker="v", ms=10, color=color, mec="black", mew=0.6, zorder=6,
-                    transform=ax.get_xaxis_transform(), gid=gid)
-        marks[gid] = {"class": "alert-marker", "data-step": str(step), "data-level": level,
-                      "data-kind": str(alert.get("kind") or ""),
-                      "title": f"step {step} · {level} · {alert.get('title', '')}\n{alert.get('text', '')}".strip()}
+    marks.update(_headline_alerts(run, by_metric, metric_axes[0], list(axes[:max(1, n)])))
     if rows:
         strip = axes[-1]
         for r, group in enumerate(rows):
-            for j, (start, width, stage) in enumerate(_intervals(run.stages[group], x1)):
+            for j, (start, width, stage, seen) in enumerate(_intervals(run.stages[group], x1, x0)):
                 gid = f"stage-bar-{r}-{j}"
                 strip.barh(r, width, left=start, height=0.78, color=STAGE_COLORS[stage], lw=0, gid=gid)
                 marks[gid] = {"class": "stage-bar", "data-group": group, "data-stage": stage,
-                              "data-step": str(int(start)), "title": f"{group}: {stage} from step {int(start)}"}
+                              "data-step": str(seen), "title": f"{group}: {stage} from the probe of step {seen}"}
         strip.set_yticks(range(len(rows)), rows, fontsize=8)
         strip.set_ylim(len(rows) - 0.5, -0.5)
         strip.set_ylabel("stage", fontsize=8.5)
@@ -219,17 +321,34 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
     return fig, marks
 
 
+def _headline_alerts(run: RunData, by_metric: Mapping[str, Any], fallback: Any, lines: list[Any]
+                     ) -> dict[str, dict[str, str]]:
+    """Alert markers of the headline: on the panel of the alert's metric (at its value), else the first."""
+    marks: dict[str, dict[str, str]] = {}
+    for i, alert in enumerate(a for a in run.alerts if a.get("step") is not None):
+        metric = str(alert.get("metric") or "")
+        metric = unprefixed(metric)
+        ax = by_metric.get(metric, fallback)
+        one = RunData(source=run.source, alerts=[alert])
+        marks.update(_alert_marks(ax, one, f"alert-marker-{i}", run.series if metric in by_metric else None,
+                                  lines=lines))
+    return marks
+
+
 def _png_legend(fig: Any, run: RunData, title: str) -> list[Any]:
     """A title and a stage / alert legend, so the PNG reads on its own (the page has its own legend)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [Patch(color=c, label=s) for s, c in STAGE_COLORS.items()]
+    handles = [Patch(color=STAGE_COLORS[s], label=s) for s in occurring_stages(run)]
     levels = sorted({str(a.get("level") or "WARN") for a in run.alerts})
     handles += [Line2D([], [], ls="none", marker="v", ms=8, color=LEVEL_COLORS.get(lv, LEVEL_COLORS["WARN"]),
                        mec="black", mew=0.6, label=f"{lv} alert") for lv in levels]
-    legend = fig.legend(handles=handles, loc="outside upper right", ncol=len(handles), fontsize=8, frameon=False)
-    return [legend, fig.suptitle(title, x=0.01, ha="left", fontsize=11)]
+    out = [fig.suptitle(title, x=0.01, ha="left", fontsize=11)]
+    if handles:
+        out.append(fig.legend(handles=handles, loc="outside upper right", ncol=len(handles), fontsize=8,
+                              frameon=False))
+    return out
 
 
 def headline_chart(run: RunData, png: str | Path | None = None, *, title: str = "grokmon") -> str:
@@ -255,24 +374,78 @@ def group_chart(run: RunData, metric: str, *, label: str | None = None) -> str |
         steps, values = zip(*run.series[metric])
         ax.plot(steps, values, color="black", ls="--", lw=1.2, label="all samples")
     groups = run.groups
+    drawn = set(pick_evenly([g for g in groups if g in per_group], MAX_GROUP_LINES))
+    if len(drawn) < len(per_group):  # many groups: their spread, then a readable few of them
+        _group_spread(ax, per_group)
     for i, group in enumerate(groups):
-        if group not in per_group:
+        if group not in drawn:
             continue
         steps, values = zip(*per_group[group])
         gid = f"group-line-{i}"
         ax.plot(steps, values, color=group_color(i), ls=group_style(i), lw=1.4, marker=_marker(per_group[group]),
                 ms=2, label=group, gid=gid)
         marks[gid] = {"class": "group-line", "data-group": group, "title": f"{group}: {metric}"}
+    x0, x1, _ = _x_range(run)
+    marks.update(_stage_bands(ax, run, x0, x1, salt="stage-band"))
+    marks.update(_alert_marks(ax, run, "alert-marker", label=True))
+    for t in run.transitions:  # each group's own stage changes, on its line
+        if t.group not in per_group:
+            continue
+        y = _value_at(per_group[t.group], t.step)
+        if y is None:
+            continue
+        i = groups.index(t.group)
+        gid = f"stage-change-{i}-{t.step}"
+        ax.plot([t.step], [y], ls="none", marker="D", ms=6, color=STAGE_COLORS.get(t.stage, "#aab2bd"),
+                mec=group_color(i), mew=1.4, zorder=5, gid=gid)
+        marks[gid] = {"class": "stage-change", "data-group": t.group, "data-stage": t.stage,
+                      "data-step": str(t.step), "title": f"{t.group}: {t.previous} → {t.stage} at step {t.step}"}
+    ax.set_xlim(x0, x1)
     ax.set_xlabel("step", fontsize=9)
     ax.set_ylabel(_labelled(label or metric, metric), fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.25)
-    if len(per_group) <= 8:
+    if len(drawn) <= 8:
         ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
     else:  # many groups: beside the plot, not over the lines
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(per_group) // 16,
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1 + len(drawn) // 16,
                   frameon=False)
     return to_svg(fig, f"group-{metric}", marks, f"{label or metric} per group against the step")
+
+
+def _group_spread(ax: Any, per_group: Mapping[str, Points]) -> None:
+    """The median and the 10-90 % range of all groups at each step (grey), under the lines drawn."""
+    import numpy as np
+
+    at: dict[int, list[float]] = {}
+    for points in per_group.values():
+        for step, value in points:
+            if math.isfinite(value):
+                at.setdefault(step, []).append(value)
+    if not at:
+        return
+    steps = sorted(at)
+    low, mid, high = (np.array([np.percentile(at[s], q) for s in steps]) for q in (10, 50, 90))
+    ax.fill_between(steps, low, high, color="#bbbbbb", alpha=0.45, lw=0, label=f"10-90 % of {len(per_group)} groups")
+    ax.plot(steps, mid, color="#555555", lw=1.6, label=f"median of {len(per_group)} groups")
+
+
+def group_note(run: RunData, metric: str) -> str:
+    """The caption's note when a per-group chart draws only some groups ("" when it draws them all)."""
+    per_group = run.grouped.get(metric) or {}
+    if len(per_group) <= MAX_GROUP_LINES:
+        return ""
+    return (f"Showing {MAX_GROUP_LINES} of {len(per_group)} groups (evenly spaced by name) over the median and "
+            "10–90 % range of all groups; every group's values are in the record.")
+
+
+def strip_note(run: RunData) -> str:
+    """The caption's note when the stage strip shows only some groups ("" when it shows them all)."""
+    groups = [g for g in run.stages if g != OVERALL]
+    if len(groups) <= MAX_STRIP_ROWS:
+        return ""
+    return (f"The strip shows {MAX_STRIP_ROWS} of {len(groups)} groups (evenly spaced by name); the stage table "
+            "below lists every change.")
 
 
 def _pick_layers(layers: list[int]) -> list[int]:

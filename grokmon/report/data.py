@@ -26,8 +26,9 @@ import math
 import os
 import re
 import statistics
+from array import array
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from ..alerts.stages import STAGES
 from ..errors import ConfigError
 from ..keys import PREFIX
 
-__all__ = ["RunData", "Transition", "load_run", "OVERALL", "stage_name"]
+__all__ = ["Curve", "RunData", "Transition", "load_run", "OVERALL", "stage_name"]
 
 OVERALL = "overall"  # the label of the whole probe set's stage (group None in stage events)
 _GROUP = re.compile(r"^group/(?P<group>[^/]+)/(?P<metric>.+)$")
@@ -44,6 +45,58 @@ _LOAD = re.compile(r"^layer/(?P<layer>\d+)/expert/(?P<expert>\d+)/load$")
 _LAYER = re.compile(r"^layer/(?P<layer>\d+)/")
 
 Points = list[tuple[int, float]]
+_STEP_LIMIT = 2**63  # steps are kept as 64-bit integers
+
+
+class Curve(Sequence):
+    """``(step, value)`` points kept in two arrays (16 bytes a point, not a tuple's ~100): a long run
+    with hundreds of keys fits in memory. Reads like a list of tuples: iterate, index, ``len``,
+    ``==`` a list.
+
+    Example:
+        >>> curve = Curve([(0, 0.5), (100, 0.25)])
+        >>> curve, curve[-1], list(zip(*curve))
+        ([(0, 0.5), (100, 0.25)], (100, 0.25), [(0, 100), (0.5, 0.25)])
+    """
+
+    __slots__ = ("_steps", "_values")
+
+    def __init__(self, points: Iterable[tuple[int, float]] = ()) -> None:
+        self._steps, self._values = array("q"), array("d")
+        for step, value in points:
+            self.append(step, value)
+
+    def append(self, step: int, value: float) -> None:
+        self._steps.append(step)
+        self._values.append(value)
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return list(zip(self._steps[i], self._values[i]))
+        return self._steps[i], self._values[i]
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        return zip(self._steps, self._values)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Curve, list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+    def sort_by_step(self) -> None:
+        """Order the points by step (stable: points of one step keep the order they came in)."""
+        steps = self._steps
+        if all(a <= b for a, b in zip(steps, steps[1:])):
+            return
+        order = sorted(range(len(steps)), key=steps.__getitem__)
+        self._steps = array("q", (steps[i] for i in order))
+        self._values = array("d", (self._values[i] for i in order))
 
 
 def stage_name(code: float) -> str:
@@ -126,9 +179,9 @@ def _finite(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _as_records(source: Any) -> tuple[str, list[dict]]:
+def _as_records(source: Any) -> tuple[str, Iterable[Any]]:
     if isinstance(source, (str, os.PathLike)):
-        from ..sinks.jsonl import read_jsonl
+        from ..sinks.jsonl import iter_jsonl
 
         path = Path(source)
         if path.is_dir():
@@ -139,7 +192,7 @@ def _as_records(source: Any) -> tuple[str, list[dict]]:
         if not path.exists():
             raise ConfigError(f"{path} does not exist: pass the grokmon.jsonl a run (GrokkingMonitor output_dir) "
                               "or grokmon scan wrote")
-        return str(path), read_jsonl(path)
+        return str(path), iter_jsonl(path)  # one line at a time: a 200 MB record is never held whole
     if not isinstance(source, Iterable) or isinstance(source, (bytes, Mapping)):
         raise ConfigError(f"write_report needs a JSONL path or a list of records, got {type(source).__name__}")
     records = []
@@ -164,34 +217,34 @@ def load_run(source: Any, eval_series: Mapping[str, Points] | None = None) -> Ru
     """
     name, records = _as_records(source)
     run = RunData(source=name)
-    metric_records = []
     stage_alerts: dict[tuple[int, str], dict] = {}
+    collector = _Collector(run)
     for i, r in enumerate(records):
         if not isinstance(r, Mapping):
             raise ConfigError(f"line {i + 1} of {name} is a JSON {type(r).__name__}, not a grokmon record: "
                               "pass the grokmon.jsonl a run wrote")
         if isinstance(r.get("metrics"), Mapping):
-            if not _finite(r.get("step")):
+            if not _finite(r.get("step")) or abs(r["step"]) >= _STEP_LIMIT:
                 raise ConfigError(f"line {i + 1} of {name} has a metrics record without a numeric 'step': "
                                   "the file was not written by grokmon")
-            metric_records.append(r)
+            collector.add(r)
         elif isinstance(r.get("alert"), Mapping):
             a = dict(r["alert"])
             a.setdefault("step", r.get("step"))
+            a["step"] = int(a["step"]) if _finite(a["step"]) else None  # "abc", 1e400 (inf): an alert without a step
             extra = a.get("extra") if isinstance(a.get("extra"), Mapping) else {}
-            if a.get("kind") == "stage" and extra.get("stage"):
+            if a.get("kind") == "stage" and extra.get("stage") and a["step"] is not None:
                 group = extra.get("group") or OVERALL
-                stage_alerts[(int(a["step"] or 0), str(group))] = {**extra, "group": group, "text": a.get("text", "")}
+                stage_alerts[(a["step"], str(group))] = {**extra, "group": group, "text": a.get("text", "")}
             else:
                 run.alerts.append(a)
         elif isinstance(r.get("config"), Mapping):
             run.config.update(r["config"])
-    if not metric_records:
+    if not collector.count:
         raise ConfigError(f"{name} has no metric records: the file is empty or the run has not probed yet "
                           "(the first probe is at step 0, then one each every= optimizer steps); wait for a probe, or pass "
                           "the grokmon.jsonl of a run that has one")
-    metric_records.sort(key=lambda r: r["step"])
-    _collect(run, metric_records)
+    collector.finish()
     for k, points in (eval_series or {}).items():
         run.external[k] = sorted(points)
     run.transitions = _transitions(run.stages, stage_alerts)
@@ -199,62 +252,84 @@ def load_run(source: Any, eval_series: Mapping[str, Points] | None = None) -> Ru
     return run
 
 
-def _collect(run: RunData, records: list[Mapping[str, Any]]) -> None:
-    series: dict[str, Points] = defaultdict(list)
-    grouped: dict[str, dict[str, Points]] = defaultdict(lambda: defaultdict(list))
-    load: dict[int, dict[int, Points]] = defaultdict(lambda: defaultdict(list))
-    external: dict[str, Points] = defaultdict(list)
-    stages: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    keys, layers, times = set(), set(), []
-    for r in records:
+class _Collector:
+    """Adds metric records to a :class:`RunData` one at a time, in any order; :meth:`finish` orders
+    every curve by step (stable, as sorting the records by step first would)."""
+
+    def __init__(self, run: RunData) -> None:
+        self.run = run
+        self.count = 0
+        self.series: dict[str, Curve] = defaultdict(Curve)
+        self.grouped: dict[str, dict[str, Curve]] = defaultdict(lambda: defaultdict(Curve))
+        self.load: dict[int, dict[int, Curve]] = defaultdict(lambda: defaultdict(Curve))
+        self.external: dict[str, Curve] = defaultdict(Curve)
+        self.stages: dict[str, Curve] = defaultdict(Curve)
+        self.keys: set[str] = set()
+        self.layers: set[int] = set()
+        self.steps: set[int] = set()
+        self.times: tuple[float, float] | None = None
+
+    def add(self, r: Mapping[str, Any]) -> None:
+        run, series, grouped, stages = self.run, self.series, self.grouped, self.stages
+        self.count += 1
         step = int(r["step"])
-        run.steps.append(step)
+        self.steps.add(step)
         if _finite(r.get("time")):
-            times.append(float(r["time"]))
+            t = float(r["time"])
+            self.times = (t, t) if self.times is None else (min(self.times[0], t), max(self.times[1], t))
         for key, value in r["metrics"].items():
-            keys.add(key)
+            key = str(key)
+            self.keys.add(key)
             if not _finite(value):
                 run.non_finite += 1
                 if key.startswith(PREFIX) and not isinstance(value, (str, bool)):  # a gap in the curve
                     k = key[len(PREFIX):]
                     m = _GROUP.match(k)
                     if m and m["metric"] != "stage":
-                        grouped[m["metric"]][m["group"]].append((step, math.nan))
+                        grouped[m["metric"]][m["group"]].append(step, math.nan)
                     elif not m and not _LAYER.match(k) and k != "stage":
-                        series[k].append((step, math.nan))
+                        series[k].append(step, math.nan)
                 continue
             v = float(value)
             if not key.startswith(PREFIX):
-                external[key].append((step, v))
+                self.external[key].append(step, v)
                 continue
             k = key[len(PREFIX):]
             m = _GROUP.match(k)
             if m:
                 if m["metric"] == "stage":
-                    stages[m["group"]].append((step, v))
+                    stages[m["group"]].append(step, v)
                 else:
-                    grouped[m["metric"]][m["group"]].append((step, v))
+                    grouped[m["metric"]][m["group"]].append(step, v)
                 continue
             if k == "stage":
-                stages[OVERALL].append((step, v))
+                stages[OVERALL].append(step, v)
                 continue
             m = _LOAD.match(k)
             if m:
-                load[int(m["layer"])][int(m["expert"])].append((step, v))
+                self.load[int(m["layer"])][int(m["expert"])].append(step, v)
             m = _LAYER.match(k)
             if m:
-                layers.add(int(m["layer"]))
+                self.layers.add(int(m["layer"]))
                 continue
-            series[k].append((step, v))
-    run.steps = sorted(set(run.steps))
-    run.series = dict(series)
-    run.grouped = {m: dict(g) for m, g in grouped.items()}
-    run.expert_load = {layer: dict(e) for layer, e in sorted(load.items())}
-    run.external = dict(external)
-    run.stages = dict(stages)
-    run.keys = sorted(keys)
-    run.layers = sorted(layers)
-    run.times = (min(times), max(times)) if times else None
+            series[k].append(step, v)
+
+    def finish(self) -> None:
+        run = self.run
+        curves = [*self.series.values(), *self.external.values(), *self.stages.values(),
+                  *(c for g in self.grouped.values() for c in g.values()),
+                  *(c for e in self.load.values() for c in e.values())]
+        for curve in curves:
+            curve.sort_by_step()
+        run.steps = sorted(self.steps)
+        run.series = dict(self.series)
+        run.grouped = {m: dict(g) for m, g in self.grouped.items()}
+        run.expert_load = {layer: dict(e) for layer, e in sorted(self.load.items())}
+        run.external = dict(self.external)
+        run.stages = dict(self.stages)
+        run.keys = sorted(self.keys)
+        run.layers = sorted(self.layers)
+        run.times = self.times
 
 
 def _transitions(stages: Mapping[str, list[tuple[int, float]]],

@@ -10,6 +10,8 @@ Stable DOM for browsers and tests:
 ``#chart-expert-load``     expert-load heatmap per MoE layer (only with ``layer/<i>/expert/<e>/load``)
 ``#stage-table``           stage transitions (``tr.stage-row``) and alerts (``tr.alert-row``) by step
 ``#run-config``            what is known about the run (``dt``/``dd`` pairs)
+``#config-record``         the record's configuration line (``#no-config-record`` without one)
+``#legend``                only the stages (``.legend-stage``) and alert levels (``.legend-alert``) that occur
 =========================  ===============================================================
 
 A section with nothing to show keeps its ``<section>`` and says how to get the data
@@ -25,10 +27,11 @@ Example:
 from __future__ import annotations
 
 import html
+import json
 import time
 from collections.abc import Mapping, Sequence
 
-from .charts import LEVEL_COLORS, STAGE_COLORS, band_group
+from .charts import LEVEL_COLORS, STAGE_COLORS, band_group, group_note, occurring_stages, strip_note
 from .data import RunData
 
 __all__ = ["render_page"]
@@ -99,11 +102,16 @@ def _header(run: RunData, title: str, facts_line: str) -> str:
         badges.append(f'<span class="stage-badge stage-{_e(stage)}" data-group="{_e(group)}" '
                       f'style="background:{color};color:{text_color}" title="{_e(_STAGE_MEANING.get(stage, ""))}">'
                       f"<b>{_e(group)}</b>: {_e(stage)} since step {since}</span>")
-    legend = "".join(f'<span title="{_e(_STAGE_MEANING[s])}"><span class="swatch" style="background:{c}"></span>'
-                     f"{_e(_LEGEND[s])}</span>" for s, c in STAGE_COLORS.items())
-    legend += "".join(f'<span><span class="tri" style="border-top-color:{c}"></span>{_e(level)} alert</span>'
-                      for level, c in LEVEL_COLORS.items())
-    legend += "<span>* stages only with <code>claims=\"distance\"</code></span>"
+    stages = occurring_stages(run)  # the legend lists only what the record holds
+    legend = "".join(f'<span class="legend-stage" data-stage="{_e(s)}" title="{_e(_STAGE_MEANING[s])}">'
+                     f'<span class="swatch" style="background:{STAGE_COLORS[s]}"></span>{_e(_LEGEND[s])}</span>'
+                     for s in stages)
+    levels = {str(a.get("level") or "WARN") for a in run.alerts}
+    legend += "".join(f'<span class="legend-alert" data-level="{_e(level)}"><span class="tri" '
+                      f'style="border-top-color:{c}"></span>{_e(level)} alert</span>'
+                      for level, c in LEVEL_COLORS.items() if level in levels)
+    if any(s in ("grokking", "saturated") for s in stages):
+        legend += "<span>* stages only with <code>claims=\"distance\"</code></span>"
     return (f'<header id="report-header"><h1>{_e(title)}</h1><p class="meta">{facts_line}</p>'
             f'<div id="stage-summary" class="badges">{"".join(badges)}</div>'
             f'<div class="legend" id="legend">{legend}</div></header>')
@@ -147,16 +155,24 @@ def _events(run: RunData) -> str:
             f'</thead><tbody>{"".join(rows)}</tbody></table></section>')
 
 
+def _config_value(value: object) -> str:
+    """A configuration value as text: nested settings as compact JSON, ``key: value`` pairs."""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in value.items())
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def _config(run: RunData, facts: Sequence[tuple[str, str]]) -> str:
     items = "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in facts)
     keys = "".join(f"<li><code>{_e(k)}</code></li>" for k in run.keys)
     config = ""
     if run.config:
-        cfg = "".join(f"<dt><code>{_e(k)}</code></dt><dd><code>{_e(v)}</code></dd>"
-                      for k, v in sorted(run.config.items()))
+        cfg = "".join(f"<dt><code>{_e(k)}</code></dt><dd><code>{_e(_config_value(v))}</code></dd>"
+                      for k, v in run.config.items())
         config = f'<h2 style="margin-top:14px">Configuration record</h2><dl id="config-record">{cfg}</dl>'
     else:
-        config = ('<p class="note">The record holds no configuration line (<code>{"config": {...}}</code>); '
+        config = ('<p class="note" id="no-config-record">The record holds no configuration line '
+                  '(<code>{"config": {...}}</code>; the monitor and <code>grokmon scan</code> write one first); '
                   "above is what the metric lines tell.</p>")
     return (f'<section id="config"><h2>Run</h2><dl id="run-config">{items}</dl>{config}'
             f"<details><summary>{len(run.keys)} metric keys</summary><ul>{keys}</ul></details></section>")
@@ -178,17 +194,25 @@ def render_page(run: RunData, charts: Mapping[str, str | None], *, title: str,
     caption = ("Curves against the training step. "
                + (f"Background: the stage of <b>{_e(band)}</b>. " if band else "")
                + ("The strip below has one row of stage bars per group. " if run.stages else "")
-               + ("▼ marks an alert (hover for its text). " if run.alerts else "")
+               + strip_note(run) + " "
+               + ("A stage change is drawn from halfway between the probe before it and the probe that saw it. "
+                  if run.stages else "")
+               + ("▼ marks an alert, labelled with its rule (hover for its text). " if run.alerts else "")
                + ("Purple: held-out curves (not computed by grokmon). " if run.external else ""))
     headline = _figure("chart-headline", charts.get("chart-headline"), caption, "no curves to draw")
+    stage_note = ((f"Background: the stage of <b>{_e(band)}</b>; ◆ where a group's own stage changed. "
+                   if band else "") + ("▼ alerts. " if run.alerts else ""))
     no_groups = ("No per-group keys in this record: give the probe groups "
                  "(<code>ProbeSet.from_dataset(..., group_by=\"domain\")</code>); per-group metrics are logged "
                  "whenever the probe has groups.")
     groups = (
         '<section id="groups"><h2>Per group</h2><div class="grid2">'
-        + _figure("chart-groups", charts.get("chart-groups"), "Pathway distance, one line per group.", no_groups)
+        + _figure("chart-groups", charts.get("chart-groups"),
+                  "Pathway distance, one line per group. " + stage_note + group_note(run, "pathway_distance"),
+                  no_groups)
         + _figure("chart-group-loss", charts.get("chart-group-loss"),
-                  "Probe loss, one line per group: it flattens once the group is memorized.", no_groups)
+                  "Probe loss, one line per group: it flattens once the group is memorized. " + stage_note
+                  + group_note(run, "probe_loss"), no_groups)
         + "</div></section>")
     layers_note = charts.get("expert-load-note") or ""
     load = ('<section id="expert-load"><h2>Expert load</h2>'

@@ -3,11 +3,13 @@
 A sink has a ``name`` and three methods:
 
 * ``log(metrics, step)`` – one probe's scalars (already prefixed, e.g. ``grokmon/pathway_distance``)
-  at the host's training step;
+  at the host's training step; the dict is the sink's own copy. Returning ``False`` declines the
+  record (counted as ``refused`` in ``monitor.sink_status()``); anything else counts as delivered;
 * ``alert(title, text="", level="WARN", wait_duration=None, *, step=None)`` – a detector fired.
   ``title`` may also be an ``AlertEvent``-like object (attributes ``title``, ``text``/``message``,
   ``level``, ``wait_duration``, ``step``), which is how the monitor passes events
-  (``sink.alert(event)``). The default does nothing;
+  (``sink.alert(event)``). Optional: :class:`SinkLike` has no ``alert``, and a sink without one is
+  simply sent no alerts. The default of :class:`Sink` does nothing;
 * ``close()`` – flush and release what the sink opened (never what it was handed).
 
 Sinks do not swallow their own exceptions: the monitor wraps every call, warns once, counts the
@@ -102,7 +104,7 @@ def as_alert(title: Any, text: str | None = None, level: Any = None, wait_durati
 
 @runtime_checkable
 class SinkLike(Protocol):
-    """What the monitor needs of a sink (any object with these methods works)."""
+    """What the monitor needs of a sink (any object with these methods works; ``alert`` is optional)."""
 
     name: str
 

@@ -12,15 +12,39 @@ Two step modes:
   or below the run's current step, is dropped here with a warning instead of silently by W&B.
 
 ``alert`` calls ``run.alert(title=, text=, level=, wait_duration=)`` (seconds; titles are cut to
-64 characters, W&B's limit). Offline runs keep the alert in the ``.wandb`` file.
+64 characters, W&B's limit) for events at ``alert_level`` or above (default ``"WARN"``: a rule's
+plateau or threshold, not each group's stage change, which is an ``INFO`` event and goes to the
+history and the summary only). Every event is counted in the summary. Offline runs keep the alert
+in the ``.wandb`` file.
+
+**Sections.** W&B puts a panel in the section named by its key's first ``/`` segment. With
+``sections=True`` (default) the sink files keys so that the headline sits apart:
+
+* ``grokmon/...``: the headline (``pathway_distance``, ``pathway_distance_raw``,
+  ``pathway_consistency``, ``pathway_cosine``, ``pathway_drift``, ``probe_loss``,
+  ``routing_entropy``, ``stage``), the alert flags ``alert/<rule>``, the per-group charts and the
+  stage table;
+* ``grokmon_group/<g>/<metric>``: each group's scalars (:data:`grokmon.keys.GROUP_SECTION`);
+* ``grokmon_diag/...`` (:data:`grokmon.keys.DIAG_SECTION`): everything else (timings, error and drop counts, load statistics, lengths,
+  per-layer keys, ``pathway_distance_stderr``, extra forms).
+
+:meth:`WandbSink.wandb_key` gives the W&B key of a grokmon key. The JSONL record, the Trainer's
+``log_history`` and every other sink keep the ``grokmon/`` keys.
+
+**Uninformative keys** (``skip_uninformative=True``, default) are not sent to W&B:
+``pathway_distance_stderr`` while it is 0 (every pair of the probe is used, so the mean is exact).
+A metric the model has too few MoE layers for (the paper's consistency score with 2 layers) never
+reaches a sink: the monitor and ``grokmon scan`` leave it out (:mod:`grokmon.metrics.info`).
 
 What the sink adds beside the scalars (``<p>`` is the metric prefix, ``grokmon/``):
 
 * **Per-group charts** (``group_charts=True``): for every metric with ``group/<g>/<metric>`` keys,
   a ``wandb.plot.line_series`` chart ``<p>by_group/<metric>`` with one line per group (and the
-  whole probe set, ``all samples``). W&B charts are static tables, so they are logged at
-  :meth:`close` and, with ``charts_every=K``, also every K probes (each refresh writes one small
-  table per metric; at most ``max_points`` points per line are kept, evenly spaced).
+  whole probe set, ``all samples``). W&B charts are static tables, so they are logged every
+  ``charts_every`` probes (the monitor passes ``MonitorConfig.wandb_charts_every``, default 10: a
+  live or killed run shows the charts of its last refresh) and at :meth:`close` (each refresh
+  writes one small table per metric; at most ``max_points`` points per line are kept, evenly
+  spaced).
 * **Summary** (``summary=True``), updated as things happen: ``<p>stages`` (each group's current
   stage name, ``overall`` for the whole probe set), ``<p>stage_transitions`` (the last 100
   ``{step, group, previous, stage}``) and ``<p>alerts`` (``count``, ``last``, and per rule
@@ -50,8 +74,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SinkError
-from ..keys import PREFIX
-from .base import AlertInfo, Sink, to_float
+from ..keys import DIAG_SECTION, GROUP_SECTION, PREFIX
+from .base import ALERT_LEVELS, AlertInfo, Sink, to_float
 
 __all__ = ["WandbSink"]
 
@@ -60,6 +84,8 @@ _MAX_TRANSITIONS = 100
 _STAGES = ("memorizing", "grokking", "saturated", "unknown")  # GroupStageTracker's codes 0..3
 _GROUP = re.compile(r"^group/(?P<group>[^/]+)/(?P<metric>.+)$")
 ALL_SAMPLES = "all samples"
+HEADLINE = frozenset({"pathway_distance", "pathway_distance_raw", "pathway_consistency", "pathway_cosine",
+                      "pathway_drift", "probe_loss", "routing_entropy", "stage"})
 
 
 class WandbSink(Sink):
@@ -76,13 +102,18 @@ class WandbSink(Sink):
         stage_table: log the ``<prefix>stage_timeline`` table.
         summary: keep stages, transitions and alert firings in ``run.summary``.
         max_points: most points per line of a chart.
+        sections: file headline, per-group and diagnostic keys in three W&B sections (module doc).
+        skip_uninformative: do not send keys that carry no information (module doc).
+        alert_level: the lowest level that calls ``run.alert`` (``"INFO"``: every event, stage
+            changes included); lower events still reach the summary.
     """
 
     name = "wandb"
 
     def __init__(self, run: Any = None, step_key: str | None = "train/global_step", *,
                  metric_glob: str | None = "grokmon/*", group_charts: bool = True, charts_every: int | None = None,
-                 stage_table: bool = True, summary: bool = True, max_points: int = 1000) -> None:
+                 stage_table: bool = True, summary: bool = True, max_points: int = 1000,
+                 sections: bool = True, skip_uninformative: bool = True, alert_level: str = "WARN") -> None:
         if metric_glob is not None and "*" in metric_glob[:-1]:
             raise SinkError(f"metric_glob={metric_glob!r}: W&B accepts only a suffix glob such as 'grokmon/*'")
         if charts_every is not None and (not isinstance(charts_every, int) or charts_every < 1):
@@ -90,6 +121,8 @@ class WandbSink(Sink):
                             "(charts only at close)")
         if not isinstance(max_points, int) or max_points < 2:
             raise SinkError(f"max_points={max_points!r} must be an int >= 2")
+        if alert_level not in ALERT_LEVELS:
+            raise SinkError(f"alert_level={alert_level!r} must be one of {ALERT_LEVELS}")
         self._run = run
         self.step_key = step_key
         self.metric_glob = metric_glob
@@ -99,6 +132,9 @@ class WandbSink(Sink):
         self.stage_table = stage_table
         self.summary = summary
         self.max_points = max_points
+        self.sections = sections
+        self.skip_uninformative = skip_uninformative
+        self.alert_level = alert_level
         self.last_step: int | None = None
         self.dropped = 0
         self.probes = 0
@@ -120,14 +156,47 @@ class WandbSink(Sink):
             self._run = wandb.run
         return self._run
 
+    def wandb_key(self, key: str) -> str:
+        """The W&B key of a grokmon key (its section, see the module doc).
+
+        Example:
+            >>> sink = WandbSink(run=object())
+            >>> sink.wandb_key("grokmon/pathway_distance"), sink.wandb_key("grokmon/probe_seconds")
+            ('grokmon/pathway_distance', 'grokmon_diag/probe_seconds')
+            >>> sink.wandb_key("grokmon/group/code/probe_loss")
+            'grokmon_group/code/probe_loss'
+        """
+        if not self.sections or not key.startswith(self.prefix):
+            return key
+        k = key[len(self.prefix):]
+        if k in HEADLINE or k.startswith(("alert/", "by_group/")) or k == "stage_timeline":
+            return key
+        if _GROUP.match(k):
+            return GROUP_SECTION + k[len("group/"):]
+        return DIAG_SECTION + k
+
+    def _globs(self) -> list[str]:
+        if self.metric_glob is None:
+            return []
+        if not self.sections:
+            return [self.metric_glob]
+        return [self.metric_glob, GROUP_SECTION + "*", DIAG_SECTION + "*"]
+
     def _define(self, run: Any) -> None:
         if self._defined:
             return
         if self.step_key is not None:
             run.define_metric(self.step_key)
-            if self.metric_glob is not None:
-                run.define_metric(self.metric_glob, step_metric=self.step_key)
+            for glob in self._globs():
+                run.define_metric(glob, step_metric=self.step_key)
         self._defined = True
+
+    def _informative(self, values: dict[str, float]) -> dict[str, float]:
+        """``values`` without the keys that carry no information (module doc)."""
+        if not self.skip_uninformative:
+            return values
+        stderr = self.prefix + "pathway_distance_stderr"
+        return {k: v for k, v in values.items() if not (k == stderr and v == 0.0)}
 
     # ------------------------------------------------------------------ scalars
     def log(self, metrics: Mapping[str, float], step: int) -> None:
@@ -147,7 +216,9 @@ class WandbSink(Sink):
                 )
                 return
         self.probes += 1
+        values = self._informative(values)
         changed = self._track(values, step)
+        values = {self.wandb_key(k): v for k, v in values.items()}
         if self.charts_every is not None and self.probes % self.charts_every == 0:
             values.update(self._media())
         if self.step_key is not None:
@@ -237,12 +308,13 @@ class WandbSink(Sink):
         if alert.wait_duration is not None:
             kwargs["wait_duration"] = alert.wait_duration
         run = self.run
-        run.alert(**kwargs)
-        if not self.summary:
+        if ALERT_LEVELS.index(alert.level) >= ALERT_LEVELS.index(self.alert_level):
+            run.alert(**kwargs)
+        kind = alert.extra.get("kind")
+        if not self.summary or kind == "stage":  # stage changes are <p>stage_transitions, not alerts
             return
         step = alert.step if alert.step is not None else self.last_step
         rule = str(alert.extra.get("rule") or alert.title)
-        kind = alert.extra.get("kind")
         a = self._alerts
         a["count"] += 1
         a["last"] = {"step": step, "title": alert.title, "level": alert.level, "kind": kind, "text": alert.text}

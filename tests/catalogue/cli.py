@@ -74,6 +74,55 @@ def _(tmp, mp):
     report(tmp / "missing.jsonl", tmp / "plots")
 
 
+@case("cli-trainer-state-step-overflow", GrokmonError, "trainer_state.json has no readable global_step (OverflowError: "
+      "cannot convert float infinity to integer): restore")
+def _(tmp, mp):
+    from grokmon.cli import checkpoint_step
+
+    (tmp / "checkpoint-7").mkdir()
+    (tmp / "checkpoint-7" / "trainer_state.json").write_text('{"global_step": 1e400}')
+    checkpoint_step(tmp / "checkpoint-7")
+
+
+@case("cli-scan-out-is-a-file", GrokmonError, "--out ... is a file: pass a folder for grokmon.jsonl and grokmon.csv")
+def _(tmp, mp):
+    from grokmon.cli import scan
+
+    (tmp / "taken").write_text("x")
+    scan([tmp / "checkpoint-7"], tmp / "probe.pt", tmp / "taken", progress=False)
+
+
+@case("cli-report-folder-without-jsonl", GrokmonError, "is a folder without a grokmon.jsonl: pass the grokmon.jsonl a "
+      "run or a scan wrote, or its folder")
+def _(tmp, mp):
+    from grokmon.cli import report
+
+    (tmp / "empty").mkdir()
+    report(tmp / "empty", tmp / "plots")
+
+
+@case("cli-corpus-not-utf8", GrokmonError, "is not UTF-8 text (line 2, byte 12: b'\\xe9'): convert it to UTF-8 "
+      "(e.g. iconv -f latin1 -t utf-8)")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.txt").write_bytes(b"one line\ncaf\xe9\n")
+    build_probe(tmp / "corpus.txt", "tokenizer", tmp / "probe.pt", n=1, seq_len=8)
+
+
+@case("cli-probe-out-is-a-folder", GrokmonError, "--out ... is a folder: pass the probe file to write (e.g. "
+      ".../probe.pt)")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    (tmp / "corpus.txt").write_text("one sample\nanother sample\n")
+    (tmp / "out").mkdir()
+    try:
+        build_probe(tmp / "corpus.txt", "tokenizer", tmp / "out", n=1, seq_len=8)
+    finally:
+        assert not (tmp / "out.tmp").exists()
+
+
 @case("cli-corpus-missing", GrokmonError, "does not exist")
 def _(tmp, mp):
     from grokmon.cli import build_probe
@@ -123,6 +172,37 @@ def _(tmp, mp):
 
     (tmp / "corpus.txt").write_text("one sample\nanother sample\n")
     build_probe(tmp / "corpus.txt", str(tmp / "no-tokenizer"), tmp / "probe.pt", n=2, seq_len=8)
+
+
+def _word_tokenizer(folder: Path) -> None:
+    """A word-level tokenizer (``w0``..``w9``) saved to ``folder``."""
+    import transformers as tf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, **{f"w{i}": i + 2 for i in range(10)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tf.PreTrainedTokenizerFast(tokenizer_object=core, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(folder)
+
+
+@case("cli-probe-text-too-short", GrokmonError, "line 4 of ... has 2 tokens, fewer than --min-length 4 (1 line of the "
+      "corpus is that short): pass --skip-short to leave them out of the draw, or lower --min-length")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    _word_tokenizer(tmp / "tok")
+    (tmp / "corpus.txt").write_text("w1 w2 w3 w4 w5\nw1 w2 w3 w4\n\nw1 w2\n")
+    build_probe(tmp / "corpus.txt", str(tmp / "tok"), tmp / "probe.pt", n=3, seq_len=8, min_length=4)
+
+
+@case("cli-probe-too-few-after-skip", GrokmonError, "the corpus has 2 texts of at least --min-length 4 tokens, fewer "
+      "than --n 3: lower --n or --min-length")
+def _(tmp, mp):
+    from grokmon.cli import build_probe
+
+    _word_tokenizer(tmp / "tok")
+    (tmp / "corpus.txt").write_text("w1 w2 w3 w4 w5\nw1 w2 w3 w4\n\nw1 w2\n")
+    build_probe(tmp / "corpus.txt", str(tmp / "tok"), tmp / "probe.pt", n=3, seq_len=8, min_length=4, skip_short=True)
 
 
 @case("plots-matplotlib-missing", ConfigError, "plots need matplotlib")

@@ -102,6 +102,37 @@ def _(tmp, mp):
     step_backwards("warn")
 
 
+@case("monitor-step-negative", ConfigError, "step must be >= 0, got -1: pass the optimizer step (0 before the first "
+      "update)")
+def _(tmp, mp):
+    m = monitor()
+    try:
+        m.step(moe(), -1)
+    finally:
+        m.close()
+
+
+@case("monitor-step-after-close", RuntimeWarning, "grokmon: step after close failed, training goes on (counted in "
+      "grokmon/errors): GrokmonError('monitor.step() was called after monitor.close(): nothing is probed or "
+      "recorded; make a new GrokkingMonitor for a new run')")
+def _(tmp, mp):
+    m = monitor()
+    m.close()
+    m.step(moe(), 1)
+
+
+@case("monitor-run-folder-unwritable", RuntimeWarning, "grokmon: record failed, training goes on (counted in "
+      "grokmon/errors)")
+def _(tmp, mp):
+    (tmp / "file").write_text("")
+    m = monitor(jsonl=True)
+    try:
+        m.set_run_root(tmp / "file" / "grokmon")  # a folder cannot be made under a file
+        m.step(moe(), 1)
+    finally:
+        m.close()
+
+
 @case("monitor-step-backwards-raise", ConfigError, "the step went backwards, from 4 to 0 (a counter that restarts "
       "each epoch?)")
 def _(tmp, mp):
@@ -125,6 +156,16 @@ def _(tmp, mp):
     monitor(sink_buffer=0)
 
 
+@case("monitor-wandb-charts-every", ConfigError, "wandb_charts_every must be a positive number of probes, or None "
+      "(charts only at close), got 0")
+def _(tmp, mp):
+    MonitorConfig(wandb_charts_every=0)
+
+
+@case("monitor-wandb-alert-level", ConfigError, "wandb_alert_level must be 'INFO', 'WARN' or 'ERROR', got 'warning'")
+def _(tmp, mp):
+    MonitorConfig(wandb_alert_level="warning")
+
 @case("monitor-probe-not-probeset", ConfigError, "probe must be a grokmon.ProbeSet, got Tensor: build one with "
       "ProbeSet.from_*")
 def _(tmp, mp):
@@ -134,6 +175,16 @@ def _(tmp, mp):
 @case("monitor-every-zero", ConfigError, "every must be a positive number of optimizer steps, got 0")
 def _(tmp, mp):
     monitor(every=0)
+
+
+@case("monitor-history-limit", ConfigError, "history_limit must be a positive number of results, got 0")
+def _(tmp, mp):
+    MonitorConfig(history_limit=0)
+
+
+@case("monitor-every-bool", ConfigError, "every must be a positive number of optimizer steps, got True")
+def _(tmp, mp):
+    monitor(every=True)
 
 
 @case("monitor-on-error", ConfigError, "on_error must be 'warn' or 'raise', got 'ignore'")
@@ -327,3 +378,22 @@ def _(tmp, mp):
         GrokkingLightningCallback(m, model="backbone").probe_model(nn.Module())
     finally:
         m.close()
+
+
+@case("monitor-close-unfinished", RuntimeWarning, "grokmon: 2 probe(s) were still computing their metrics when the "
+      "monitor closed (steps [2, 3]; shutdown deadline 0.5 s): they are not written (counted in grokmon/errors)")
+def _(tmp, mp):
+    import threading
+
+    from grokmon.results import ResultPath
+
+    release = threading.Event()
+    path = ResultPath(MonitorConfig(jsonl=False))
+    path.submit(1, lambda: {"x": 1.0})
+    path.flush(timeout=5.0)
+    path.submit(2, lambda: (release.wait(30), {"x": 2.0})[1])
+    path.submit(3, lambda: {"x": 3.0})
+    try:
+        path.close(timeout=0.5)
+    finally:
+        release.set()

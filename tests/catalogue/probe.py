@@ -351,3 +351,11 @@ def _(tmp, mp):
 @case("probe-shard-of-shard", ConfigError, "this probe is already a shard: shard the full probe instead")
 def _(tmp, mp):
     tiny_probe().shard(0, 2).shard(0, 2)
+
+
+@case("probe-save-to-a-folder", ProbeError, "is a folder: pass a file path for the probe (e.g. .../probe.pt)")
+def _(tmp, mp):
+    try:
+        tiny_probe().save(tmp)
+    finally:
+        assert not tmp.with_name(tmp.name + ".tmp").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import sys
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,71 @@ def _(tmp, mp):
 
 
 @case("sinks-stalled-detached", RuntimeWarning, "grokmon: sink hung stalled for 0 s and is detached: 1 "
-      "record(s) dropped (counted in grokmon/sink_drops); the JSONL record and monitor.history keep every result")
+      "record(s) dropped (counted in grokmon/sink_drops); the JSONL record keeps every result")
 def _(tmp, mp):
     _stalled_sink(0.1)
 
+
+@case("sinks-jsonl-deleted", RuntimeWarning, "JsonlSink(...): the file (or its folder) was deleted while the run "
+      "wrote it; made again with the 1 line(s) it held, and the run goes on writing it (counted in .recreated)")
+def _(tmp, mp):
+    import shutil
+
+    from grokmon.sinks import JsonlSink
+
+    sink = JsonlSink(tmp / "run" / "grokmon.jsonl")
+    sink.log({"grokmon/x": 1.0}, 1)
+    shutil.rmtree(tmp / "run")
+    try:
+        sink.log({"grokmon/x": 2.0}, 2)
+    finally:
+        sink.close()
+
+
+@case("sinks-jsonl-pending-full", RuntimeWarning, "JsonlSink(...): more than 100000 lines or 10 bytes could not be "
+      "written; the oldest are given up (counted in .lost)")
+def _(tmp, mp):
+    import errno
+
+    from grokmon.sinks import JsonlSink
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    sink = JsonlSink(tmp / "grokmon.jsonl", max_pending_bytes=10)
+    mp.setattr("grokmon.sinks.jsonl.os.write", full)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*write failed")
+        sink.log({"grokmon/x": 1.0}, 1)
+        sink.log({"grokmon/x": 2.0}, 2)
+    mp.undo()
+    sink.close()
+
+
+def _fatal_sink() -> None:
+    from grokmon.delivery import Delivery
+    from grokmon.results import Faults
+    from grokmon.sinks import CallbackSink
+
+    def exits(metrics, step):
+        raise SystemExit(1)
+
+    delivery = Delivery(Faults("warn"))
+    delivery.add(CallbackSink(exits, name="exits"))
+    delivery.log({"grokmon/x": 1.0}, 1)
+    delivery.flush(timeout=5.0)
+
+
+@case("sinks-base-exception", RuntimeWarning, "grokmon: sink exits raised SystemExit(1) and is detached: 0 "
+      "record(s) dropped (counted in grokmon/sink_drops)")
+def _(tmp, mp):
+    _fatal_sink()
+
+
+@case("sinks-base-exception-counted", RuntimeWarning, "grokmon: sink exits failed, training goes on (counted in "
+      "grokmon/errors): SinkError('sink exits raised SystemExit(1), which a sink must never raise')")
+def _(tmp, mp):
+    _fatal_sink()
 
 @case("sinks-accelerate-not-accelerator", SinkError, "AccelerateSink needs an accelerate.Accelerator")
 def _(tmp, mp):
@@ -220,6 +282,13 @@ def _(tmp, mp):
     from grokmon.sinks import WandbSink
 
     WandbSink(charts_every=0)
+
+
+@case("sinks-wandb-alert-level", SinkError, "alert_level='LOUD' must be one of ('INFO', 'WARN', 'ERROR')")
+def _(tmp, mp):
+    from grokmon.sinks import WandbSink
+
+    WandbSink(alert_level="LOUD")
 
 
 class FinishedRun:
