@@ -41,9 +41,9 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from grokking_task import RECIPE, ArithmeticDataset, accuracy, make_dataset, make_model, make_optimizer  # noqa: E402
 
-from grokmon import GrokkingMonitor, MonitorConfig, MetricConfig, ProbeSet  # noqa: E402
+from grokmon import GrokkingHFCallback, GrokkingMonitor, MonitorConfig, MetricConfig, ProbeSet  # noqa: E402
 from grokmon.alerts import STAGES  # noqa: E402
-from grokmon.validation import (  # noqa: E402
+from grokmon.curve_stats import (  # noqa: E402
     correlation_table, first_step_at_or_above, grokking_window, partial_spearman,
 )
 
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     acc = make_accuracy_callback(train, held, args.every, out, args.stop_after_grok, monitor)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, optimizers=(optimizer, scheduler),
-                      callbacks=[monitor.hf_callback(), acc])
+                      callbacks=[GrokkingHFCallback(monitor), acc])
     acc.trainer = trainer
     trainer.remove_callback(PrinterCallback)  # the accuracy callback prints one compact line instead
     print(f"training {type(model).__name__} ({args.layers} MoE layers, {args.experts} experts, top-2) on "

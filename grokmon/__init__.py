@@ -5,9 +5,10 @@ Monitor Memorization-to-Generalization without Test" (arXiv 2506.21551) and stre
 Weights & Biases, TensorBoard or JSONL while training runs.
 
 Example:
-    >>> from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet  # doctest: +SKIP
+    >>> from grokmon import GrokkingHFCallback, GrokkingMonitor, MonitorConfig, ProbeSet  # doctest: +SKIP
     >>> probe = ProbeSet.from_token_ids(token_ids, groups=domains)  # doctest: +SKIP
-    >>> trainer = Trainer(..., callbacks=[GrokkingMonitor(probe, MonitorConfig(every=200)).hf_callback()])  # doctest: +SKIP
+    >>> monitor = GrokkingMonitor(probe, MonitorConfig(every=200))  # doctest: +SKIP
+    >>> trainer = Trainer(..., callbacks=[GrokkingHFCallback(monitor)])  # doctest: +SKIP
 
 Public names are imported lazily, so ``import grokmon`` stays cheap and pulls in transformers,
 W&B or Lightning only when the part that needs them is used.

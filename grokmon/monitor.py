@@ -40,7 +40,7 @@ from .probe import ProbeSet
 from .results import ResultPath
 from .runfolder import DEFAULT_RUNS_ROOT, new_run_folder
 from .runner import ProbeRunner
-from .schedule import StepClock
+from .clock import StepClock
 from .torchfile import load_torch_file
 from .runinfo import config_line
 from .sinks import AccelerateSink, JsonlSink, check_sinks
@@ -221,7 +221,7 @@ class GrokkingMonitor:
         """Call after each optimizer step on every rank. Probes on schedule, returns finished metrics.
 
         ``step`` must be an integer; one that goes backwards is warned about once and continued on
-        grokmon's own count (:class:`grokmon.schedule.StepClock`; ``on_error="raise"`` raises).
+        grokmon's own count (:class:`grokmon.clock.StepClock`; ``on_error="raise"`` raises).
         """
         if self._closed:
             self._after_close("step")
@@ -373,18 +373,6 @@ class GrokkingMonitor:
         if not isinstance(data, dict) or data.get("format") != "grokmon.monitor":
             raise GrokmonError(f"{path} is not a grokmon monitor state file: write one with GrokkingMonitor.save")
         self.load_state_dict(data["state"])
-
-    def hf_callback(self, trainer: Any = None) -> Any:
-        """A ``transformers.TrainerCallback`` driving this monitor (:class:`~grokmon.integrations.hf.GrokkingHFCallback`)."""
-        from .integrations.hf import GrokkingHFCallback  # the adapters import the core, never the reverse
-
-        return GrokkingHFCallback(self, trainer=trainer)
-
-    def lightning_callback(self) -> Any:
-        """A Lightning ``Callback`` driving this monitor (:class:`~grokmon.integrations.lightning.GrokkingLightningCallback`)."""
-        from .integrations.lightning import GrokkingLightningCallback
-
-        return GrokkingLightningCallback(self)
 
     def __enter__(self) -> GrokkingMonitor:
         return self

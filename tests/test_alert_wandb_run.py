@@ -8,7 +8,7 @@ from moe_models import tiny_model
 
 from grokmon import GrokkingMonitor, MonitorConfig, PlateauRule, ProbeSet, ThresholdRule
 from grokmon.sinks import WandbSink
-from grokmon.testing.wandb_records import read_wandb_run
+from grokmon.sinks.wandb_file import read_wandb_run
 
 
 def test_rule_fires_once_and_reaches_wandb(tmp_path) -> None:

@@ -14,10 +14,8 @@ from __future__ import annotations
 import copy
 import json
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -27,6 +25,7 @@ from grokmon.config import MonitorConfig
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from child_env import child_env, exit_rank_process  # noqa: E402
+from launch import assert_same_values, rank_results, run_ranks  # noqa: E402
 
 N, SEQ = 8, 12  # even: both ranks probe 4 samples; batch_size=1 gives every forward the same tokens
 
@@ -300,37 +299,6 @@ def _engine_step(engine: Any, ids: torch.Tensor, probe: Callable[[Any], Any] | N
     return float(loss.detach()), [p.detach().clone() for p in engine.module.parameters()]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def run_ranks(script: str, world: int, out: Path, meanwhile: Callable[[], Any] = lambda: None,
-              timeout: float = 300) -> tuple[list[dict], Any]:
-    """Run ``world`` rank processes of ``script OUT``; ``meanwhile()`` runs here while they work."""
-    port = _free_port()
-    procs = []
-    for rank in range(world):
-        env = child_env(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-        procs.append(subprocess.Popen([sys.executable, script, str(out)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    try:
-        also = meanwhile()
-        for p in procs:
-            outputs.append(p.communicate(timeout=timeout)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    for p, output in zip(procs, outputs):
-        assert p.returncode == 0, output[-6000:]
-    return [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(world)], also
-
-
 @pytest.mark.engine
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -342,7 +310,8 @@ def test_expert_parallel_2_ranks_equal_one_process(tmp_path) -> None:
         with torch.random.fork_rng():
             return _rank_main(str(tmp_path / "single"), distributed=False)
 
-    ranks, single = run_ranks(__file__, 2, tmp_path / "ep", meanwhile=reference)
+    single = run_ranks([__file__, tmp_path / "ep"], 2, meanwhile=reference)
+    ranks = rank_results(tmp_path / "ep", 2)
     expected = single["values"]
     assert single["local_experts"] == 4 and single["matches_hand"], single
     assert single["dropped"] > 0  # the capacity limit dropped routes in the probe
@@ -353,10 +322,7 @@ def test_expert_parallel_2_ranks_equal_one_process(tmp_path) -> None:
         assert result["matches_hand"], rank  # each rank's own samples, by hand
         assert result["expert_counts"] == single["expert_counts"], rank  # summed over the ranks
         assert result["probe_in_step_changes_nothing"] and result["step_moved_weights"], rank
-        values = result["values"]
-        assert values.keys() == expected.keys(), rank
-        for key, value in expected.items():
-            assert values[key] == pytest.approx(value, abs=1e-5, nan_ok=True), (rank, key)
+        assert_same_values(result["values"], expected, tol=1e-5, where=rank)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The test runs this file as 2 rank processes (``python tests/test_deepspeed_zero3.py OUT``). Each
 trains the same seeded tiny OLMoE with ``TrainingArguments(deepspeed=<ZeRO-3 dict>)`` and
-``monitor.hf_callback()`` for 2 optimizer steps, probing at steps 0, 1 and 2. Under ZeRO-3 every
+``GrokkingHFCallback(monitor)`` for 2 optimizer steps, probing at steps 0, 1 and 2. Under ZeRO-3 every
 parameter is partitioned over the ranks: outside a forward a rank holds an empty placeholder, and
 the probe forward gathers the weights (a collective every rank takes part in). The reference is
 the same training in the test process, without DeepSpeed and without a process group, with the
@@ -38,7 +38,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     from moe_models import tiny_model
     from transformers import Trainer, TrainingArguments
 
-    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
+    from grokmon import GrokkingHFCallback, GrokkingMonitor, MonitorConfig, ProbeSet
 
     if distributed:
         from test_deepspeed import _no_shm_op
@@ -58,7 +58,7 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
     probe = ProbeSet.from_token_ids(probe_ids, groups=["a" if i % 3 else "b" for i in range(7)])
     monitor = GrokkingMonitor(probe,
                               MonitorConfig(every=1, output_dir=f"{out_path}_grokmon{rank}", async_metrics=False, on_error="raise", batch_size=2))
-    trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[monitor.hf_callback()])
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[GrokkingHFCallback(monitor)])
     trainer.train()
     gate = trainer.model.model.layers[0].mlp.gate.weight
     result = {
@@ -79,13 +79,14 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
                     reason="torch.distributed with gloo is not available")
 def test_hf_trainer_zero3_two_ranks_equal_one_process(tmp_path) -> None:
     pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: pip install 'grokmon[deepspeed]'")
-    from test_deepspeed import run_ranks
+    from launch import assert_same_values, rank_results, run_ranks
 
     def reference() -> dict:
         with torch.random.fork_rng():
             return _rank_main(str(tmp_path / "single"), distributed=False)
 
-    ranks, single = run_ranks(__file__, 2, tmp_path / "zero3", meanwhile=reference, timeout=400)
+    single = run_ranks([__file__, tmp_path / "zero3"], 2, meanwhile=reference, timeout=400)
+    ranks = rank_results(tmp_path / "zero3", 2)
     assert [step for step, _ in single["history"]] == [0, 1, 2]
     # pathway consistency reads the router weight rows, which ZeRO-3 holds whole only inside the forward
     assert any("consistency" in key for key in single["history"][0][1]), sorted(single["history"][0][1])
@@ -95,9 +96,7 @@ def test_hf_trainer_zero3_two_ranks_equal_one_process(tmp_path) -> None:
         assert result["losses"] == pytest.approx(single["losses"], rel=1e-4), rank  # the same training
         assert [step for step, _ in result["history"]] == [0, 1, 2], rank
         for (step, values), (_, expected) in zip(result["history"], single["history"]):
-            assert values.keys() == expected.keys(), (rank, step)
-            for key, value in expected.items():
-                assert values[key] == pytest.approx(value, abs=1e-4, nan_ok=True), (rank, step, key)
+            assert_same_values(values, expected, tol=1e-4, where=(rank, step))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from child_env import child_env
+from launch import signal_when_ready
 
 from grokmon import GrokkingMonitor, MonitorConfig
 from grokmon.delivery import Delivery
@@ -261,18 +262,8 @@ SIGTERM_BLOCKED = textwrap.dedent("""
 def test_sigterm_with_a_hung_sink_ends_the_process_and_writes_the_jsonl(tmp_path) -> None:
     script = tmp_path / "job.py"
     script.write_text(SIGTERM_BLOCKED.format(tests=str(ROOT / "tests"), out=str(tmp_path / "out")))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=child_env())
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "probed", proc.stderr.read()
-        start = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        elapsed = time.perf_counter() - start
-    finally:
-        proc.kill()
-    assert proc.returncode == -signal.SIGTERM
+    returncode, elapsed, _ = signal_when_ready([script], timeout=30)
+    assert returncode == -signal.SIGTERM
     assert elapsed < 10.0, f"the process took {elapsed:.1f} s to end after SIGTERM"
     record = [json.loads(x) for x in (tmp_path / "out" / "grokmon.jsonl").read_text().splitlines()]
     assert [r["step"] for r in record if "metrics" in r] == [1, 2]

@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
-from child_env import child_env, exit_rank_process
+from child_env import exit_rank_process
+from launch import assert_same_values, rank_results, run_ranks
 
 import pytest
 import torch
@@ -132,25 +131,9 @@ def _rank_main(out_path: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- the test
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_ranks(world: int, out: Path) -> list[dict]:
-    port = _free_port()
-    procs = []
-    for rank in range(world):
-        env = child_env(**{"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "HF_HUB_OFFLINE": "1"})
-        procs.append(subprocess.Popen([sys.executable, __file__, str(out)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    for p in procs:
-        output, _ = p.communicate(timeout=240)
-        assert p.returncode == 0, output
-    return [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(world)]
+    run_ranks([__file__, out], world, timeout=240)
+    return rank_results(out, world)
 
 
 @pytest.fixture(scope="module")
@@ -166,10 +149,7 @@ def test_sharded_probe_equals_single_process(tmp_path, single: dict, world: int)
         expected = single[name]
         assert any(k.startswith("grokmon/layer/") and k.endswith("/load") for k in expected) or name != "full"
         for rank, result in enumerate(ranks):
-            values = result[name]
-            assert values.keys() == expected.keys(), (name, rank)
-            for key, value in expected.items():
-                assert values[key] == pytest.approx(value, abs=1e-6, nan_ok=True), (name, rank, key)
+            assert_same_values(result[name], expected, tol=1e-6, where=(name, rank))
     # background stop: requested by probe 1 on every rank, applied at probe 2 on every rank
     assert single["stop"] is not None  # one process acts as soon as it has the result
     assert [r["stop"] for r in ranks] == [2] * world

@@ -40,7 +40,7 @@ def test_committed_corpus_is_the_generated_one() -> None:
 def test_accelerate_text_example_runs_end_to_end(tmp_path: Path) -> None:
     """12 optimizer updates, a probe every 4: JSONL rows at 0/4/8/12 with per-domain keys, an offline W&B run."""
     from grokmon.sinks import read_jsonl
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     env = child_env()
     out = tmp_path / "run"

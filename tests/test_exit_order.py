@@ -15,7 +15,7 @@ from pathlib import Path
 
 from child_env import child_env
 
-from grokmon.testing.wandb_records import read_wandb_run
+from grokmon.sinks.wandb_file import read_wandb_run
 
 TESTS = Path(__file__).resolve().parent
 

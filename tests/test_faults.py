@@ -6,15 +6,13 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from child_env import child_env
+from launch import signal_when_ready
 import torch
 from moe_models import tiny_model
 from moe_models import random_probe as make_probe
@@ -251,14 +249,8 @@ SIGTERM_SCRIPT = textwrap.dedent("""
 def test_sigterm_writes_the_finished_results_before_the_process_ends(tmp_path) -> None:
     script = tmp_path / "job.py"
     script.write_text(SIGTERM_SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path / "out")))
-    env = child_env()
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    line = proc.stdout.readline()
-    assert line.strip() == "probed", proc.stderr.read()
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGTERM  # the default action still ends the process
+    returncode, _, _ = signal_when_ready([script], timeout=60)
+    assert returncode == -signal.SIGTERM  # the default action still ends the process
     record = [json.loads(x) for x in (tmp_path / "out" / "grokmon.jsonl").read_text().splitlines()]
     assert "config" in record.pop(0)  # the configuration line, written when the monitor opened the record
     assert [r["step"] for r in record] == [1] and record[0]["metrics"]["grokmon/pathway_distance"] > 0

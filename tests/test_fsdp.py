@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
 import sys
-from pathlib import Path
 
-from child_env import child_env, exit_rank_process
-from typing import Any, Callable
+from child_env import exit_rank_process
+from launch import assert_same_values, rank_results, run_ranks
 
 import pytest
 import torch
@@ -71,36 +68,6 @@ def _rank_main(out_path: str, distributed: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- the test
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_ranks(world: int, out: Path, meanwhile: Callable[[], Any] = lambda: None) -> tuple[list[dict], Any]:
-    """Run ``world`` rank processes of this file; ``meanwhile()`` runs here while they work."""
-    port = _free_port()
-    procs = []
-    for rank in range(world):
-        env = child_env(**{"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
-               "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"})
-        procs.append(subprocess.Popen([sys.executable, __file__, str(out)], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    try:
-        also = meanwhile()
-        for p in procs:
-            outputs.append(p.communicate(timeout=240)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, output in zip(procs, outputs):
-        assert p.returncode == 0, output
-    return [json.loads(Path(f"{out}.{rank}").read_text()) for rank in range(world)], also
-
-
 @pytest.mark.skipif(_fully_shard() is None, reason="torch.distributed.fsdp.fully_shard is not available")
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="torch.distributed with gloo is not available")
@@ -109,16 +76,14 @@ def test_fsdp2_probe_equals_single_process(tmp_path) -> None:
         with torch.random.fork_rng():  # tiny_model seeds the global generator
             return _rank_main(str(tmp_path / "single"), distributed=False)
 
-    ranks, single = _run_ranks(2, tmp_path / "fsdp", meanwhile=reference)
+    single = run_ranks([__file__, tmp_path / "fsdp"], 2, meanwhile=reference, timeout=240)
+    ranks = rank_results(tmp_path / "fsdp", 2)
     expected = single["values"]
     assert not single["sharded"]
     assert any("consistency" in k for k in expected), sorted(expected)  # the metric that read DTensors
     for rank, result in enumerate(ranks):
         assert result["sharded"], rank
-        values = result["values"]
-        assert values.keys() == expected.keys(), rank
-        for key, value in expected.items():
-            assert values[key] == pytest.approx(value, abs=1e-5, nan_ok=True), (rank, key)
+        assert_same_values(result["values"], expected, tol=1e-5, where=rank)
 
 
 if __name__ == "__main__":

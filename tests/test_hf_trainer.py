@@ -23,6 +23,7 @@ pytest.importorskip("transformers")
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 from grokmon.alerts import ThresholdRule  # noqa: E402
+from grokmon.integrations.hf import GrokkingHFCallback  # noqa: E402
 from grokmon.metrics import MetricConfig, compute_metrics  # noqa: E402
 from grokmon.monitor import GrokkingMonitor  # noqa: E402
 from grokmon.probe import ProbeSet  # noqa: E402
@@ -131,7 +132,7 @@ def same(a, b) -> bool:
 def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
     import wandb
 
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     model = tiny_model("olmoe", vocab_size=VOCAB).train()
     initial = reference(model, make_probe())
@@ -139,7 +140,7 @@ def test_trainer_logs_into_its_own_wandb_run(tmp_path, capfd):
     counter = Counter()
     args = make_args(tmp_path / "out", report_to="wandb", run_name="grokmon-test")
     trainer = Trainer(model=model, args=args, train_dataset=make_dataset(),
-                      callbacks=[monitor.hf_callback(), counter])
+                      callbacks=[GrokkingHFCallback(monitor), counter])
     try:
         trainer.train()
         final = reference(trainer.model, make_probe())
@@ -210,7 +211,7 @@ def test_log_history_without_wandb(tmp_path):
     monitor = trainer_monitor(tmp_path, every=3)
     counter, ref = Counter(), Reference(make_probe(), every=3)
     trainer = Trainer(model=model, args=make_args(tmp_path / "out", max_steps=7), train_dataset=make_dataset(),
-                      callbacks=[monitor.hf_callback(), counter, ref])
+                      callbacks=[GrokkingHFCallback(monitor), counter, ref])
     trainer.train()
     assert (counter.micro, counter.updates) == (14, 7)
     entries = [h for h in trainer.state.log_history if KEY in h]
@@ -234,7 +235,7 @@ def test_trainer_log_reaches_other_integrations(tmp_path):
     monitor = trainer_monitor(tmp_path, every=2)
     args = make_args(tmp_path / "out", max_steps=4, report_to="tensorboard")
     trainer = Trainer(model=model, args=args, train_dataset=make_dataset())
-    trainer.add_callback(monitor.hf_callback(trainer))
+    trainer.add_callback(GrokkingHFCallback(monitor, trainer=trainer))
     trainer.train()
     entries = [h for h in trainer.state.log_history if KEY in h]
     assert [h["step"] for h in entries] == [0, 2, 4]
@@ -256,8 +257,8 @@ def test_warns_when_values_cannot_reach_other_integrations(tmp_path, caplog):
     monitor = trainer_monitor(tmp_path, every=2)
     args = make_args(tmp_path / "out", max_steps=2, report_to="tensorboard")
     with caplog.at_level(logging.WARNING, logger="grokmon.integrations.hf"):
-        Trainer(model=model, args=args, train_dataset=make_dataset(), callbacks=[monitor.hf_callback()]).train()
-    assert any("hf_callback(trainer)" in r.getMessage() for r in caplog.records)
+        Trainer(model=model, args=args, train_dataset=make_dataset(), callbacks=[GrokkingHFCallback(monitor)]).train()
+    assert any("GrokkingHFCallback(monitor, trainer=trainer)" in r.getMessage() for r in caplog.records)
 
 
 def test_alert_rule_stops_the_trainer(tmp_path):
@@ -266,7 +267,7 @@ def test_alert_rule_stops_the_trainer(tmp_path):
     rule = ThresholdRule("pathway_distance", above=-1.0, stop_training=True)
     monitor = trainer_monitor(tmp_path, every=2, alerts=[rule])
     trainer = Trainer(model=model, args=make_args(tmp_path / "out", max_steps=10), train_dataset=make_dataset(),
-                      callbacks=[monitor.hf_callback()])
+                      callbacks=[GrokkingHFCallback(monitor)])
     trainer.train()
     assert monitor.should_stop
     assert 1 <= trainer.state.global_step < 10

@@ -18,7 +18,7 @@ import pytest
 from child_env import child_env
 
 from grokmon.sinks import read_jsonl
-from grokmon.testing.wandb_records import read_wandb_run
+from grokmon.sinks.wandb_file import read_wandb_run
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "grokmon/pathway_distance"
@@ -29,7 +29,7 @@ RUN = textwrap.dedent("""
     from transformers import Trainer, TrainerCallback
     from moe_models import tiny_model
     from test_hf_trainer import VOCAB, make_args, make_dataset, make_probe
-    from grokmon import GrokkingMonitor, MonitorConfig, ThresholdRule
+    from grokmon import GrokkingHFCallback, GrokkingMonitor, MonitorConfig, ThresholdRule
 
     class KillAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -42,7 +42,7 @@ RUN = textwrap.dedent("""
     args = make_args(out + "/trainer", max_steps=10, save_strategy="steps", save_steps=4, report_to="wandb",
                      run_name="kill-resume")
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args, train_dataset=make_dataset(),
-                      callbacks=[monitor.hf_callback(), KillAt()])
+                      callbacks=[GrokkingHFCallback(monitor), KillAt()])
     trainer.train(resume_from_checkpoint={resume!r})
     records = __import__("grokmon.sinks", fromlist=["read_jsonl"]).read_jsonl(out + "/grokmon.jsonl")
     print("fired at", [r["step"] for r in records if "alert" in r and "seen" in r["alert"]["title"]])

@@ -109,7 +109,7 @@ def jsonl_steps(path) -> dict[int, dict]:
 def test_lightning_run_logs_through_loggers(tmp_path):
     monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=str(tmp_path / "g.jsonl"), on_error="raise"))
     ref = Reference(every=2)
-    trainer = make_trainer(tmp_path, 6, [monitor.lightning_callback(), ref])
+    trainer = make_trainer(tmp_path, 6, [GrokkingLightningCallback(monitor), ref])
     trainer.fit(LitMoE(), loader())
 
     assert (ref.micro, trainer.global_step) == (12, 6)  # accumulate_grad_batches=2
@@ -148,7 +148,7 @@ def test_two_callbacks_keep_their_own_state(tmp_path):
     """The state key comes from the callback's settings (Lightning's _generate_state_key), not a fixed name."""
     a = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=str(tmp_path / "a.jsonl"), on_error="raise"))
     b = GrokkingMonitor(make_probe(), MonitorConfig(every=4, jsonl=str(tmp_path / "b.jsonl"), on_error="raise"))
-    callbacks = [a.lightning_callback(), b.lightning_callback()]
+    callbacks = [GrokkingLightningCallback(a), GrokkingLightningCallback(b)]
     assert callbacks[0].state_key != callbacks[1].state_key
     assert callbacks[0].state_key.startswith("GrokkingLightningCallback{")
     save = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=4, save_top_k=-1, filename="{step}")
@@ -164,11 +164,11 @@ def test_resume_from_lightning_checkpoint(tmp_path):
     ckpt_dir = tmp_path / "ckpt"
     first = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=jsonl, on_error="raise"))
     save = ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=4, save_top_k=-1, filename="{step}")
-    make_trainer(tmp_path, 6, [first.lightning_callback(), save], enable_checkpointing=True).fit(LitMoE(), loader())
+    make_trainer(tmp_path, 6, [GrokkingLightningCallback(first), save], enable_checkpointing=True).fit(LitMoE(), loader())
     assert (ckpt_dir / "step=4.ckpt").exists()
 
     second = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=jsonl, on_error="raise"))
-    trainer = make_trainer(tmp_path, 10, [second.lightning_callback()], version=1)
+    trainer = make_trainer(tmp_path, 10, [GrokkingLightningCallback(second)], version=1)
     trainer.fit(LitMoE(), loader(), ckpt_path=str(ckpt_dir / "step=4.ckpt"))
     assert trainer.global_step == 10
     # no baseline at the resumed step; the lost step 6 of the first run is replaced
@@ -183,7 +183,7 @@ def test_resume_from_lightning_checkpoint(tmp_path):
 def test_alert_rule_stops_lightning(tmp_path):
     rule = ThresholdRule("pathway_distance", above=-1.0, stop_training=True)
     monitor = GrokkingMonitor(make_probe(), MonitorConfig(every=2, jsonl=False, on_error="raise"), alerts=[rule])
-    trainer = make_trainer(tmp_path, 10, [monitor.lightning_callback()])
+    trainer = make_trainer(tmp_path, 10, [GrokkingLightningCallback(monitor)])
     trainer.fit(LitMoE(), loader())
     assert monitor.should_stop
     assert 1 <= trainer.global_step < 10
@@ -210,7 +210,7 @@ def test_wandb_logger_run_gets_a_wandb_sink(tmp_path, monkeypatch):
     from lightning.pytorch.loggers import WandbLogger
 
     from grokmon import MonitorConfig
-    from grokmon.testing import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     config = MonitorConfig(every=2, jsonl=str(tmp_path / "g.jsonl"), on_error="raise", wandb_charts_every=2)
@@ -219,7 +219,7 @@ def test_wandb_logger_run_gets_a_wandb_sink(tmp_path, monkeypatch):
     trainer = pl.Trainer(max_steps=6, accumulate_grad_batches=2, enable_progress_bar=False,
                          enable_model_summary=False, accelerator="cpu", devices=1, log_every_n_steps=50,
                          logger=[CSVLogger(tmp_path, name="csv", version=0), wb],
-                         callbacks=[monitor.lightning_callback()])
+                         callbacks=[GrokkingLightningCallback(monitor)])
     try:
         trainer.fit(LitMoE(), loader())
         run_dir = tmp_path / "wandb"

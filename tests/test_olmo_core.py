@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from grokmon.config import MonitorConfig
 from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from child_env import child_env  # noqa: E402
+from launch import run_ranks  # noqa: E402
 from olmo_core_support import olmo_core_missing  # noqa: E402
 
 _olmo_core_skip = pytest.mark.skipif(olmo_core_missing() is not None, reason=f"OLMo-core: {olmo_core_missing()}")
@@ -237,33 +235,11 @@ def test_callback_needs_a_monitor() -> None:
 STEPS, EVERY = 2, 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(out: Path, world: int, dp: str | None) -> dict:
     """Train in ``world`` processes; the JSONL record (probe step -> values) and the trainer-logged values."""
-    port = _free_port()
-    procs = []
-    for rank in range(world):
-        env = child_env(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(world),
-                        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
-                        PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
-                                                    os.environ.get("PYTHONPATH", "")]))
-        args = [sys.executable, str(SUPPORT), str(out), str(STEPS), str(EVERY)] + ([dp] if dp else [])
-        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = []
-    try:
-        for p in procs:
-            outputs.append(p.communicate(timeout=400)[0])
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p, output in zip(procs, outputs):
-        assert p.returncode == 0, output[-6000:]
+    run_ranks([SUPPORT, out, STEPS, EVERY] + ([dp] if dp else []), world, timeout=400,
+              PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parent.parent),
+                                          os.environ.get("PYTHONPATH", "")]))
     lines = [json.loads(line) for line in (out / "grokmon" / "grokmon.jsonl").read_text().splitlines()]
     assert "config" in lines[0]   # the configuration line first
     return {"jsonl": {rec["step"]: rec["metrics"] for rec in lines[1:]},

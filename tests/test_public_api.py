@@ -31,7 +31,12 @@ def test_top_level_names_are_few_grouped_and_each_one_thing() -> None:
 
 def test_no_shim_modules_or_aliases() -> None:
     package = Path(grokmon.__file__).parent
-    assert not (package / "wandb_records.py").exists()  # grokmon.testing.wandb_records is the one path
+    assert not (package / "wandb_records.py").exists()  # grokmon.sinks.wandb_file is the one path
+    # renamed before the first release, with no alias left behind (docs/architecture.md's layers)
+    for gone in ("testing", "validation.py", "schedule.py", "metrics/routing.py"):
+        assert not (package / gone).exists(), gone
+    assert not hasattr(grokmon.GrokkingMonitor, "hf_callback") and not hasattr(grokmon.GrokkingMonitor,
+                                                                                "lightning_callback")
     import grokmon.alerts as alerts
     import grokmon.metrics as metrics
 

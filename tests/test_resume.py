@@ -36,7 +36,7 @@ def _first_run(tmp_path) -> Trainer:
     monitor = trainer_monitor(tmp_path, every=EVERY, alerts=[_rule()])
     args = make_args(tmp_path / "out", max_steps=7, save_strategy="steps", save_steps=4)
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args,
-                      train_dataset=make_dataset(), callbacks=[monitor.hf_callback()])
+                      train_dataset=make_dataset(), callbacks=[GrokkingHFCallback(monitor)])
     trainer.train()
     return trainer
 
@@ -59,7 +59,7 @@ def test_resume_from_trainer_checkpoint(tmp_path, restore_callback_states):
     args = make_args(tmp_path / "out", max_steps=10, save_strategy="steps", save_steps=4,
                      restore_callback_states_from_checkpoint=restore_callback_states)
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args,
-                      train_dataset=make_dataset(), callbacks=[monitor.hf_callback()])
+                      train_dataset=make_dataset(), callbacks=[GrokkingHFCallback(monitor)])
     trainer.train(resume_from_checkpoint=str(ckpt))
     assert trainer.state.global_step == 10
 
@@ -94,7 +94,7 @@ def test_resume_refuses_a_different_probe(tmp_path):
                             MonitorConfig(every=EVERY, jsonl=str(tmp_path / "other.jsonl"), on_error="raise"))
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(),
                       args=make_args(tmp_path / "out", max_steps=10), train_dataset=make_dataset(),
-                      callbacks=[other.hf_callback()])
+                      callbacks=[GrokkingHFCallback(other)])
     with pytest.raises(GrokmonError, match="probe changed"):
         trainer.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))
     other.close()

@@ -17,6 +17,7 @@ from moe_models import build_monitor, tiny_model
 from test_hf_trainer import VOCAB, make_args, make_dataset, make_probe
 from transformers import Trainer
 
+from grokmon import GrokkingHFCallback
 from grokmon.errors import GrokmonError
 from grokmon.sinks import JsonlSink, read_jsonl
 
@@ -29,7 +30,7 @@ def _train(tmp_path, max_steps: int, resume: str | None = None, **args) -> Train
     monitor = build_monitor(make_probe(), every=2, on_error="raise")
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(),
                       args=make_args(tmp_path / "out", max_steps=max_steps, **args),
-                      train_dataset=make_dataset(), callbacks=[monitor.hf_callback()])
+                      train_dataset=make_dataset(), callbacks=[GrokkingHFCallback(monitor)])
     trainer.train(resume_from_checkpoint=resume)
     assert monitor.jsonl_path is not None
     return trainer

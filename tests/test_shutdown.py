@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import textwrap
 import time
 import warnings
 from pathlib import Path
 
 import pytest
-from child_env import child_env
+from launch import signal_when_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,18 +49,8 @@ SLOW_JOB = textwrap.dedent("""
 def test_a_slow_metric_job_under_a_signal_ends_within_the_deadline_and_writes_what_finished(tmp_path, sig) -> None:
     script = tmp_path / "job.py"
     script.write_text(SLOW_JOB.format(tests=str(ROOT / "tests"), out=str(tmp_path / "out")))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=child_env(PYTHONPATH=str(ROOT)))
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "probed", proc.stderr.read()
-        start = time.perf_counter()
-        proc.send_signal(sig)
-        _, stderr = proc.communicate(timeout=60)
-        elapsed = time.perf_counter() - start
-    finally:
-        proc.kill()
-    assert proc.returncode == -sig, stderr
+    returncode, elapsed, stderr = signal_when_ready([script], sig=sig, PYTHONPATH=str(ROOT))
+    assert returncode == -sig, stderr
     assert elapsed < 12.0, f"the process took {elapsed:.1f} s to end after {sig.name}"
     record = [json.loads(x) for x in (tmp_path / "out" / "grokmon.jsonl").read_text().splitlines()]
     assert [r["step"] for r in record if "metrics" in r] == [1, 2, 3]

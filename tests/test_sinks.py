@@ -157,7 +157,7 @@ def wandb_run(tmp_path, monkeypatch):
 
 
 def test_wandb_sink_logs_against_step_key_without_drops(wandb_run):
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink()  # picks up wandb.run
@@ -188,7 +188,7 @@ def test_wandb_sink_logs_against_step_key_without_drops(wandb_run):
 
 
 def test_wandb_sink_own_steps_never_below_run_step(wandb_run):
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink(run, step_key=None)
@@ -223,7 +223,7 @@ def _group_probe(step_codes, distance):
 
 
 def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     run, tmp_path = wandb_run
     for gs in range(1, 7):  # the host is ahead: W&B's _step is 6 when grokmon first logs
@@ -277,7 +277,7 @@ def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
 
 
 def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink(run, step_key=None)  # Accelerate-style: explicit step=
@@ -300,7 +300,7 @@ def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
 
 
 def test_wandb_sink_extras_off_and_close_after_finish(wandb_run):
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     run, tmp_path = wandb_run
     quiet = WandbSink(run, group_charts=False, stage_table=False, summary=False)
@@ -321,7 +321,7 @@ def test_wandb_sink_sections_uninformative_keys_and_alert_level(wandb_run):
     """Headline apart from diagnostics; a 0 stderr stays out of W&B (the 2-router consistency score never
     reaches a sink: the monitor leaves it out, test_hf_trainer); an INFO event (a group's stage change)
     reaches the summary but not run.alert, a WARN rule does."""
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     run, tmp_path = wandb_run
     sink = WandbSink(run)
@@ -499,7 +499,7 @@ def test_accelerate_sink_with_real_wandb_tracker(tmp_path, monkeypatch):
     """Late background results are never dropped by W&B: no step=, plotted against grokmon_step."""
     pytest.importorskip("wandb")
     accelerate = pytest.importorskip("accelerate")
-    from grokmon.testing.wandb_records import read_wandb_run
+    from grokmon.sinks.wandb_file import read_wandb_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     acc = accelerate.Accelerator(log_with="wandb", project_dir=str(tmp_path))

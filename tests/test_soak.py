@@ -222,32 +222,20 @@ def test_sigterm_with_slow_metric_jobs_and_faults_loses_nothing_uncounted(tmp_pa
     import json
     import re
     import signal
-    import subprocess
-    import sys
     from pathlib import Path
 
-    from child_env import child_env
+    from launch import signal_when_ready
 
     root = Path(__file__).resolve().parents[1]
     script = tmp_path / "job.py"
     out = tmp_path / "out"
     script.write_text(SIGTERM_SOAK.format(tests=str(root / "tests"), out=str(out), seed=seed))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=child_env(PYTHONPATH=str(root)))
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "probed", proc.stderr.read()
-        start = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
-        elapsed = time.perf_counter() - start
-    finally:
-        proc.kill()
-    assert proc.returncode == -signal.SIGTERM, stderr
+    returncode, elapsed, stderr = signal_when_ready([script], PYTHONPATH=str(root))
+    assert returncode == -signal.SIGTERM, stderr
     assert elapsed < 12.0, f"{elapsed:.1f} s to end after SIGTERM"
     assert "Traceback" not in stderr, stderr
-    lines = [json.loads(x) for x in (out / "grokmon.jsonl").read_text().splitlines()]   # every line whole JSON
-    steps = [r["step"] for r in lines if "metrics" in r]   # not the configuration line, not alerts
+    lines = [json.loads(x) for x in (out / "grokmon.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in lines if "metrics" in r]   # not the configuration line (its settings name metrics)
     assert steps == sorted(set(steps)) and set(steps) <= set(range(1, 13))
     found = re.search(r"(\d+) probe\(s\) were still computing", stderr)
     unfinished = int(found[1]) if found else 0

@@ -16,7 +16,7 @@ from moe_models import tiny_model
 from test_hf_trainer import VOCAB, make_args, make_dataset, make_probe
 from transformers import Trainer
 
-from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
+from grokmon import GrokkingHFCallback, GrokkingMonitor, MonitorConfig, ProbeSet
 from grokmon.errors import GrokmonError, UnsafeFileError
 from grokmon.integrations.hf import PATHWAYS_FILE
 from grokmon.pathways import Pathways
@@ -94,7 +94,7 @@ def test_hf_resume_with_a_bad_pathways_file_trains_on(tmp_path, damage):
     monitor = _hf_monitor(tmp_path)
     args = make_args(tmp_path / "out", max_steps=4, save_strategy="steps", save_steps=4)
     Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args, train_dataset=make_dataset(),
-            callbacks=[monitor.hf_callback()]).train()
+            callbacks=[GrokkingHFCallback(monitor)]).train()
     monitor.close()
     ckpt = tmp_path / "out" / "checkpoint-4"
     pathways_file = ckpt / PATHWAYS_FILE
@@ -112,7 +112,7 @@ def test_hf_resume_with_a_bad_pathways_file_trains_on(tmp_path, damage):
     monitor = _hf_monitor(tmp_path)
     args = make_args(tmp_path / "out", max_steps=6, save_strategy="no")
     trainer = Trainer(model=tiny_model("olmoe", vocab_size=VOCAB).train(), args=args,
-                      train_dataset=make_dataset(), callbacks=[monitor.hf_callback()])
+                      train_dataset=make_dataset(), callbacks=[GrokkingHFCallback(monitor)])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         trainer.train(resume_from_checkpoint=str(ckpt))

@@ -1,4 +1,4 @@
-"""grokmon.validation against scipy, and the grokking demo end to end at a tiny size."""
+"""grokmon.curve_stats against scipy, and the grokking demo end to end at a tiny size."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optional import need
 
-from grokmon.validation import (
+from grokmon.curve_stats import (
     correlation_table, first_step_at_or_above, grokking_window, partial_spearman, rank, spearman,
 )
 

@@ -26,7 +26,7 @@ from examples.validation.analyze import (  # noqa: E402
 from examples.validation.tasks import canary_token, make_task, vocab_size  # noqa: E402
 from grokmon.metrics.distance import pathway_distance  # noqa: E402
 from grokmon.pathways import Pathways, PathwaySequences, pathway_sequences  # noqa: E402
-from grokmon.validation import partial_spearman  # noqa: E402
+from grokmon.curve_stats import partial_spearman  # noqa: E402
 
 SUMMARY = ROOT / "docs" / "validation" / "summary.json"
 

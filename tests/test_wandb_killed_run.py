@@ -21,7 +21,9 @@ import pytest
 pytest.importorskip("wandb")
 pytest.importorskip("transformers")
 
-from grokmon.testing.wandb_records import read_wandb_run  # noqa: E402
+from child_env import child_env  # noqa: E402
+
+from grokmon.sinks.wandb_file import read_wandb_run  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 
@@ -31,7 +33,7 @@ SCRIPT = textwrap.dedent("""
     from transformers import Trainer, TrainerCallback, TrainingArguments
     sys.path.insert(0, {tests!r})
     from moe_models import random_probe, tiny_model
-    from grokmon import GrokkingMonitor, MonitorConfig
+    from grokmon import GrokkingHFCallback, GrokkingMonitor, MonitorConfig
 
     probe = random_probe(seed=1, n=12, seq_len=12, vocab_size=128, groups="alternate")
     monitor = GrokkingMonitor(probe, MonitorConfig(every=1, wandb_charts_every=2, async_metrics=False,
@@ -54,16 +56,15 @@ SCRIPT = textwrap.dedent("""
                              learning_rate=5e-3, logging_steps=1, save_strategy="no", report_to="wandb",
                              use_cpu=True, disable_tqdm=True, seed=0)
     Trainer(model=tiny_model("olmoe", vocab_size=128).train(), args=args, train_dataset=data,
-            callbacks=[monitor.hf_callback(), KillAfterElevenProbes()]).train()
+            callbacks=[GrokkingHFCallback(monitor), KillAfterElevenProbes()]).train()
 """)
 
 
 def test_killed_trainer_run_holds_the_charts_of_its_last_refresh(tmp_path) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT.format(tests=str(TESTS), out=str(tmp_path)))
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path), "WANDB_PROJECT": "grokmon-kill",
-           "HF_HUB_OFFLINE": "1", "WANDB_SILENT": "true", "PYTHONPATH": os.pathsep.join(
-               [str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    env = child_env(WANDB_DIR=str(tmp_path), WANDB_PROJECT="grokmon-kill",
+                    PYTHONPATH=os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == -9 and "KILLING" in done.stdout, done.stderr[-3000:]
 

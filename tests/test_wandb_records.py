@@ -1,4 +1,4 @@
-"""grokmon.testing.wandb_records against real offline W&B runs (wandb's own writer, no mocks)."""
+"""grokmon.sinks.wandb_file against real offline W&B runs (wandb's own writer, no mocks)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 wandb = pytest.importorskip("wandb")
 
 from grokmon.errors import SinkError  # noqa: E402
-from grokmon.testing.wandb_records import find_wandb_file, iter_wandb_records, read_wandb_run  # noqa: E402
+from grokmon.sinks.wandb_file import find_wandb_file, iter_wandb_records, read_wandb_run  # noqa: E402
 
 os.environ.setdefault("WANDB_SILENT", "true")
 

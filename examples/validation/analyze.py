@@ -39,7 +39,7 @@ from grokmon.alerts import GroupStageTracker, PlateauRule
 from grokmon.metrics import MemorizationTracker, MetricConfig, compute_metrics
 from grokmon.metrics.distance import cross_group_distance, pathway_distance
 from grokmon.pathways import Pathways, pathway_sequences
-from grokmon.validation import partial_spearman, spearman
+from grokmon.curve_stats import partial_spearman, spearman
 
 from .tasks import CONTROL_TASKS
 

@@ -58,7 +58,7 @@ class MonitorAdapter:
     def _attach(self, monitor: Any, *, who: str, close_on_train_end: bool = True) -> None:
         if not is_monitor(monitor):
             raise ConfigError(f"{who} needs a GrokkingMonitor, got {type(monitor).__name__}: "
-                              f"pass {who}(monitor)" + (f" or use {_factory(who)}" if _factory(who) else ""))
+                              f"pass {who}(monitor)")
         self.monitor = monitor
         self.close_on_train_end = close_on_train_end
         self._pending = BufferSink(name="host")
@@ -93,9 +93,3 @@ class MonitorAdapter:
         except Exception as e:  # pragma: no cover - best effort
             logger.warning("grokmon: could not flush the monitor after %r: %r", exception, e)
 
-
-def _factory(who: str) -> str | None:
-    """The monitor's own method that builds the adapter, if it has one."""
-    if "Lightning" in who:
-        return "monitor.lightning_callback()"
-    return "monitor.hf_callback()" if who == "GrokkingHFCallback" else None

@@ -112,11 +112,11 @@ class GrokkingHFCallback(MonitorAdapter, TrainerCallback):
     """Probe a MoE model every ``monitor.config.every`` optimizer steps of a ``transformers.Trainer``.
 
     Args:
-        monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive (``monitor.hf_callback()``
+        monitor: the :class:`~grokmon.monitor.GrokkingMonitor` to drive (``GrokkingHFCallback(monitor)``
             builds this callback for you).
         trainer: optional; with it, results reach non-W&B ``report_to`` integrations through
             ``trainer.log`` (see the module doc). Pass it after building the Trainer, e.g.
-            ``trainer.add_callback(monitor.hf_callback(trainer))``.
+            ``trainer.add_callback(GrokkingHFCallback(monitor, trainer=trainer))``.
         close_on_train_end: close the monitor (its files, its worker) when training ends.
 
     Example:
@@ -190,7 +190,8 @@ class GrokkingHFCallback(MonitorAdapter, TrainerCallback):
             if others and self.trainer is None and "wandb" not in _report_to(args):
                 logger.warning(
                     "grokmon: report_to=%s, but the callback has no trainer to log through, so grokmon's values "
-                    "reach only log_history and the monitor's own sinks. Pass it: monitor.hf_callback(trainer) "
+                    "reach only log_history and the monitor's own sinks. Pass it: "
+                    "GrokkingHFCallback(monitor, trainer=trainer) "
                     "(create the Trainer first, then trainer.add_callback(...)), or add a sink such as "
                     "grokmon.TensorBoardSink", others)
         if state.global_step > 0 and self._restored is None:

@@ -17,7 +17,7 @@ from .consistency import (
 from .distance import DistanceResult, cross_group_distance, pathway_distance
 from .pairs import sample_cross_pairs, sample_pairs
 from .info import MetricInfo, metric_info
-from .routing import DriftResult, LoadResult, expert_load, pathway_drift, routing_entropy
+from .usage import DriftResult, LoadResult, expert_load, pathway_drift, routing_entropy
 from .selection import MemorizationTracker
 
 __all__ = [

@@ -27,7 +27,7 @@ from ..errors import ConfigError
 from ..pathways import PathwayForm, Pathways, PathwaySequences, pathway_sequences
 from .consistency import kept_experts_mask, pathway_consistency, routing_cosine
 from .distance import pathway_distance
-from .routing import expert_load, pathway_drift, routing_entropy
+from .usage import expert_load, pathway_drift, routing_entropy
 from .selection import MemorizationTracker, check_fraction
 from .info import MetricInfo
 

@@ -1,7 +1,7 @@
 """What each metric means, declared once beside the metric: which way is good, its unit, what it needs.
 
 Each metric module declares its keys' :class:`MetricInfo` next to the code that computes them
-(``distance.py``, ``consistency.py``, ``routing.py``, ``selection.py``, ``compute.py``);
+(``distance.py``, ``consistency.py``, ``usage.py``, ``selection.py``, ``compute.py``);
 :func:`metric_info` looks one up by key. The alert rules take their default ``mode`` from
 ``better``, the report labels each curve with it, and the monitor leaves out a metric the model
 has too few MoE layers for (``min_moe_layers``) and warns once.
@@ -53,10 +53,10 @@ class MetricInfo:
 
 def all_metric_info() -> dict[str, MetricInfo]:
     """Every declared metric by name (collected from the metric modules)."""
-    from . import compute, consistency, distance, routing, selection
+    from . import compute, consistency, distance, selection, usage
 
     table: dict[str, MetricInfo] = {}
-    for module in (distance, consistency, routing, selection, compute):
+    for module in (distance, consistency, usage, selection, compute):
         for info in module.INFO:
             assert info.name not in table, f"{info.name} declared twice"
             table[info.name] = info

@@ -1,4 +1,4 @@
-"""Beyond the paper: routing entropy, expert load and pathway drift.
+"""Beyond the paper: how the experts are used (routing entropy, expert load) and pathway drift.
 
 Example:
     >>> import torch
