@@ -115,6 +115,10 @@ for e in "${envs[@]}"; do
         # the files that name an optional package or an API that needs one, again with those packages
         # hidden (the engines too): what needs one must skip with its install line
         mapfile -t optional_files < <(grep -lE "$OPTIONAL_NAMES" tests/test_*.py)
+        # the error catalogue's cases live in tests/catalogue/: run its test file when any case names one
+        if grep -qlE "$OPTIONAL_NAMES" tests/catalogue/*.py && [[ ! " ${optional_files[*]} " =~ " tests/test_error_catalogue.py " ]]; then
+          optional_files+=(tests/test_error_catalogue.py)
+        fi
         run_pytest core-hide core "not slow" GROKMON_TEST_HIDE="$HIDE,$ENGINES" -- "${optional_files[@]}"
       else
         failed+=("core: install failed")

@@ -60,6 +60,8 @@ def test_every_import_shown_in_the_docs_resolves(page: str, module: str, name: s
     if module.startswith(ENGINE_MODULES):
         need({"olmo_core": "olmo_core", "torchtitan": "torchtitan", "megatron": "megatron.core"}.get(
             module.split(".")[2], "torch"))
+    if name == "GrokkingLightningCallback" or module.endswith(".lightning"):
+        need("lightning")
     mod = importlib.import_module(module)
     if name is None or name == "*":
         return
