@@ -97,23 +97,29 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[Any]:
     if not path.exists():
         raise SinkError(f"no JSONL file at {path}")
     with open(path, "rb") as f:
-        previous: bytes | None = None
-        number = 0
-        for line in f:
-            if previous is not None:
-                number += 1
-                if previous.strip():
-                    try:
-                        yield json.loads(previous)
-                    except ValueError as e:
-                        raise SinkError(f"line {number} of {path} is not JSON ({e}): the file is corrupted; "
-                                        "move it away") from e
-            previous = line
-        if previous is not None and previous.strip():
+        for number, line, last_line in _numbered_lines(f):
+            if not line.strip():
+                continue
             try:
-                yield json.loads(previous)
-            except ValueError:
-                pass  # a half-written last line
+                yield json.loads(line)
+            except ValueError as e:
+                if last_line:
+                    return  # a half-written last line
+                raise SinkError(f"line {number} of {path} is not JSON ({e}): the file is corrupted; "
+                                "move it away") from e
+
+
+def _numbered_lines(f: Any) -> Iterator[tuple[int, bytes, bool]]:
+    """``(number, line, is_last)`` for each line of the binary file ``f``, read one line ahead."""
+    previous: bytes | None = None
+    number = 0
+    for line in f:
+        if previous is not None:
+            number += 1
+            yield number, previous, False
+        previous = line
+    if previous is not None:
+        yield number + 1, previous, True
 
 
 def read_metrics(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
@@ -198,23 +204,10 @@ def _scan(path: Path, resume_step: int | None) -> tuple[int | None, bool]:
     last: int | None = None
     rewrite = False
     with open(path, "rb") as f:
-        previous: bytes | None = None
-        number = 0
-        for line in f:
-            if previous is not None:
-                number += 1
-                kept = _judge(previous, number, path, last_line=False, resume_step=resume_step)
-                if kept is None:
-                    rewrite = True
-                elif kept is not True and (last is None or kept > last):
-                    last = kept
-            previous = line
-        if previous is not None:
-            number += 1
-            torn = not previous.endswith(b"\n")
-            kept = _judge(previous, number, path, last_line=True, resume_step=resume_step)
-            if kept is None or torn:
-                rewrite = True  # a torn line that parses is kept, with its newline
+        for number, line, last_line in _numbered_lines(f):
+            kept = _judge(line, number, path, last_line=last_line, resume_step=resume_step)
+            if kept is None or (last_line and not line.endswith(b"\n")):
+                rewrite = True  # a torn last line that parses is kept, with its newline
             if kept is not None and kept is not True and (last is None or kept > last):
                 last = kept
     return last, rewrite
