@@ -309,3 +309,13 @@ def test_a_cell_finished_with_another_recipe_is_reported(tmp_path) -> None:
     longer = dataclasses.replace(cell, steps=12000)
     assert recipe_drift(longer, tmp_path / "runs", tmp_path / "cells") == {"steps": (6000, 12000)}
     assert recipe_drift(dataclasses.replace(cell, steps=6000), tmp_path / "runs", tmp_path / "cells") == {}
+
+
+def test_a_retuned_rung_gets_new_cells_and_keeps_the_first_recipes() -> None:
+    """A recipe's tag goes into the cell name, so a retune never takes an old record as finished."""
+    from examples.validation.ladder import FIRST_RECIPES, RECIPES, ladder_cells
+    new = ladder_cells(rungs=(1,))
+    old = ladder_cells(rungs=(1,), recipes=FIRST_RECIPES)
+    assert [c.name for c in new][:2] == ["mixtral-div-R1-s0-f50", "deepseek_v3-div-R1-s0-f50"]
+    assert [c.name for c in old][:2] == ["mixtral-div-R1-s0", "deepseek_v3-div-R1-s0"]
+    assert {c.train_fraction for c in new} == {RECIPES[1]["train_fraction"]} != {c.train_fraction for c in old}

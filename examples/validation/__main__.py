@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .families import FAMILIES
-from .ladder import CANARY, LOWER, ladder_cells, top_cells
+from .ladder import CANARY, FIRST_RECIPES, LOWER, ladder_cells, top_cells
 from .run import Cell, run_cell
 
 #: where each finished cell's record (what ``summary`` needs besides its series) is committed
@@ -56,14 +56,15 @@ def quick_plan() -> list[Cell]:
 
 
 def plan(name: str) -> list[Cell]:
-    """``matrix``, ``ladder`` (lower rungs, then the matrix's missing cells), ``top`` (pre-registered
-    rule required) or ``quick``."""
+    """``matrix``, ``ladder`` (rung 0, the matrix's missing cells, rungs 1-2, then the div cells rung 1
+    ran with its first recipe), ``top`` (pre-registered rule required) or ``quick``."""
     if name == "quick":
         return quick_plan()
     if name == "matrix":
         return full_plan()
     if name == "ladder":
-        return ladder_cells(rungs=(0,)) + missing_cells() + ladder_cells(rungs=tuple(r for r in LOWER if r))
+        return (ladder_cells(rungs=(0,)) + missing_cells() + ladder_cells(rungs=tuple(r for r in LOWER if r))
+                + ladder_cells(rungs=tuple(FIRST_RECIPES), recipes=FIRST_RECIPES)[:4])
     if name == "top":
         return top_cells()
     raise SystemExit(f"unknown plan {name!r}: use matrix, ladder, top or quick")

@@ -44,7 +44,8 @@ README_RULE = dict(metric="pathway_distance", mode="min", patience=5, min_delta=
 class Cell:
     """One run. ``canary``: share of random-label canaries (its own domain); ``rung``: the scale
     ladder's rung (names the cell ``<family>-<task>-R<rung>-s<seed>``); ``train_fraction``: None for
-    the task's default."""
+    the task's default; ``tag``: a ladder recipe's label, appended to the name (``...-s0-f50``), so
+    that a retuned recipe gets new cells instead of the old records."""
 
     family: str
     task: str
@@ -63,12 +64,13 @@ class Cell:
     top_k: int = 2
     train_fraction: float | None = None
     rung: int | None = None
+    tag: str = ""
     checkpoint_s: float = 600.0
 
     @property
     def name(self) -> str:
         if self.rung is not None:
-            return f"{self.family}-{self.task}-R{self.rung}-s{self.seed}"
+            return f"{self.family}-{self.task}-R{self.rung}-s{self.seed}" + (f"-{self.tag}" if self.tag else "")
         return f"{self.family}-{self.task}-L{self.layers}-s{self.seed}" + ("-c" if self.canary else "")
 
 
