@@ -4,6 +4,7 @@
     python -m examples.validation run --plan ladder --jobs 1              # the scale ladder's lower rungs
     python -m examples.validation run --quick --out /tmp/quick            # one tiny cell, about a minute
     python -m examples.validation summary --out validation_runs           # tables from the cached runs
+    python -m examples.validation preregister                             # the ladder's rules, to commit
 
 ``run`` skips finished cells (``result.json`` in ``--out``, or the cell's record committed under
 ``docs/validation/cells/``) and resumes a cut one from its checkpoint; each cell uses one thread and prints one line per
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .families import FAMILIES
-from .ladder import CANARY, FIRST_RECIPES, LOWER, ladder_cells, top_cells
+from .ladder import CANARY, FIRST_RECIPES, LOWER, TOP, ladder_cells, top_cells
 from .run import Cell, run_cell
 
 #: where each finished cell's record (what ``summary`` needs besides its series) is committed
@@ -94,6 +95,23 @@ def finished(cell: Cell, out: Path, committed: Path = COMMITTED) -> bool:
         (committed / f"{cell.name}{ext}").exists() for ext in (".json", ".json.gz"))
 
 
+def preregistration(summary: dict[str, Any]) -> str:
+    """``PREREGISTERED_LADDER`` as Python source: the rules fitted on every unit of the summary's runs
+    with canaries (the lower rungs and the matrix's late cells), judged later on the top rungs only."""
+    from . import preregister
+    canary_runs = {r["name"] for r in summary["runs"] if r["cell"].get("canary")}
+    top = {r["cell"].get("rung") for r in summary["runs"]} & set(TOP)
+    if top:
+        raise SystemExit(f"the summary already holds top-rung cells (rungs {sorted(top)}): rules fixed now would "
+                         "have seen what they are judged on")
+    units = [u for u in summary["units"] if u["run"] in canary_runs]
+    rules = preregister.fit_rules(units)
+    prereg = {"written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rungs": list(TOP),
+              "span": preregister.SPAN, "fitted_on": sorted(canary_runs),
+              "rules": rules, "ship": {"auc_margin": preregister.SHIP_MARGIN, "min_units": preregister.MIN_UNITS}}
+    return "PREREGISTERED_LADDER: dict[str, Any] | None = " + json.dumps(prereg, indent=4).replace("null", "None")
+
+
 def _work(cell: Cell, out: str) -> tuple[str, float]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     log = Path(out) / f"{cell.name}.log"
@@ -119,7 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     summ.add_argument("--out", default="validation_runs", help="folder of the cached runs")
     summ.add_argument("--series", default="docs/validation/series", help="where the per-run series JSON go")
     summ.add_argument("--summary", default="docs/validation/summary.json", help="the summary file")
+    pre = sub.add_parser("preregister", help="fix the ladder's rules on the finished cells with canaries "
+                         "(prints PREREGISTERED_LADDER for examples/validation/ladder.py)")
+    pre.add_argument("--summary", default="docs/validation/summary.json", help="the summary file")
     args = parser.parse_args(argv)
+    if args.command == "preregister":
+        print(preregistration(json.loads(Path(args.summary).read_text())))
+        return 0
     if args.command == "summary":
         from .analyze import summarize
         summarize(Path(args.out), Path(args.series), Path(args.summary))

@@ -41,6 +41,8 @@ from grokmon.metrics.distance import cross_group_distance, pathway_distance
 from grokmon.pathways import Pathways, pathway_sequences
 from grokmon.curve_stats import partial_spearman, spearman
 
+from . import preregister
+from .ladder import PREREGISTERED_LADDER
 from .tasks import CONTROL_TASKS
 
 #: variants, in table order: name -> what it is (docs/validation.md)
@@ -83,7 +85,7 @@ MEMORIZED = 0.99
 DELAYED = 0.5  # grokked only if held-out at memorization was at most this share of its best
 AFTER = 1000   # ... and the run went on at least this many steps after memorization
 LEARNED = 0.3  # held-out accuracy rose at least this much over the run: the whole-run correlation means something
-SPAN = 1000  # steps after memorization for the fixed-span change (runs memorize at different times)
+SPAN = preregister.SPAN  # steps after memorization for the fixed-span change (runs memorize at different times)
 ANSWER_POSITION = 3  # [a, op, b, =, c]: the answer is predicted at '='
 
 
@@ -671,6 +673,8 @@ def summarize(root: Path, series_dir: Path, summary_path: Path, cells_dir: Path 
     summary = {"runs": runs, "units": units, "metrics": metric_table(units),
                "specificity": specificity_table(units), "rungs": rung_table(units),
                "cpu_seconds": round(sum(r["seconds"] for r in runs), 1)}
+    if PREREGISTERED_LADDER is not None:
+        summary["ladder_judgement"] = preregister.judge(units, PREREGISTERED_LADDER)
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=1, default=float))
     plot_ladder(summary, summary_path.parent / "images" / "ladder.png")
@@ -749,6 +753,8 @@ def render(summary: dict[str, Any]) -> str:
             lines.append(f"| {r['rung']} | {params} | {r['metric']} | {r['grokked']} / {r['negative']} | "
                          f"{_f(r['median_rho_window'])} | {_f(r['median_partial_step_window'])} | "
                          f"{_f(r['median_partial_step'])} | {_f(r['auc_span'])} | {_f(r['median_lead_steps'], 0)} |")
+    if summary.get("ladder_judgement") and PREREGISTERED_LADDER is not None:
+        lines += [""] + preregister.render(summary["ladder_judgement"], PREREGISTERED_LADDER)
     lines += ["", f"Pre-registered rule ({PREREGISTERED['metric']} falls >= {PREREGISTERED['fall']:.0%} within "
               f"{PREREGISTERED['span']} steps of memorization), called 'generalized' / units:", "",
               "| units | grokked | partial | not generalized | control |", "|---|---|---|---|---|"]
