@@ -8,6 +8,7 @@ child process and reports its wall time and peak resident memory (``ru_maxrss`` 
 
     python benchmarks/report_memory.py
     python benchmarks/report_memory.py --mb 50 --code /path/to/other/checkout
+    python benchmarks/report_memory.py --pngs        # also a PNG per metric and the load heatmap
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=200.0)
     parser.add_argument("--code", default=str(ROOT), help="the checkout whose grokmon runs (default: this one)")
+    parser.add_argument("--pngs", action="store_true", help="run `grokmon report --pngs`")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         record = Path(tmp) / "grokmon.jsonl"
@@ -65,13 +67,14 @@ def main() -> None:
         size = record.stat().st_size / 2**20
         env = {**os.environ, "PYTHONPATH": args.code, "MPLBACKEND": "Agg"}
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "grokmon.cli", "report", str(record), "--out", str(Path(tmp) / "r")],
+        command = [sys.executable, "-m", "grokmon.cli", "report", str(record), "--out", str(Path(tmp) / "r")]
+        done = subprocess.run(command + (["--pngs"] if args.pngs else []),
                               env=env, capture_output=True, text=True, cwd=tmp)  # not this checkout's grokmon
         seconds = time.perf_counter() - start
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
         print(f"record: {size:.0f} MB, {probes} probes x 403 keys; grokmon from {args.code}")
-        print(f"grokmon report: exit {done.returncode}, {seconds:.1f} s, peak RSS {peak:.0f} MB")
+        print(f"grokmon report{' --pngs' if args.pngs else ''}: exit {done.returncode}, {seconds:.1f} s, peak RSS {peak:.0f} MB")
         if done.returncode:
             print(done.stderr[-2000:])
 

@@ -192,16 +192,6 @@ def _write_csv(records: Sequence[tuple[int, dict]], path: Path) -> None:
             writer.writerow([step, *("" if metrics.get(k) is None else metrics[k] for k in keys)])
 
 
-def read_records(path: str | Path) -> list[tuple[int, dict]]:
-    """``(step, metrics)`` pairs of a grokmon JSONL file (a live run's or a scan's); alerts skipped.
-
-    The same as :func:`grokmon.sinks.read_metrics` (keys without the ``grokmon/`` prefix, NaN for null).
-    """
-    from .sinks import read_metrics
-
-    return read_metrics(path)
-
-
 def report(jsonl: str | Path, out_dir: str | Path, *, eval_file: str | Path | None = None, title: str | None = None,
            pngs: bool = False) -> list[Path]:
     """One self-contained HTML page and an overview PNG of ``jsonl`` (and, with ``pngs``, a PNG per
@@ -220,10 +210,10 @@ def report(jsonl: str | Path, out_dir: str | Path, *, eval_file: str | Path | No
     written = [page, Path(out_dir) / OVERVIEW_FILE]
     if pngs:
         from .plots import plot_expert_load, plot_metrics
+        from .sinks import iter_metrics
 
-        records = read_records(path)
-        written += plot_metrics(records, out_dir)
-        heatmap = plot_expert_load(records, out_dir)
+        written += plot_metrics(iter_metrics(path), out_dir)   # streamed: memory does not grow with the record
+        heatmap = plot_expert_load(iter_metrics(path), out_dir)
         written += [heatmap] if heatmap else []
     return written
 

@@ -1,8 +1,9 @@
 """PNG plots of grokmon records: metric curves against step, per group, and expert-load heatmaps.
 
-Input is a list of ``(step, metrics)`` pairs: a JSONL record read back with
-:func:`grokmon.sinks.read_metrics` (keys without the prefix), or ``monitor.history`` (keys with
-it: the ``grokmon/`` prefix is removed on the way in). Needs matplotlib (``pip install grokmon[plot]``).
+Input is any iterable of ``(step, metrics)`` pairs, read once: a JSONL record read back with
+:func:`grokmon.sinks.read_metrics` or streamed with :func:`grokmon.sinks.iter_metrics` (keys without
+the prefix), or ``monitor.history`` (keys with it: the ``grokmon/`` prefix is removed on the way in).
+Only the plotted points are kept, never the records. Needs matplotlib (``pip install grokmon[plot]``).
 
 Example:
     >>> records = [(0, {"pathway_distance": 0.8}), (100, {"pathway_distance": 0.6})]
@@ -81,7 +82,7 @@ def split_series(records: Iterable[Record]) -> tuple[dict, dict]:
 
 
 def plot_metrics(
-    records: Sequence[Record],
+    records: Iterable[Record],
     out_dir: str | Path,
     *,
     metrics: Sequence[str] | None = None,
@@ -91,7 +92,8 @@ def plot_metrics(
     """Write one PNG per metric (``<metric>.png``, groups as separate lines) into ``out_dir``.
 
     Args:
-        records: ``(step, metrics)`` pairs (``read_metrics`` output or ``monitor.history``).
+        records: ``(step, metrics)`` pairs (``read_metrics``/``iter_metrics`` output or ``monitor.history``),
+            read once.
         out_dir: folder for the PNGs (created).
         metrics: only these metric names (default: every scalar and per-group metric found).
         marks: vertical lines to draw, e.g. ``{"memorized": 300, "generalized": 1200}``.
@@ -100,18 +102,19 @@ def plot_metrics(
     Returns:
         The paths written, sorted.
     """
-    if not records:
-        raise ConfigError("no records to plot: the JSONL file is empty or has no metric lines")
+    overall, grouped = split_series(records)
+    if not overall and not grouped:
+        raise ConfigError("no metric values to plot: the JSONL file is empty, or has no metric lines with a "
+                          "finite value")
     plt = _pyplot()
     with plt.rc_context({"text.parse_math": False, "text.usetex": False}):  # a "$" in a name is text
-        return _plot_metrics(plt, records, Path(out_dir), metrics, marks, reference)
+        return _plot_metrics(plt, overall, grouped, Path(out_dir), metrics, marks, reference)
 
 
-def _plot_metrics(plt: Any, records: Sequence[Record], out: Path, metrics: Sequence[str] | None,
+def _plot_metrics(plt: Any, overall: dict, grouped: dict, out: Path, metrics: Sequence[str] | None,
                   marks: Mapping[str, int] | None, reference: Mapping[str, Sequence[tuple[int, float]]] | None,
                   ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    overall, grouped = split_series(records)
     names = sorted(set(overall) | set(grouped)) if metrics is None else list(metrics)
     written = []
     for name in names:
@@ -149,22 +152,25 @@ def _plot_metrics(plt: Any, records: Sequence[Record], out: Path, metrics: Seque
     return sorted(written)
 
 
-def plot_expert_load(records: Sequence[Record], out_dir: str | Path) -> Path | None:
+def plot_expert_load(records: Iterable[Record], out_dir: str | Path) -> Path | None:
     """Heatmap of the last record's per-layer expert load (``layer/<i>/expert/<e>/load`` keys).
 
-    Returns the PNG path, or None when the records carry no per-expert keys (enable them with
+    ``records`` is read once, front to back, holding one record's load at a time. Returns the PNG
+    path, or None when the records carry no per-expert keys (enable them with
     ``MetricConfig(per_expert=True)``).
     """
-    for step, metrics in reversed(list(records)):
+    last: tuple[int, dict[tuple[int, int], float]] | None = None
+    for step, metrics in records:
         cells = {}
         for key, value in metrics.items():
             match = _LOAD_KEY.match(unprefixed(key))
             if match and _finite(value):
                 cells[int(match["layer"]), int(match["expert"])] = float(value)
         if cells:
-            break
-    else:
+            last = step, cells
+    if last is None:
         return None
+    step, cells = last
     plt = _pyplot()
     import numpy as np
 

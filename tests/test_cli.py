@@ -9,7 +9,8 @@ import torch
 import transformers as tf
 from moe_models import tiny_model
 
-from grokmon.cli import checkpoint_step, main, read_records
+from grokmon.cli import checkpoint_step, main
+from grokmon.sinks import read_metrics
 from grokmon.metrics import MetricConfig, compute_metrics
 from grokmon.probe import ProbeSet
 from grokmon.routing import capture_pathways
@@ -28,7 +29,7 @@ def test_scan_writes_metrics_per_checkpoint_and_resumes(run_dir, capsys) -> None
     ckpts = [str(run_dir / "ckpts" / f"checkpoint-{s}") for s in (20, 10)]
     out = run_dir / "scan"
     assert main(["scan", *ckpts, "--probe", str(run_dir / "probe.pt"), "--out", str(out), "--per-expert"]) == 0
-    records = read_records(out / "grokmon.jsonl")
+    records = read_metrics(out / "grokmon.jsonl")
     assert [step for step, _ in records] == [10, 20]
     # values equal a direct capture + compute on the same checkpoint
     probe = ProbeSet.load(run_dir / "probe.pt")

@@ -12,7 +12,8 @@ import transformers as tf
 from moe_models import tiny_model
 
 import grokmon
-from grokmon.cli import build_parser, main, read_records
+from grokmon.cli import build_parser, main
+from grokmon.sinks import read_metrics
 from grokmon.metrics import MetricConfig, compute_metrics
 from grokmon.probe import ProbeSet
 from grokmon.routing import capture_pathways
@@ -52,7 +53,7 @@ def test_scan_takes_the_metric_options(checkpoint) -> None:
     assert main(["scan", str(checkpoint / "ckpts" / "checkpoint-10"), "--probe", str(checkpoint / "probe.pt"),
                  "--out", str(out), "--form", "token", "--extra-forms", "topk", "threshold",
                  "--threshold", "0.5", "--max-pairs", "2", "--seed", "3"]) == 0
-    (step, got), = read_records(out / "grokmon.jsonl")
+    (step, got), = read_metrics(out / "grokmon.jsonl")
     probe = ProbeSet.load(checkpoint / "probe.pt")
     model = tf.AutoModelForCausalLM.from_pretrained(checkpoint / "ckpts" / "checkpoint-10")
     pathways = capture_pathways(model, probe.input_ids, probe.attention_mask, groups=probe.groups,
@@ -124,5 +125,5 @@ def test_scan_skips_unreadable_checkpoints_and_writes_the_others(checkpoint, cap
     skipped = [line.strip() for line in err.splitlines() if line.strip().startswith("skipped ")]
     assert len(skipped) == 2 and "checkpoint-20: " in skipped[0] and "checkpoint-30: " in skipped[1]
     assert "Traceback" not in err
-    assert [step for step, _ in read_records(out / "grokmon.jsonl")] == [10]
+    assert [step for step, _ in read_metrics(out / "grokmon.jsonl")] == [10]
     assert (out / "grokmon.csv").read_text().splitlines()[1].startswith("10,")

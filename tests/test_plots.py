@@ -47,7 +47,42 @@ def test_expert_load_heatmap(tmp_path) -> None:
 
 def test_errors_name_the_problem(tmp_path) -> None:
     need("matplotlib")
-    with pytest.raises(ConfigError, match="no records"):
+    with pytest.raises(ConfigError, match="no metric values to plot"):
         plot_metrics([], tmp_path)
     with pytest.raises(ConfigError, match="'nope' is not in the records"):
         plot_metrics(RECORDS, tmp_path, metrics=["nope"])
+
+
+class _Counted(dict):
+    """A record's metrics that count how many are alive at once."""
+    alive = peak = 0
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        _Counted.alive += 1
+        _Counted.peak = max(_Counted.peak, _Counted.alive)
+
+    def __del__(self) -> None:
+        _Counted.alive -= 1
+
+
+def test_plots_stream_their_records_one_at_a_time(tmp_path) -> None:
+    """``grokmon report --pngs`` hands the plots a one-pass stream of a record that may not fit in
+    memory: they keep the points they draw, never the records, and the heatmap is the last load."""
+    need("matplotlib")
+
+    def stream():
+        for i in range(300):
+            m = {"pathway_distance": 1.0 / (i + 1), "group/a/probe_loss": float(i)}
+            if i <= 150:    # per-expert keys stop after step 1500: the heatmap must show step 1500
+                m.update({f"layer/{layer}/expert/{e}/load": (i + e) / 1000 for layer in range(2) for e in range(8)})
+            yield 10 * i, _Counted(m)
+
+    _Counted.alive = _Counted.peak = 0
+    written = plot_metrics(stream(), tmp_path / "curves")
+    assert [p.name for p in written] == ["pathway_distance.png", "probe_loss.png"] and _Counted.peak <= 2
+    _Counted.alive = _Counted.peak = 0
+    streamed = plot_expert_load(stream(), tmp_path / "streamed")
+    assert _Counted.peak <= 2
+    last = [(s, dict(m)) for s, m in stream() if s == 1500]
+    assert streamed.read_bytes() == plot_expert_load(last, tmp_path / "held").read_bytes()

@@ -332,12 +332,43 @@ def test_axes_fit_the_data_and_a_late_stage_change_is_visible():
     x0, x1, _ = _x_range(run)
     assert (x0, x1) == (-3.0, 303.0)                      # no x to 400 when the data end at 300
     spans = _intervals(run.stages["overall"], x1, x0)
-    assert [(s, stage) for _, _, stage, s in spans] == [(0, "memorizing"), (300, "unknown")]
-    start, width, _, _ = spans[-1]
+    assert [(s, stage, n) for _, _, stage, s, n in spans] == [(0, "memorizing", 0), (300, "unknown", 0)]
+    start, width, _, _, _ = spans[-1]
     assert start == 250 and width == 53                    # from halfway to the probe before it
     many = [(s, 3.0 if s == 3000 else 0.0) for s in range(0, 3001, 10)]
-    start, width, stage, seen = _intervals(many, 3030.0, -30.0)[-1]
+    start, width, stage, seen, _ = _intervals(many, 3030.0, -30.0)[-1]
     assert (stage, seen) == ("unknown", 3000) and width == pytest.approx(MIN_STRETCH * 3060)   # not a sliver
+
+
+def test_a_flapping_stage_is_drawn_in_a_bounded_number_of_stretches(tmp_path):
+    """A stage that flips at every probe (3000 of them after 1000 steady ones) is drawn as the stage
+    held longest in each slice, every change counted in a title, and the page stays small."""
+    from grokmon.report.charts import MAX_STRETCHES, _intervals
+    from grokmon.report.page import MAX_EVENT_ROWS
+
+    def stage(i: int) -> float:
+        return 0.0 if i < 1000 else 3.0 * (i % 2)
+
+    history = [(10 * i, {"grokmon/pathway_distance": 0.5, "grokmon/stage": stage(i),
+                         "grokmon/group/a/stage": stage(i), "grokmon/group/b/stage": 3.0}) for i in range(4000)]
+    run = load_run(history)
+    spans = _intervals(run.stages["a"], 40000.0, 0.0)
+    assert len(spans) <= MAX_STRETCHES
+    changes = sum(stage(i) != stage(i - 1) for i in range(1, 4000))       # 2999
+    assert sum(n for *_, n in spans) == changes                              # every change counted once
+    assert spans[0][2:4] == ("memorizing", 0) and spans[0][0] == 0.0         # the steady start stays memorizing
+    assert spans[0][0] + spans[0][1] >= 10000.0 - 40000 / MAX_STRETCHES
+    assert sum(w for _, w, *_ in spans) == pytest.approx(40000.0)           # slices tile the span, no overlap
+    page = write_report(history, tmp_path / "flap")
+    els = parse(_page(page))
+    bars = [e for e in els if "stage-bar" in e.classes and e.attrs.get("data-group") == "a"]
+    assert 1 < len(bars) <= MAX_STRETCHES
+    assert any("stage changes here" in "".join(e.text) for e in bars)    # the <title> tooltip
+    left_out = [e for e in els if "rows-left-out" in e.classes]
+    listed = [e for e in els if "stage-row" in e.classes]
+    assert len(listed) == MAX_EVENT_ROWS and len(left_out) == 1                 # the table is capped too
+    assert len(listed) + int(left_out[0].attrs["data-count"]) == 2 * changes   # the whole set and group a
+    assert page.stat().st_size < 400_000
 
 
 def test_config_line_is_shown(record, tmp_path):

@@ -155,6 +155,9 @@ def band_group(run: RunData) -> str | None:
 
 
 MIN_STRETCH = 0.015  # narrowest stage stretch drawn, as a fraction of the x span (a late change stays visible)
+#: most stretches drawn per group: a stage that flips at every probe is drawn as the stage held longest
+#: in each of this many equal slices (thousands of bands made a 27 MB page and said no more)
+MAX_STRETCHES = 60
 
 
 def _x_range(run: RunData) -> tuple[float, float, float]:
@@ -166,13 +169,15 @@ def _x_range(run: RunData) -> tuple[float, float, float]:
 
 
 def _intervals(points: list[tuple[int, float]], end: float, start: float | None = None
-               ) -> list[tuple[float, float, str, int]]:
-    """``(start, width, stage, step)`` runs (``step``: the probe that saw the stage first) of one group's stage codes, drawn between probes.
+               ) -> list[tuple[float, float, str, int, int]]:
+    """``(start, width, stage, step, changes)`` runs (``step``: the probe that saw the stage first) of one group's stage codes, drawn between probes.
 
     A stage changed somewhere between the probe before the change and the probe that saw it, so a
     stretch starts halfway between them (the first at ``start``) and ends halfway to the next
     change (the last at ``end``). A stretch narrower than :data:`MIN_STRETCH` of the span is drawn
     that wide (the last one leftwards from ``end``), so a change at the last probes is not a sliver.
+    ``changes`` is 0, except where more than :data:`MAX_STRETCHES` stretches are coalesced
+    (:func:`_coalesce`): then it counts the stage changes inside the drawn stretch.
     """
     if not points:
         return []
@@ -186,6 +191,8 @@ def _intervals(points: list[tuple[int, float]], end: float, start: float | None 
         if out:
             out[-1][1] = begin
         out.append([begin, end, stage, int(step)])
+    if len(out) > MAX_STRETCHES:
+        return _coalesce(out, lo, end)
     least = MIN_STRETCH * (end - lo)
     if len(out) > 1 and out[-1][1] - out[-1][0] < least:
         out[-1][0] = end - least
@@ -195,8 +202,42 @@ def _intervals(points: list[tuple[int, float]], end: float, start: float | None 
         if b - a < least:
             mid = (a + b) / 2
             a, b = mid - least / 2, mid + least / 2
-        result.append((a, b - a, stage, step))
+        result.append((a, b - a, stage, step, 0))
     return result
+
+
+def _coalesce(stretches: list[list[Any]], lo: float, end: float) -> list[tuple[float, float, str, int, int]]:
+    """:data:`MAX_STRETCHES` equal slices of ``[lo, end]``, each drawn as the stage that held longest in
+    it, neighbours of one stage merged; ``changes`` counts the stage changes inside."""
+    width = (end - lo) / MAX_STRETCHES
+    slices: list[list[Any]] = []   # [start, end, stage, first step, changes]
+    i = 0
+    for k in range(MAX_STRETCHES):
+        a, b = lo + k * width, lo + (k + 1) * width
+        held: dict[str, float] = {}
+        began, first = 0, None
+        while i < len(stretches) and stretches[i][1] <= a:
+            i += 1
+        j = i
+        while j < len(stretches) and stretches[j][0] < b:
+            s0, s1, stage, step = stretches[j]
+            held[stage] = held.get(stage, 0.0) + min(s1, b) - max(s0, a)
+            began += j > 0 and a <= s0 < b   # a stage change inside this slice
+            first = step if first is None else first
+            j += 1
+        stage = max(held, key=held.get)
+        if slices and slices[-1][2] == stage:
+            slices[-1][1], slices[-1][4] = b, slices[-1][4] + began
+        else:
+            slices.append([a, b, stage, first, began])
+    return [(a, b - a, stage, step, changes) for a, b, stage, step, changes in slices]
+
+
+def _stretch_title(group: str, stage: str, seen: int, changes: int, start: float, width: float) -> str:
+    if not changes:
+        return f"{group}: {stage} from the probe of step {seen}"
+    return (f"{group}: mostly {stage} from step {start:.0f} to {start + width:.0f} ({changes} stage changes here, "
+            f"too many to draw one by one: read the stage series in the record)")
 
 
 def occurring_stages(run: RunData) -> list[str]:
@@ -249,12 +290,12 @@ def _stage_bands(ax: Any, run: RunData, x0: float, x1: float, salt: str | None =
     band = band_group(run)
     if band is None:
         return marks
-    for j, (start, width, stage, seen) in enumerate(_intervals(run.stages[band], x1, x0)):
+    for j, (start, width, stage, seen, changes) in enumerate(_intervals(run.stages[band], x1, x0)):
         gid = None if salt is None else f"{salt}-{j}"
         ax.axvspan(start, start + width, color=STAGE_COLORS[stage], alpha=0.2, lw=0, zorder=0, gid=gid)
         if gid is not None:
             marks[gid] = {"class": "stage-band", "data-group": band, "data-stage": stage, "data-step": str(seen),
-                          "title": f"{band}: {stage} from the probe of step {seen}"}
+                          "title": _stretch_title(band, stage, seen, changes, start, width)}
     return marks
 
 
@@ -306,11 +347,11 @@ def headline_figure(run: RunData) -> tuple[Any, dict[str, dict[str, str]]]:
     if rows:
         strip = axes[-1]
         for r, group in enumerate(rows):
-            for j, (start, width, stage, seen) in enumerate(_intervals(run.stages[group], x1, x0)):
+            for j, (start, width, stage, seen, changes) in enumerate(_intervals(run.stages[group], x1, x0)):
                 gid = f"stage-bar-{r}-{j}"
                 strip.barh(r, width, left=start, height=0.78, color=STAGE_COLORS[stage], lw=0, gid=gid)
-                marks[gid] = {"class": "stage-bar", "data-group": group, "data-stage": stage,
-                              "data-step": str(seen), "title": f"{group}: {stage} from the probe of step {seen}"}
+                marks[gid] = {"class": "stage-bar", "data-group": group, "data-stage": stage, "data-step": str(seen),
+                              "title": _stretch_title(group, stage, seen, changes, start, width)}
         strip.set_yticks(range(len(rows)), rows, fontsize=8)
         strip.set_ylim(len(rows) - 0.5, -0.5)
         strip.set_ylabel("stage", fontsize=8.5)

@@ -124,10 +124,16 @@ def _figure(chart_id: str, svg: str | None, caption: str, empty: str) -> str:
     return f'<figure class="chart" id="{chart_id}">{svg}<figcaption>{caption}</figcaption></figure>'
 
 
-def _event_rows(run: RunData) -> list[tuple[int, str]]:
-    rows: list[tuple[int, str]] = []
+#: rows the events table lists at most: the first and last half of them, and one row saying how many
+#: stage changes and alerts between are left out (a stage flipping at every probe made 6000 rows)
+MAX_EVENT_ROWS = 400
+
+
+def _event_rows(run: RunData) -> list[tuple[int, str, str]]:
+    """``(step, kind, row)`` for every stage change and alert, by step."""
+    rows: list[tuple[int, str, str]] = []
     for t in run.transitions:
-        rows.append((t.step, (
+        rows.append((t.step, "stage changes", (
             f'<tr class="stage-row" data-step="{t.step}" data-group="{_e(t.group)}" data-stage="{_e(t.stage)}">'
             f'<td class="num">{t.step}</td><td>{_e(t.group)}</td>'
             f"<td>stage: {_stage_pill(t.previous) if t.previous else ''} &rarr; {_stage_pill(t.stage)}</td>"
@@ -137,7 +143,7 @@ def _event_rows(run: RunData) -> list[tuple[int, str]]:
         color = LEVEL_COLORS.get(level, LEVEL_COLORS["WARN"])
         step = a.get("step")
         who = a.get("rule") or a.get("metric") or ""
-        rows.append((step if isinstance(step, int) else -1, (
+        rows.append((step if isinstance(step, int) else -1, "alerts", (
             f'<tr class="alert-row" data-step="{_e(step)}" data-level="{_e(level)}">'
             f'<td class="num">{_e("" if step is None else step)}</td><td>{_e(who)}</td>'
             f'<td><span class="pill" style="background:{color}">{_e(level)}</span> {_e(a.get("title", ""))}</td>'
@@ -147,7 +153,17 @@ def _event_rows(run: RunData) -> list[tuple[int, str]]:
 
 
 def _events(run: RunData) -> str:
-    rows = [r for _, r in _event_rows(run)]
+    events = _event_rows(run)
+    rows = [r for *_, r in events]
+    if len(events) > MAX_EVENT_ROWS:
+        half = MAX_EVENT_ROWS // 2
+        left = events[half:-half]
+        counts = ", ".join(f"{sum(1 for e in left if e[1] == kind)} {kind}" for kind in ("stage changes", "alerts")
+                           if any(e[1] == kind for e in left))
+        rows = rows[:half] + [
+            f'<tr class="rows-left-out" data-count="{len(left)}"><td colspan="4" class="empty">{counts} from step '
+            f"{left[0][0]} to step {left[-1][0]} are not listed here (the record holds every one: "
+            "<code>grokmon.sinks.read_jsonl</code>)</td></tr>"] + rows[-half:]
     if not rows:
         rows = ['<tr class="no-events"><td colspan="4" class="empty">'
                 "no stage change and no alert in this record</td></tr>"]

@@ -17,11 +17,11 @@ from .accelerate import AccelerateSink
 from .base import ALERT_LEVELS, AlertInfo, Sink, SinkLike, as_alert, check_sinks
 from .buffer import BufferSink
 from .callback import CallbackSink
-from .jsonl import JsonlSink, read_jsonl, read_metrics
+from .jsonl import JsonlSink, iter_metrics, read_jsonl, read_metrics
 from .tensorboard import TensorBoardSink
 from .wandb import WandbSink
 
 __all__ = [
     "ALERT_LEVELS", "AccelerateSink", "AlertInfo", "BufferSink", "CallbackSink", "JsonlSink", "Sink", "SinkLike",
-    "TensorBoardSink", "WandbSink", "as_alert", "check_sinks", "read_jsonl", "read_metrics",
+    "TensorBoardSink", "WandbSink", "as_alert", "check_sinks", "iter_metrics", "read_jsonl", "read_metrics",
 ]

@@ -136,7 +136,18 @@ def read_metrics(path: str | os.PathLike) -> list[tuple[int, dict[str, float]]]:
         >>> read_metrics(path)
         [(200, {'pathway_distance': 3.5, 'probe_loss': nan})]
     """
-    return [(int(r["step"]), unprefixed(r["metrics"])) for r in read_jsonl(path) if "metrics" in r]
+    return list(iter_metrics(path))
+
+
+def iter_metrics(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, float]]]:
+    """The pairs of :func:`read_metrics`, read one line at a time (for records too large to hold).
+
+    Example:
+        >>> last = None
+        >>> for step, metrics in iter_metrics("grokmon_out/grokmon.jsonl"):   # doctest: +SKIP
+        ...     last = metrics.get("pathway_distance")
+    """
+    return ((int(r["step"]), unprefixed(r["metrics"])) for r in iter_jsonl(path) if "metrics" in r)
 
 
 def unprefixed(metrics: Mapping[str, float | None]) -> dict[str, float]:

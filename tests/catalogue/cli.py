@@ -254,7 +254,7 @@ def _(tmp, mp):
     scan_one(tmp, tmp / "checkpoint-30")
 
 
-@case("plots-no-records", ConfigError, "no records to plot: the JSONL file is empty or has no metric lines")
+@case("plots-no-records", ConfigError, "no metric values to plot: the JSONL file is empty, or has no metric lines with a finite value")
 def _(tmp, mp):
     from grokmon.plots import plot_metrics
 
