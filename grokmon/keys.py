@@ -16,10 +16,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TypeVar
 
-__all__ = ["PREFIX", "GROUP_SECTION", "DIAG_SECTION", "prefixed", "unprefixed"]
+__all__ = ["PREFIX", "METRIC_GLOB", "GROUP_SECTION", "DIAG_SECTION", "prefixed", "unprefixed"]
 
 #: Put before every metric key the monitor logs (``grokmon/pathway_distance``).
 PREFIX = "grokmon/"
+
+#: The W&B ``define_metric`` glob that covers every :data:`PREFIX` key.
+METRIC_GLOB = PREFIX + "*"
 
 #: The W&B sections beside the headline's (``grokmon/``) where :class:`~grokmon.sinks.WandbSink` files
 #: each group's scalars (``grokmon_group/<g>/<metric>``) and the diagnostics (``grokmon_diag/...``).

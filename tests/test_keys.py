@@ -27,7 +27,8 @@ def test_the_prefix_is_not_a_setting() -> None:
 
 
 def test_no_module_but_keys_spells_the_prefix() -> None:
-    """No ``"grokmon/"`` literal and no f-string key starting with it outside grokmon/keys.py (nor the W&B
+    """No literal starting with ``"grokmon/"`` (``"grokmon/*"`` included) and no f-string key starting with
+    it outside grokmon/keys.py (nor the W&B
     section stems ``grokmon_group/`` and ``grokmon_diag/``, which keys.py derives from the prefix)."""
     stems = {PREFIX, GROUP_SECTION, DIAG_SECTION}
     assert (GROUP_SECTION, DIAG_SECTION) == ("grokmon_group/", "grokmon_diag/")
@@ -36,7 +37,7 @@ def test_no_module_but_keys_spells_the_prefix() -> None:
         if path.name == "keys.py" and path.parent == PACKAGE:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and node.value in stems:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith(tuple(stems)):
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
             elif (isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant)
                   and node.values[0].value in stems):

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SinkError
+from ..keys import METRIC_GLOB
 from .base import AlertInfo, Sink, to_float
 from .wandb import _MAX_TITLE
 
@@ -41,7 +42,7 @@ class AccelerateSink(Sink):
 
     name = "accelerate"
 
-    def __init__(self, accelerator: Any, *, metric_glob: str = "grokmon/*") -> None:
+    def __init__(self, accelerator: Any, *, metric_glob: str = METRIC_GLOB) -> None:
         if not hasattr(accelerator, "log"):
             raise SinkError(f"AccelerateSink needs an accelerate.Accelerator, got {type(accelerator).__name__}")
         self.accelerator = accelerator

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import SinkError
+from ..keys import PREFIX
 from .base import AlertInfo, Sink, to_float
 
 __all__ = ["TensorBoardSink", "LAYOUT_CATEGORY"]
@@ -45,7 +46,7 @@ class TensorBoardSink(Sink):
     name = "tensorboard"
 
     def __init__(self, log_dir: str | os.PathLike | None = None, *, writer: Any = None,
-                 alert_tag: str = "grokmon/alerts", group_layout: bool = True) -> None:
+                 alert_tag: str = PREFIX + "alerts", group_layout: bool = True) -> None:
         if (log_dir is None) == (writer is None):
             raise SinkError("TensorBoardSink needs exactly one of log_dir= or writer=")
         if writer is None:

@@ -74,7 +74,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SinkError
-from ..keys import DIAG_SECTION, GROUP_SECTION, PREFIX
+from ..keys import DIAG_SECTION, GROUP_SECTION, METRIC_GLOB, PREFIX
 from .base import ALERT_LEVELS, AlertInfo, Sink, to_float
 
 __all__ = ["WandbSink"]
@@ -111,7 +111,7 @@ class WandbSink(Sink):
     name = "wandb"
 
     def __init__(self, run: Any = None, step_key: str | None = "train/global_step", *,
-                 metric_glob: str | None = "grokmon/*", group_charts: bool = True, charts_every: int | None = None,
+                 metric_glob: str | None = METRIC_GLOB, group_charts: bool = True, charts_every: int | None = None,
                  stage_table: bool = True, summary: bool = True, max_points: int = 1000,
                  sections: bool = True, skip_uninformative: bool = True, alert_level: str = "WARN") -> None:
         if metric_glob is not None and "*" in metric_glob[:-1]:
