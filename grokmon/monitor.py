@@ -130,6 +130,7 @@ class GrokkingMonitor:
         self._run_root = DEFAULT_RUNS_ROOT
         self._run_record: str | None = None  # the record in a run folder this monitor made (output_dir=None)
         self._record_pending = False
+        self._config_pending: JsonlSink | None = None
         if self.results.rank == 0:
             self._open_sinks(sinks, accelerator)
         self.last_probe_step: int | None = None
@@ -163,11 +164,9 @@ class GrokkingMonitor:
             if self.config.jsonl is not True or not getattr(error, "in_use", False):
                 raise
             record, path = _free_record(path, error)  # the explicit output_dir's record held by another live monitor
-        if resume_step is None:  # a new record starts with its configuration line (settings, probe, versions)
-            try:
-                record.write_config(config_line(self.probe_set, monitor=self.config))
-            except Exception as error:  # noqa: BLE001 - a record without it still reads
-                self.results.fail("configuration line", error)
+        # a new record starts with its configuration line (settings, probe, model, versions), written at
+        # the first probe, which knows the model
+        self._config_pending = record if resume_step is None else None
         self.results.add_sink(record)
         self.jsonl_path = path
         self._record_pending = False
@@ -176,6 +175,13 @@ class GrokkingMonitor:
                 self.probe_set.save_once(path.parent / "probe.pt")
             except OSError as error:
                 self.results.fail("probe save", error)
+
+    def _write_config(self, record: JsonlSink, model: nn.Module | None) -> None:
+        self._config_pending = None
+        try:
+            record.write_config(config_line(self.probe_set, monitor=self.config, model=model))
+        except Exception as error:  # noqa: BLE001 - a record without it still reads
+            self.results.fail("configuration line", error)
 
     def set_run_root(self, root: str | Path) -> None:
         """Make this run's folder under ``root`` instead of ``grokmon_out/`` (``output_dir=None`` only).
@@ -248,6 +254,8 @@ class GrokkingMonitor:
 
     def _probe_at(self, model: nn.Module, step: int, optimizer: Any) -> None:
         self._ensure_record()
+        if self._config_pending is not None:
+            self._write_config(self._config_pending, model)
         self.results.agree_before_probe()
         self.last_probe_step = step
         try:
@@ -294,6 +302,8 @@ class GrokkingMonitor:
         self._closed = True
         shutdown.unregister(self)
         self._finalizer.detach()
+        if self._config_pending is not None:   # closed before any probe: the record still says what made it
+            self._write_config(self._config_pending, None)
         self.results.close(timeout)
 
     def state_dict(self, *, include_pathways: bool = True) -> dict[str, Any]:
@@ -351,6 +361,7 @@ class GrokkingMonitor:
             self._ensure_record(state.get("record"), resume_step=self.last_probe_step)
         elif self.jsonl_path is not None:
             self.results.reopen_jsonl(self.jsonl_path, resume_step=self.last_probe_step)
+            self._config_pending = None   # the record goes on: its first run wrote the configuration line
 
     def save(self, path: str | Path) -> Path:
         """Write :meth:`state_dict` plus the last probe's pathways (for ``pathway_drift`` after resume).

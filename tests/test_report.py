@@ -398,4 +398,25 @@ def test_monitor_writes_its_configuration_line_first(tmp_path):
     assert config["monitor"]["every"] == 50 and config["monitor"]["batch_size"] == 4
     assert config["torch"] == torch.__version__
     from grokmon import __version__
-    assert config["grokmon"] == __version__
+    assert config["grokmon"] == __version__ and "model" not in config     # closed before any probe
+
+
+def test_the_configuration_line_names_the_probed_model_and_titles_the_report(tmp_path):
+    from moe_models import tiny_model
+
+    from grokmon import GrokkingMonitor, MonitorConfig, ProbeSet
+
+    model = tiny_model("mixtral")
+    model.config._name_or_path = "tiny-mixtral"
+    probe = ProbeSet.from_token_ids([[5, 6, 7, 8], [1, 2, 3, 4]], min_length=2)
+    monitor = GrokkingMonitor(probe, MonitorConfig(every=1, output_dir=str(tmp_path / "run"), async_metrics=False))
+    monitor.step(model, 0)
+    monitor.step(model, 1)
+    monitor.close()
+    lines = read_jsonl(tmp_path / "run" / "grokmon.jsonl")
+    assert [("config" in r, r.get("step")) for r in lines] == [(True, None), (False, 0), (False, 1)]
+    assert lines[0]["config"]["model"] == {"class": "MixtralForCausalLM", "model_type": "mixtral",
+                                           "name_or_path": "tiny-mixtral"}
+    els = parse(_page(write_report(tmp_path / "run" / "grokmon.jsonl", tmp_path / "page")))
+    title = f"grokmon report: tiny-mixtral · {tmp_path.parent.name}/{tmp_path.name}/run"   # the folder's last 3 parts
+    assert by_id(els, "report-header").text[0] == title

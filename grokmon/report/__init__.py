@@ -63,7 +63,8 @@ def write_report(
         eval_file: held-out curves to draw beside the pathway curves: CSV with a ``step`` column,
             JSONL of ``{"step": ..., "<name>": value}``, or JSON ``{"<name>": [[step, value], ...]}``
             (:mod:`grokmon.report.evalfile`).
-        title: the page title (default: ``grokmon report: <folder of the JSONL>``).
+        title: the page title (default: ``grokmon report: <model> · <folder of the JSONL>``, the model's
+            name or class from the record's configuration line where it has one).
         probe_file: the run's saved probe, for its fingerprint and size (default: ``probe.pt``
             beside the JSONL when there is one).
 
@@ -91,7 +92,7 @@ def write_report(
         raise ConfigError(f"out_dir {str(out)!r} is a file: pass a folder for report.html and overview.png")
     out.mkdir(parents=True, exist_ok=True)
     if title is None:
-        title = "grokmon report" + (f": {source_path.resolve().parent.name}" if source_path is not None else "")
+        title = default_title(run, source_path)
     with plain_text():
         charts, load = _charts(run, out, title)
     if load is not None:
@@ -106,6 +107,25 @@ def write_report(
     tmp.write_text(page, encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def default_title(run: RunData, source: Path | None) -> str:
+    """``grokmon report: <model> · <run folder>``, each part where known.
+
+    Example:
+        >>> from grokmon.report.data import load_run
+        >>> run = load_run([{"config": {"model": {"class": "MixtralForCausalLM", "name_or_path": "mix-8x"}}},
+        ...                 (0, {"grokmon/pathway_distance": 0.7})])
+        >>> default_title(run, Path("out/grokmon/run-2/grokmon.jsonl"))
+        'grokmon report: mix-8x · out/grokmon/run-2'
+    """
+    model = run.config.get("model") if isinstance(run.config.get("model"), dict) else {}
+    parts = [str(model.get("name_or_path") or model.get("class") or "")]
+    if source is not None:
+        folder = source.parent
+        parts.append("/".join(folder.parts[-3:]) if folder.parts else str(folder))
+    parts = [p for p in parts if p]
+    return "grokmon report" + (": " + " · ".join(parts) if parts else "")
 
 
 def _charts(run: RunData, out: Path, title: str) -> tuple[dict[str, str | None], Any]:
