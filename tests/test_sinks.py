@@ -518,3 +518,45 @@ def test_accelerate_sink_with_real_wandb_tracker(tmp_path, monkeypatch):
     assert [(r["grokmon_step"], r["grokmon/a"]) for r in rec.history if "grokmon/a" in r] == [(10, 1), (11, 2), (12, 3)]
     assert next(m for m in rec.metrics if m.get("glob_name") == "grokmon/*")["step_metric"] == "grokmon_step"
     assert rec.alerts == [{"title": "grokmon: plateau", "text": "flat", "level": "WARN", "wait_duration": 60.0}]
+
+
+def test_wandb_summary_and_the_report_tell_the_same_story(wandb_run, make_monitor, probe) -> None:
+    """One monitored run, two sinks: the W&B summary's alert counts, current stages and stage changes
+    equal what ``grokmon report`` reads from the JSONL record of the same run."""
+    import torch
+    from moe_models import tiny_model
+
+    from grokmon import GroupStageTracker, PlateauRule
+    from grokmon.report.data import load_run
+    from grokmon.sinks.wandb_file import read_wandb_run
+
+    run, tmp_path = wandb_run
+    rule = PlateauRule("pathway_distance", patience=1, min_delta=10.0)   # no probe improves by 10: it fires
+    monitor = make_monitor(every=1, async_metrics=False, sinks=[WandbSink(run)], alerts=[rule],
+                           stage_tracker=GroupStageTracker(patience=2, min_delta=0.0))
+    torch.manual_seed(0)
+    model = tiny_model("olmoe")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    ids = probe.input_ids
+    for step in range(10):   # the probe loss falls while the model fits the probe, then the steps stop
+        monitor.step(model, step)
+        if step < 6:
+            loss = model(input_ids=ids, labels=ids).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    monitor.close()
+    run.finish()
+
+    rec = read_wandb_run(tmp_path / "wandb", wait=10)
+    report = load_run(monitor.jsonl_path)
+    fired = [a for a in report.alerts if a.get("rule") == rule.name]
+    assert fired and len([t for t in report.transitions if t.previous]) >= 2   # something to compare
+    summary = rec.summary["grokmon/alerts"]
+    assert summary["by_rule"][rule.name]["count"] == len(fired)
+    assert summary["by_rule"][rule.name]["first_step"] == fired[0]["step"]
+    assert summary["by_rule"][rule.name]["last_step"] == fired[-1]["step"]
+    from grokmon.report.data import stage_name
+    assert rec.summary["grokmon/stages"] == {g: stage_name(points[-1][1]) for g, points in report.stages.items()}
+    assert [(t["step"], t["group"], t["previous"], t["stage"]) for t in rec.summary["grokmon/stage_transitions"]] == [
+        (t.step, t.group, t.previous, t.stage) for t in report.transitions if t.previous]
