@@ -87,3 +87,6 @@ def test_the_committed_rules_refit_from_the_committed_cells() -> None:
     fitted = [u for u in summary["units"] if u["run"] in set(PREREGISTERED_LADDER["fitted_on"])]
     assert {u["run"] for u in fitted} == set(PREREGISTERED_LADDER["fitted_on"])
     assert preregister.fit_rules(fitted) == PREREGISTERED_LADDER["rules"]
+    from examples.validation import analyze       # the unit definitions the rules were fitted under
+    assert PREREGISTERED_LADDER["definitions"] == {"memorized": analyze.MEMORIZED, "delayed": analyze.DELAYED,
+                                                   "after": analyze.AFTER}

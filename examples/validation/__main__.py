@@ -98,7 +98,7 @@ def finished(cell: Cell, out: Path, committed: Path = COMMITTED) -> bool:
 def preregistration(summary: dict[str, Any]) -> str:
     """``PREREGISTERED_LADDER`` as Python source: the rules fitted on every unit of the summary's runs
     with canaries (the lower rungs and the matrix's late cells), judged later on the top rungs only."""
-    from . import preregister
+    from . import analyze, preregister
     canary_runs = {r["name"] for r in summary["runs"] if r["cell"].get("canary")}
     top = {r["cell"].get("rung") for r in summary["runs"]} & set(TOP)
     if top:
@@ -108,6 +108,7 @@ def preregistration(summary: dict[str, Any]) -> str:
     rules = preregister.fit_rules(units)
     prereg = {"written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rungs": list(TOP),
               "span": preregister.SPAN, "fitted_on": sorted(canary_runs),
+              "definitions": {"memorized": analyze.MEMORIZED, "delayed": analyze.DELAYED, "after": analyze.AFTER},
               "rules": rules, "ship": {"auc_margin": preregister.SHIP_MARGIN, "min_units": preregister.MIN_UNITS}}
     return "PREREGISTERED_LADDER: dict[str, Any] | None = " + json.dumps(prereg, indent=4).replace("null", "None")
 

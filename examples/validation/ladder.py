@@ -63,8 +63,60 @@ FAMILIES = ("mixtral", "deepseek_v3")
 LOWER = (0, 1)
 TOP = (2, 3, 4)
 CANARY = 0.03
-#: the decision rule fixed on the lower rungs, committed before any top-rung cell runs (None: not yet)
-PREREGISTERED_LADDER: dict[str, Any] | None = None
+#: the decision rules fixed on the lower rungs (``python -m examples.validation preregister`` on the summary
+#: of every cell with canaries then finished), committed before any judged-rung cell ran; judged by
+#: :func:`examples.validation.preregister.judge` on rungs 2-4 only. ``None`` for a metric: its grokked
+#: units did not fall more than its negative units on the lower rungs, so it has no rule.
+PREREGISTERED_LADDER: dict[str, Any] | None = {
+    "written": "2026-12-05 10:16 UTC",
+    "rungs": [
+        2,
+        3,
+        4
+    ],
+    "span": 1000,
+    "fitted_on": [
+        "deepseek_v3-div-L4-s0-c",
+        "deepseek_v3-div-R0-s0",
+        "deepseek_v3-div-R0-s1",
+        "deepseek_v3-div-R1-s0",
+        "deepseek_v3-div-R1-s0-f50",
+        "deepseek_v3-div-R1-s1",
+        "deepseek_v3-div-R1-s1-f50",
+        "deepseek_v3-rand-L4-s0-c",
+        "deepseek_v3-rand-R0-s0",
+        "deepseek_v3-rand-R1-s0-f50",
+        "mixtral-div-R0-s0",
+        "mixtral-div-R0-s1",
+        "mixtral-div-R1-s0",
+        "mixtral-div-R1-s0-f50",
+        "mixtral-div-R1-s1",
+        "mixtral-div-R1-s1-f50",
+        "mixtral-rand-R0-s0",
+        "mixtral-rand-R1-s0-f50",
+        "olmoe-mix-L2-s1-c",
+        "qwen3_moe-div-L4-s0-c",
+        "qwen3_moe-mix-L2-s1-c",
+        "qwen3_moe-rand-L4-s0-c"
+    ],
+    "definitions": {
+        "memorized": 0.95,
+        "delayed": 0.5,
+        "after": 1000
+    },
+    "rules": {
+        "distance": -0.0081,
+        "distance_token": -0.0258,
+        "distance|canary": None,
+        "distance_token|canary": None,
+        "distance|cross": 0.0027,
+        "distance_token|cross": -0.0045
+    },
+    "ship": {
+        "auc_margin": 0.1,
+        "min_units": 2
+    }
+}
 
 
 def ladder_cells(rungs: tuple[int, ...] = LOWER, recipes: dict[int, dict[str, Any]] = RECIPES) -> list[Cell]:
