@@ -42,7 +42,7 @@ from grokmon.pathways import Pathways, pathway_sequences
 from grokmon.curve_stats import partial_spearman, spearman
 
 from . import preregister
-from .ladder import PREREGISTERED_LADDER
+from .ladder import PREREGISTERED_LADDER, TOP
 from .tasks import CONTROL_TASKS
 
 #: variants, in table order: name -> what it is (docs/validation.md)
@@ -612,7 +612,7 @@ def plot_ladder(summary: dict[str, Any], path: Path) -> Path | None:
 
     keys = (("median_rho_window", "median ρ window"), ("median_partial_step_window", "partial | step, window"),
             ("median_partial_step", "partial | step, after mem."), ("auc_span", "AUC (1000 steps)"))
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys) + 1.6, 3.6), constrained_layout=True)
     for ax, (key, label) in zip(axes, keys):
         for metric in sorted({r["metric"] for r in rows}):
             pts = [(float(np.mean(r["parameters"])), r[key]) for r in rows
@@ -624,7 +624,16 @@ def plot_ladder(summary: dict[str, Any], path: Path) -> Path | None:
         ax.set_xlabel("parameters")
         ax.set_title(label)
         ax.axhline(0.5 if key == "auc_span" else 0.0, color="grey", linewidth=0.6)
-    axes[-1].legend(fontsize=7)
+        judged = [float(np.mean(r["parameters"])) for r in rows if r["rung"] in TOP and r["parameters"]]
+        if judged:   # the rungs the pre-registered rules never saw
+            ax.axvspan(min(judged) / 1.3, max(judged) * 1.3, color="tab:blue", alpha=0.07, lw=0)
+    counts = {r["rung"]: (float(np.mean(r["parameters"])), r["grokked"], r["negative"]) for r in rows if r["parameters"]}
+    for x, grokked, negative in counts.values():   # how few units each point rests on
+        axes[-1].annotate(f"n={grokked}/{negative}", (x, 0.97), xycoords=("data", "axes fraction"), fontsize=7,
+                          ha="center", va="top", color="grey")
+    fig.suptitle("shaded: judged rungs (unseen by the pre-registered rules); n = grokked / negative units of the rung",
+                 fontsize=8, color="grey")
+    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
