@@ -42,7 +42,7 @@ from grokmon.pathways import Pathways, pathway_sequences
 from grokmon.curve_stats import partial_spearman, spearman
 
 from . import preregister
-from .ladder import PREREGISTERED_LADDER, TOP
+from .ladder import PREREGISTERED_COMMIT, PREREGISTERED_LADDER, TOP
 from .tasks import CONTROL_TASKS
 
 #: variants, in table order: name -> what it is (docs/validation.md)
@@ -699,6 +699,11 @@ def summarize(root: Path, series_dir: Path, summary_path: Path, cells_dir: Path 
     return summary
 
 
+def _cell(text: str) -> str:
+    """``text`` safe inside a markdown table cell (``distance|canary`` would split the column)."""
+    return text.replace("|", "\\|")
+
+
 def _f(x: Any, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -733,7 +738,7 @@ def render(summary: dict[str, Any]) -> str:
         if not (row["units"] or row["learned_units"] or row["lead_units"] or row["auc_span"] == row["auc_span"]):
             continue   # no unit has this contrast's measures
         lines.append(
-            f"| {name} | {row['units']} | {_f(row['median_rho_window'])} | {row['abs_rho_ge_0.9']} | "
+            f"| {_cell(name)} | {row['units']} | {_f(row['median_rho_window'])} | {row['abs_rho_ge_0.9']} | "
             f"{_sign(row)} | "
             f"{_f(row['median_rho_after'])} | {_f(row['median_partial_loss'])} | "
             f"{_f(row.get('median_partial_step_window'))} | {_f(row['median_partial_step'])} | "
@@ -763,11 +768,11 @@ def render(summary: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in summary["rungs"]:
             params = ", ".join(f"{p / 1e6:.2f} M" for p in r["parameters"]) or "n/a"
-            lines.append(f"| {r['rung']} | {params} | {r['metric']} | {r['grokked']} / {r['negative']} | "
+            lines.append(f"| {r['rung']} | {params} | {_cell(r['metric'])} | {r['grokked']} / {r['negative']} | "
                          f"{_f(r['median_rho_window'])} | {_f(r['median_partial_step_window'])} | "
                          f"{_f(r['median_partial_step'])} | {_f(r['auc_span'])} | {_f(r['median_lead_steps'], 0)} |")
     if summary.get("ladder_judgement") and PREREGISTERED_LADDER is not None:
-        lines += [""] + preregister.render(summary["ladder_judgement"], PREREGISTERED_LADDER)
+        lines += [""] + preregister.render(summary["ladder_judgement"], PREREGISTERED_LADDER, PREREGISTERED_COMMIT)
     lines += ["", f"Pre-registered rule ({PREREGISTERED['metric']} falls >= {PREREGISTERED['fall']:.0%} within "
               f"{PREREGISTERED['span']} steps of memorization), called 'generalized' / units:", "",
               "| units | grokked | partial | not generalized | control |", "|---|---|---|---|---|"]

@@ -67,6 +67,8 @@ CANARY = 0.03
 #: of every cell with canaries then finished), committed before any judged-rung cell ran; judged by
 #: :func:`examples.validation.preregister.judge` on rungs 2-4 only. ``None`` for a metric: its grokked
 #: units did not fall more than its negative units on the lower rungs, so it has no rule.
+#: the commit that holds PREREGISTERED_LADDER as first written (docs/validation.md "Pre-registration")
+PREREGISTERED_COMMIT = "adec741"
 PREREGISTERED_LADDER: dict[str, Any] | None = {
     "written": "2026-12-05 10:16 UTC",
     "rungs": [

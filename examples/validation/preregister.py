@@ -115,10 +115,10 @@ def judge(units: list[dict[str, Any]], prereg: dict[str, Any]) -> dict[str, Any]
             "runs": sorted({u["run"] for u in unseen}), "metrics": rows, "verdicts": verdicts}
 
 
-def render(judgement: dict[str, Any], prereg: dict[str, Any]) -> list[str]:
-    """Markdown lines: the frozen rules and their calls on the unseen top rungs."""
+def render(judgement: dict[str, Any], prereg: dict[str, Any], commit: str = "n/a") -> list[str]:
+    """Markdown lines: the frozen rules (committed in ``commit``) and their calls on the unseen top rungs."""
     n = judgement["units"]
-    lines = [f"Pre-registered ladder rules (written {prereg['written']}, commit {prereg.get('commit', 'n/a')}), "
+    lines = [f"Pre-registered ladder rules (written {prereg['written']}, committed in {commit}), "
              f"judged on the unseen rungs {', '.join(map(str, prereg['rungs']))}: {len(judgement['runs'])} runs, "
              f"{n['grokked']} grokked, {n['negative']} negative and {n['canary']} canary units", "",
              f"| metric | threshold (change in {prereg['span']} steps) | grokked called | negative called | "
@@ -129,7 +129,7 @@ def render(judgement: dict[str, Any], prereg: dict[str, Any]) -> list[str]:
         return "n/a" if x is None else f"{x:+.3f}" if isinstance(x, float) else str(x)
 
     for m, r in judgement["metrics"].items():
-        lines.append(f"| {m} | {f(r['threshold'])} | {r['grokked_called'][0]}/{r['grokked_called'][1]} | "
+        lines.append(f"| {m.replace('|', chr(92) + '|')} | {f(r['threshold'])} | {r['grokked_called'][0]}/{r['grokked_called'][1]} | "
                      f"{r['negative_called'][0]}/{r['negative_called'][1]} | "
                      f"{r['canary_called'][0]}/{r['canary_called'][1]} | {f(r['balanced_accuracy'])} | "
                      f"{f(r['auc_span'])} | {f(r['median_partial_step'])} | "
