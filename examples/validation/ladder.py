@@ -57,7 +57,7 @@ RECIPE_NOTES = {
        "canaries) reached div 0.32 at 6000 and 1.00 at 8000 steps; with rung 1's retune (train fraction 0.5) "
        "8000 steps",
     3: "set from held-out accuracy only (never the pathway metrics) before any rung-3 cell ran: with train "
-       "fraction 0.5, div reached held-out 0.5 at about 3000-4000 steps at rung 1 (Mixtral seeds 0 and 1, "
+       "fraction 0.5, div reached held-out 0.5 at about 2500-3500 steps at rung 1 (Mixtral seeds 0 and 1, "
        "DeepSeek-V3 seed 0 earlier) and by 2000 at rung 2 (both families, seed 0): larger models grokked "
        "sooner, so 5000 steps leave >= 2000 after a late generalization and keep a cell under 3 hours",
     4: "as rung 3: 5000 steps at ~0.65-0.87 s a step on one core is 55-73 min of training plus probes of "
