@@ -93,6 +93,11 @@ class MonitorConfig(CheckedKeywords):
     """Records held per sink while it is slow or stalled (past that the oldest are dropped and counted
     in ``grokmon/sink_drops``)."""
 
+    sink_buffer_bytes: int = 64 * 2**20
+    """About this many bytes of records held per sink while it is slow or stalled (64 MiB; a record
+    with per-expert load keys is ~50 KB, so the count alone could hold 500 MB through a W&B outage);
+    past it the oldest are dropped and counted, as past ``sink_buffer``."""
+
     sink_detach_after: float = 60.0
     """Seconds a stalled sink call may last before the sink is detached (the JSONL record never is)."""
 
@@ -122,6 +127,9 @@ class MonitorConfig(CheckedKeywords):
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if not isinstance(self.sink_buffer, int) or isinstance(self.sink_buffer, bool) or self.sink_buffer < 1:
             raise ConfigError(f"sink_buffer must be a positive number of records, got {self.sink_buffer!r}")
+        if not isinstance(self.sink_buffer_bytes, int) or isinstance(self.sink_buffer_bytes, bool) \
+                or self.sink_buffer_bytes < 1:
+            raise ConfigError(f"sink_buffer_bytes must be a positive number of bytes, got {self.sink_buffer_bytes!r}")
         if not isinstance(self.history_limit, int) or isinstance(self.history_limit, bool) or self.history_limit < 1:
             raise ConfigError(f"history_limit must be a positive number of results, got {self.history_limit!r}")
         if self.wandb_charts_every is not None and (not isinstance(self.wandb_charts_every, int) or isinstance(

@@ -6,8 +6,8 @@ thread, in order. So a W&B service that stalls or a JSONL file on a hung filesys
 training loop nothing:
 
 * a call that takes longer than ``timeout`` seconds marks its sink **stalled**: warned about once,
-  counted in ``grokmon/errors``; its further records wait in its queue (at most ``capacity``: past
-  that the oldest are dropped and counted);
+  counted in ``grokmon/errors``; its further records wait in its queue (at most ``capacity`` records
+  and about ``max_bytes`` bytes: past either the oldest are dropped and counted);
 * a sink still stalled ``detach_after`` seconds after its call began is **detached**: its queued
   records and every later one are counted as dropped (``grokmon/sink_drops``). A
   :class:`~grokmon.sinks.JsonlSink` (the record) is never detached;
@@ -57,6 +57,24 @@ __all__ = ["Delivery", "SinkChannel", "SinkStatus", "MAX_SINK_FAILURES"]
 MAX_SINK_FAILURES = 3
 
 Report = Callable[[str, BaseException], None]
+#: about this many bytes of records wait per sink (a record with per-expert load is ~50 KB: 10,000 of
+#: them, the count limit, would hold 500 MB while a W&B service is down)
+MAX_QUEUE_BYTES = 64 * 2**20
+
+
+def record_bytes(kind: str, payload: tuple) -> int:
+    """The approximate memory of one queued call: a metrics dict costs about 100 bytes a key (the key
+    string, a float, the dict slot) plus the key's length; an alert about 1 KB.
+
+    Example:
+        >>> record_bytes("log", ({"grokmon/pathway_distance": 0.5}, 100))
+        325
+    """
+    if kind == "log" and payload and isinstance(payload[0], dict):
+        return 200 + sum(100 + len(key) for key in payload[0])
+    return 1024
+
+
 _IDLE_EXIT = 2.0  # seconds a sink thread waits for work before it ends
 
 
@@ -88,13 +106,15 @@ class SinkChannel:
     channel's own thread (or directly, for an ``inline`` sink)."""
 
     def __init__(self, sink: Any, *, timeout: float, capacity: int, detach_after: float,
-                 max_failures: int = MAX_SINK_FAILURES) -> None:
+                 max_bytes: int = MAX_QUEUE_BYTES, max_failures: int = MAX_SINK_FAILURES) -> None:
         self.sink = sink
         self.name = _sink_name(sink)
         self.inline = bool(getattr(sink, "inline", False))
         self.keep = _is_record(sink)
         self.timeout = timeout
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self._bytes = 0   # approximate size of the queued records (record_bytes)
         self.detach_after = max(detach_after, timeout)
         self.max_failures = max_failures
         self.delivered = 0
@@ -104,7 +124,7 @@ class SinkChannel:
         self.stalled = False
         self.detached = False
         self.closed = False
-        self._items: collections.deque[tuple[str, tuple]] = collections.deque()
+        self._items: collections.deque[tuple[str, tuple, int]] = collections.deque()
         self._cond = threading.Condition(threading.RLock())  # re-entrant: a SIGTERM handler may close mid-put
         self._busy_since: float | None = None
         self._inflight_kind = ""
@@ -132,14 +152,17 @@ class SinkChannel:
             if self.closed or self.detached:
                 self.dropped += kind == "log"
                 return
-            if len(self._items) >= self.capacity:
-                old_kind, _ = self._items.popleft()
-                self.dropped += old_kind == "log"
+            size = record_bytes(kind, payload)
+            while self._items and (len(self._items) >= self.capacity or self._bytes + size > self.max_bytes):
                 if not self._overflow_warned:
                     self._overflow_warned = True
-                    warnings.warn(f"grokmon: sink {self.name} is {self.capacity} records behind; the oldest are "
-                                  "dropped (counted in grokmon/sink_drops)", RuntimeWarning, stacklevel=4)
-            self._items.append((kind, payload))
+                    warnings.warn(f"grokmon: sink {self.name} is {len(self._items)} records (about "
+                                  f"{self._bytes / 2**20:.0f} MiB) behind; the oldest are dropped (counted in "
+                                  "grokmon/sink_drops)", RuntimeWarning, stacklevel=4)
+                old_kind, _ = self._pop()
+                self.dropped += old_kind == "log"
+            self._items.append((kind, payload, size))
+            self._bytes += size
             self._cond.notify()
             self._start()
 
@@ -195,8 +218,8 @@ class SinkChannel:
             return
         idle = self.inline or self.wait_idle(deadline)
         with self._cond:  # counted under the lock the sink thread counts under
-            lost = sum(kind == "log" for kind, _ in self._items) + self._count_inflight_dropped()
-            self._items.clear()
+            lost = self._queued_logs() + self._count_inflight_dropped()
+            self._clear()
             self.closed = True
             self.dropped += lost
             self._cond.notify_all()
@@ -230,8 +253,21 @@ class SinkChannel:
         state = "closed" if self.closed else "detached" if self.detached else "stalled" if self.stalled else "ok"
         with self._cond:  # waiting records plus a log call in flight that is not yet counted as dropped
             in_flight = self._busy_since is not None and self._inflight_kind == "log" and not self._inflight_dropped
-            queued = sum(kind == "log" for kind, _ in self._items) + in_flight
+            queued = self._queued_logs() + in_flight
             return SinkStatus(self.name, state, self.delivered, queued, self.dropped, self.refused)
+
+    # ------------------------------------------------------------------ the queue (under self._cond)
+    def _pop(self) -> tuple[str, tuple]:
+        kind, payload, size = self._items.popleft()
+        self._bytes -= size
+        return kind, payload
+
+    def _clear(self) -> None:
+        self._items.clear()
+        self._bytes = 0
+
+    def _queued_logs(self) -> int:
+        return sum(kind == "log" for kind, *_ in self._items)
 
     # ------------------------------------------------------------------ sink thread
     def _start(self) -> None:
@@ -248,7 +284,7 @@ class SinkChannel:
 
     def _drain_here(self) -> None:
         while self._items:
-            kind, payload = self._items.popleft()
+            kind, payload = self._pop()
             self._call(kind, payload)
 
     def _run(self) -> None:
@@ -263,7 +299,7 @@ class SinkChannel:
                     # without close() is not kept alive, with its JSONL lock, by its sink threads
                     self._thread = None
                     return
-                kind, payload = self._items.popleft()
+                kind, payload = self._pop()
                 self._busy_since, self._inflight_kind = time.monotonic(), kind
             try:
                 self._call(kind, payload)
@@ -334,8 +370,8 @@ class SinkChannel:
         with self._cond:
             if self.detached:
                 return
-            queued = sum(kind == "log" for kind, _ in self._items) + (self._count_inflight_dropped() if inflight else 0)
-            self._items.clear()
+            queued = self._queued_logs() + (self._count_inflight_dropped() if inflight else 0)
+            self._clear()
             self.dropped += queued
             self.detached = True
             self._cond.notify_all()
@@ -353,12 +389,14 @@ class Delivery:
         timeout: seconds a sink call may take before the sink is marked stalled.
         capacity: records held per sink while it is slow or stalled.
         detach_after: seconds a stalled call may last before its sink is detached.
+        max_bytes: about this many bytes of records held per sink (:func:`record_bytes`).
     """
 
     def __init__(self, report: Report, *, timeout: float = 5.0, capacity: int = 10_000,
-                 detach_after: float = 60.0) -> None:
+                 detach_after: float = 60.0, max_bytes: int = MAX_QUEUE_BYTES) -> None:
         self.report = report
         self.timeout, self.capacity, self.detach_after = timeout, capacity, detach_after
+        self.max_bytes = max_bytes
         self.channels: list[SinkChannel] = []
 
     @property
@@ -375,14 +413,14 @@ class Delivery:
         if any(c.sink is sink for c in self.channels):
             return
         self.channels.append(SinkChannel(sink, timeout=self.timeout, capacity=self.capacity,
-                                         detach_after=self.detach_after))
+                                         detach_after=self.detach_after, max_bytes=self.max_bytes))
 
     def replace(self, old: Any, new: Any) -> None:
         """Put ``new`` where ``old`` was (a reopened JSONL record); ``old`` is closed by the caller."""
         for i, c in enumerate(self.channels):
             if c.sink is old:
                 self.channels[i] = SinkChannel(new, timeout=self.timeout, capacity=self.capacity,
-                                               detach_after=self.detach_after)
+                                               detach_after=self.detach_after, max_bytes=self.max_bytes)
 
     def log(self, metrics: Mapping[str, float], step: int) -> None:
         for c in self.channels:

@@ -148,7 +148,7 @@ class ResultPath:
         self.config = config
         self.fail = Faults(config.on_error)
         self.delivery = Delivery(self.fail, timeout=config.sink_timeout, capacity=config.sink_buffer,
-                                 detach_after=config.sink_detach_after)
+                                 detach_after=config.sink_detach_after, max_bytes=config.sink_buffer_bytes)
         for sink in sinks:
             self.delivery.add(sink)
         self.rules = RuleSet(rules)

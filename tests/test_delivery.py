@@ -216,6 +216,8 @@ def test_sink_settings_are_checked() -> None:
         MonitorConfig(sink_timeout=0)
     with pytest.raises(ConfigError, match="sink_buffer must be a positive number of records"):
         MonitorConfig(sink_buffer=0)
+    with pytest.raises(ConfigError, match="sink_buffer_bytes must be a positive number of bytes"):
+        MonitorConfig(sink_buffer_bytes=0)
 
 
 def test_a_full_sink_buffer_drops_the_oldest_and_counts_them() -> None:
@@ -228,10 +230,35 @@ def test_a_full_sink_buffer_drops_the_oldest_and_counts_them() -> None:
             delivery.log({"grokmon/x": float(step)}, step)
             if step == 1:
                 assert blocked.started.wait(5.0)   # step 1 is in flight, 2.. wait in the buffer
-    assert any("3 records behind" in str(w.message) for w in caught)
+    assert any("is 3 records (about 0 MiB) behind" in str(w.message) for w in caught)
     blocked.release.set()
     assert delivery.flush(timeout=5.0)
     assert blocked.calls == [1, 5, 6, 7] and delivery.dropped == 3
+    delivery.close(timeout=5.0)
+
+
+def test_a_sink_buffer_is_bounded_in_bytes_as_well_as_records() -> None:
+    """Large records (per-expert load keys) fill the byte budget long before the count: the oldest
+    go, counted, and what waits stays under the budget."""
+    from grokmon.delivery import record_bytes
+
+    blocked = Blocking()
+    big = {f"grokmon/layer/{i // 64}/expert/{i % 64}/load": 0.1 for i in range(400)}   # ~51 KB a record
+    size = record_bytes("log", (big, 0))
+    delivery = Delivery(lambda where, error: None, timeout=60.0, capacity=10_000, max_bytes=10 * size)
+    delivery.add(blocked)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(1, 31):
+            delivery.log({**big, "grokmon/x": float(step)}, step)
+            if step == 1:
+                assert blocked.started.wait(5.0)   # step 1 is in flight, the rest wait
+    channel = delivery.channels[0]
+    assert channel._bytes <= 10 * size and len(channel._items) == 9     # 9 whole records fit, not 29
+    assert any("records (about" in str(w.message) and "behind" in str(w.message) for w in caught)
+    blocked.release.set()
+    assert delivery.flush(timeout=5.0)
+    assert blocked.calls == [1, *range(22, 31)] and delivery.dropped == 20
     delivery.close(timeout=5.0)
 
 

@@ -157,6 +157,11 @@ def _(tmp, mp):
     monitor(sink_buffer=0)
 
 
+@case("monitor-sink-buffer-bytes", ConfigError, "sink_buffer_bytes must be a positive number of bytes, got 0")
+def _(tmp, mp):
+    monitor(sink_buffer_bytes=0)
+
+
 @case("monitor-wandb-charts-every", ConfigError, "wandb_charts_every must be a positive number of probes, or None "
       "(charts only at close), got 0")
 def _(tmp, mp):
