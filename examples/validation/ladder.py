@@ -32,7 +32,7 @@ RUNGS: dict[int, dict[str, int]] = {
     3: dict(layers=4, hidden=192, experts=24, top_k=3),   # about 11 M
     4: dict(layers=4, hidden=256, experts=32, top_k=4),   # 26 M
 }
-#: rung -> training recipe; top rungs are provisional until the lower rungs have run (see RECIPE_NOTES).
+#: rung -> training recipe (how each was chosen: RECIPE_NOTES).
 #: ``tag`` names a retuned recipe's cells (``mixtral-div-R1-s0-f50``) apart from the first recipe's.
 RECIPES: dict[int, dict[str, Any]] = {
     0: dict(steps=4000, lr=3e-3, train_fraction=0.4, probe_per_domain=64),
