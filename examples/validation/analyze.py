@@ -609,6 +609,7 @@ def plot_ladder(summary: dict[str, Any], path: Path) -> Path | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     keys = (("median_rho_window", "median ρ window"), ("median_partial_step_window", "partial | step, window"),
             ("median_partial_step", "partial | step, after mem."), ("auc_span", "AUC (1000 steps)"))
@@ -621,6 +622,8 @@ def plot_ladder(summary: dict[str, Any], path: Path) -> Path | None:
                 xs, ys = zip(*sorted(pts))
                 ax.plot(xs, ys, marker="o", label=metric, linestyle="--" if "|" in metric else "-")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())   # 2x10^6, 3x10^6... overlapped
+        ax.margins(x=0.12)
         ax.set_xlabel("parameters")
         ax.set_title(label)
         ax.axhline(0.5 if key == "auc_span" else 0.0, color="grey", linewidth=0.6)
