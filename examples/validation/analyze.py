@@ -509,13 +509,9 @@ def rule_verdict(unit: dict[str, Any], series: dict[str, list[float]]) -> dict[s
 
 
 def _auc(positive: Iterable[float], negative: Iterable[float]) -> float:
-    """P(a positive unit's value < a negative unit's value), ties half: 1.0 separates perfectly."""
-    pos = [x for x in positive if x is not None and math.isfinite(x)]
-    neg = [x for x in negative if x is not None and math.isfinite(x)]
-    if not pos or not neg:
-        return math.nan
-    wins = sum((p < n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    """:func:`preregister.auc`, NaN (as the summary has always stored it) without both groups."""
+    value = preregister.auc(positive, negative)
+    return math.nan if value is None else value
 
 
 def metric_names(units: list[dict[str, Any]]) -> list[str]:
@@ -702,11 +698,6 @@ def summarize(root: Path, series_dir: Path, summary_path: Path, cells_dir: Path 
     return summary
 
 
-def _cell(text: str) -> str:
-    """``text`` safe inside a markdown table cell (``distance|canary`` would split the column)."""
-    return text.replace("|", "\\|")
-
-
 def _f(x: Any, digits: int = 2) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
@@ -741,7 +732,7 @@ def render(summary: dict[str, Any]) -> str:
         if not (row["units"] or row["learned_units"] or row["lead_units"] or row["auc_span"] == row["auc_span"]):
             continue   # no unit has this contrast's measures
         lines.append(
-            f"| {_cell(name)} | {row['units']} | {_f(row['median_rho_window'])} | {row['abs_rho_ge_0.9']} | "
+            f"| {preregister.table_cell(name)} | {row['units']} | {_f(row['median_rho_window'])} | {row['abs_rho_ge_0.9']} | "
             f"{_sign(row)} | "
             f"{_f(row['median_rho_after'])} | {_f(row['median_partial_loss'])} | "
             f"{_f(row.get('median_partial_step_window'))} | {_f(row['median_partial_step'])} | "
@@ -771,7 +762,7 @@ def render(summary: dict[str, Any]) -> str:
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in summary["rungs"]:
             params = ", ".join(f"{p / 1e6:.2f} M" for p in r["parameters"]) or "n/a"
-            lines.append(f"| {r['rung']} | {params} | {_cell(r['metric'])} | {r['grokked']} / {r['negative']} | "
+            lines.append(f"| {r['rung']} | {params} | {preregister.table_cell(r['metric'])} | {r['grokked']} / {r['negative']} | "
                          f"{_f(r['median_rho_window'])} | {_f(r['median_partial_step_window'])} | "
                          f"{_f(r['median_partial_step'])} | {_f(r['auc_span'])} | {_f(r['median_lead_steps'], 0)} |")
     if summary.get("ladder_judgement") and PREREGISTERED_LADDER is not None:

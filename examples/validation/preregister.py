@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 import numpy as np
@@ -47,12 +48,19 @@ def _values(units: list[dict[str, Any]], metric: str, key: str) -> list[float]:
             if metric in u.get("metrics", {}) and u["metrics"][metric].get(key) is not None]
 
 
-def auc(positive: Iterable[float], negative: Iterable[float]) -> float | None:
-    """P(a grokked unit's change < a negative unit's), ties counted half; None without both groups."""
-    pos, neg = list(positive), list(negative)
+def auc(positive: Iterable[float | None], negative: Iterable[float | None]) -> float | None:
+    """P(a positive unit's value < a negative unit's), ties counted half, over the finite values:
+    1.0 separates perfectly; None without a value on both sides."""
+    pos = [x for x in positive if x is not None and math.isfinite(x)]
+    neg = [x for x in negative if x is not None and math.isfinite(x)]
     if not pos or not neg:
         return None
     return sum((p < n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def table_cell(text: str) -> str:
+    """``text`` safe inside a markdown table cell (the bar of ``distance|canary`` would split the column)."""
+    return text.replace("|", "\\|")
 
 
 def fit_rules(units: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> dict[str, float | None]:
@@ -129,7 +137,7 @@ def render(judgement: dict[str, Any], prereg: dict[str, Any], commit: str = "n/a
         return "n/a" if x is None else f"{x:+.3f}" if isinstance(x, float) else str(x)
 
     for m, r in judgement["metrics"].items():
-        lines.append(f"| {m.replace('|', chr(92) + '|')} | {f(r['threshold'])} | {r['grokked_called'][0]}/{r['grokked_called'][1]} | "
+        lines.append(f"| {table_cell(m)} | {f(r['threshold'])} | {r['grokked_called'][0]}/{r['grokked_called'][1]} | "
                      f"{r['negative_called'][0]}/{r['negative_called'][1]} | "
                      f"{r['canary_called'][0]}/{r['canary_called'][1]} | {f(r['balanced_accuracy'])} | "
                      f"{f(r['auc_span'])} | {f(r['median_partial_step'])} | "
