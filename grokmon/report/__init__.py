@@ -121,9 +121,8 @@ def default_title(run: RunData, source: Path | None) -> str:
     """
     model = run.config.get("model") if isinstance(run.config.get("model"), dict) else {}
     parts = [str(model.get("name_or_path") or model.get("class") or "")]
-    if source is not None:
-        folder = source.parent
-        parts.append("/".join(folder.parts[-3:]) if folder.parts else str(folder))
+    if source is not None:   # resolved: a bare "grokmon.jsonl" names its folder, not "."
+        parts.append("/".join(source.resolve().parent.parts[-3:]))
     parts = [p for p in parts if p]
     return "grokmon report" + (": " + " · ".join(parts) if parts else "")
 
