@@ -378,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--eval", default=None, dest="eval_file",
                           help="held-out curves to draw beside the pathway curves: CSV with a step column, "
                                "JSONL of {step, name: value}, or JSON {name: [[step, value], ...]}")
-    p_report.add_argument("--title", default=None, help="page title (default: from the file name)")
+    p_report.add_argument("--title", default=None, help="page title (default: the model probed and the run folder, from the record)")
     p_report.add_argument("--pngs", action="store_true", help="also write one PNG per metric and the load heatmap")
 
     p_probe = sub.add_parser("probe", help="build a probe file from a corpus",
