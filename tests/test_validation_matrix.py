@@ -1,5 +1,6 @@
 """The validation matrix harness end to end (quick mode), its measures against scipy, and the
-README's headline claim against the committed summary (so the claim and the data cannot drift)."""
+claims of README.md and docs/validation.md against the committed summary (so a claim and its data
+cannot drift)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ stats = need("scipy.stats")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from examples.validation import docs  # noqa: E402
 from examples.validation.analyze import (  # noqa: E402
-    _auc, _cross, _lead, classify, contrast, headline, loss_spikes, specificity_table, unit_measures,
+    _auc, _cross, _lead, classify, contrast, loss_spikes, specificity_table, unit_measures,
 )
 from examples.validation.tasks import canary_token, make_task, vocab_size  # noqa: E402
 from grokmon.metrics.distance import pathway_distance  # noqa: E402
@@ -123,11 +125,44 @@ def test_measures_against_scipy_and_by_hand() -> None:
 
 
 @pytest.mark.skipif(not SUMMARY.exists(), reason="no committed validation summary")
-def test_readme_headline_matches_the_committed_summary() -> None:
+def test_generated_claims_and_tables_match_the_committed_summary() -> None:
+    """README.md and docs/validation.md say what the summary says: every generated block is current,
+    and the blocks that carry the project's claims are there."""
     summary = json.loads(SUMMARY.read_text())
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    claim = " ".join(headline(summary).split())
-    assert claim in readme, f"README's headline is stale; regenerate it from the summary:\n{claim}"
+    generated = docs.blocks(summary)
+    assert docs.stale(generated) == [], "regenerate with `python -m examples.validation docs`"
+    readme, page = (p.read_text() for p in docs.FILES)
+    for name in ("headline", "ladder-claim"):
+        assert f"<!-- gen:{name} -->" in readme and f"<!-- gen:{name} -->" in page
+    for name in ("ladder-judgement", "ladder-rungs"):
+        assert f"<!-- gen:{name} -->" in page
+    # the claim's numbers, read back from the units themselves (not from the summary's tables)
+    claim = generated["ladder-claim"]
+    grokked = [u for u in summary["units"] if u["class"] == "grokked" and u.get("fall_span", {}).get("distance")]
+    fell = [u["fall_span"]["distance"] for u in grokked if u["fall_span"]["distance"].get("canary") is not None]
+    more = sum(1 for f in fell if f["group"] < f["canary"])
+    assert f"fell more in {more} of {len(fell)})" in claim
+    assert f"{100 * float(np.median([f['canary'] for f in fell])):+.1f} %" in claim
+    judged = [u for u in summary["units"] if u.get("rung") in docs.TOP and u["class"] in ("control", "not generalized")]
+    called = [u for u in judged if u["metrics"]["distance"].get("change_span") is not None
+              and u["metrics"]["distance"]["change_span"] <= docs.PREREGISTERED_LADDER["rules"]["distance"]]
+    with_change = [u for u in judged if u["metrics"]["distance"].get("change_span") is not None]
+    assert f"called {len(called)} of their {len(with_change)} never-generalizing units" in claim
+
+
+def test_generated_blocks_are_rewritten_in_place_and_unknown_ones_refused(tmp_path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("a <!-- gen:x -->old<!-- /gen:x --> b\n\n<!-- gen:t -->\n| 1 |\n<!-- /gen:t -->\n")
+    root, docs.ROOT = docs.ROOT, tmp_path
+    try:
+        assert docs.stale({"x": "new", "t": "\n| 1 |\n"}, (page,)) == ["page.md: x"]
+        assert docs.write({"x": "new", "t": "\n| 1 |\n"}, (page,)) == [page]
+        assert page.read_text() == "a <!-- gen:x -->new<!-- /gen:x --> b\n\n<!-- gen:t -->\n| 1 |\n<!-- /gen:t -->\n"
+        assert docs.write({"x": "new", "t": "\n| 1 |\n"}, (page,)) == []   # nothing stale: untouched
+        with pytest.raises(SystemExit, match="no generator for the block 't'"):
+            docs.refresh(page.read_text(), {"x": "new"})
+    finally:
+        docs.ROOT = root
 
 
 def test_canaries_are_random_labels_under_their_own_token() -> None:

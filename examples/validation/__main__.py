@@ -5,6 +5,7 @@
     python -m examples.validation run --quick --out /tmp/quick            # one tiny cell, about a minute
     python -m examples.validation summary --out validation_runs           # tables from the cached runs
     python -m examples.validation preregister                             # the ladder's rules, to commit
+    python -m examples.validation docs                                    # README/docs claims from the summary
 
 ``run`` skips finished cells (``result.json`` in ``--out``, or the cell's record committed under
 ``docs/validation/cells/``) and resumes a cut one from its checkpoint; each cell uses one thread and prints one line per
@@ -141,7 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     pre = sub.add_parser("preregister", help="fix the ladder's rules on the finished cells with canaries "
                          "(prints PREREGISTERED_LADDER for examples/validation/ladder.py)")
     pre.add_argument("--summary", default="docs/validation/summary.json", help="the summary file")
+    gen = sub.add_parser("docs", help="rewrite the generated blocks of README.md and docs/validation.md "
+                         "(<!-- gen:NAME -->) from the summary")
+    gen.add_argument("--summary", default="docs/validation/summary.json", help="the summary file")
+    gen.add_argument("--check", action="store_true", help="only list the stale blocks (exit 1 if any)")
     args = parser.parse_args(argv)
+    if args.command == "docs":
+        from . import docs
+        generated = docs.blocks(json.loads(Path(args.summary).read_text()))
+        if args.check:
+            old = docs.stale(generated)
+            print("\n".join(old) or "every generated block is current")
+            return 1 if old else 0
+        changed = docs.write(generated)
+        print("rewrote " + ", ".join(str(p.relative_to(docs.ROOT)) for p in changed) if changed else "nothing to rewrite")
+        return 0
     if args.command == "preregister":
         print(preregistration(json.loads(Path(args.summary).read_text())))
         return 0

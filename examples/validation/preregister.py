@@ -133,13 +133,15 @@ def render(judgement: dict[str, Any], prereg: dict[str, Any], commit: str = "n/a
              "canaries called | balanced accuracy | AUC | partial given step, after mem. | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
 
-    def f(x: Any) -> str:
-        return "n/a" if x is None else f"{x:+.3f}" if isinstance(x, float) else str(x)
+    def f(x: float | None, fmt: str = "+.2f", missing: str = "n/a") -> str:
+        return missing if x is None else format(x, fmt)
 
     for m, r in judgement["metrics"].items():
-        lines.append(f"| {table_cell(m)} | {f(r['threshold'])} | {r['grokked_called'][0]}/{r['grokked_called'][1]} | "
-                     f"{r['negative_called'][0]}/{r['negative_called'][1]} | "
-                     f"{r['canary_called'][0]}/{r['canary_called'][1]} | {f(r['balanced_accuracy'])} | "
-                     f"{f(r['auc_span'])} | {f(r['median_partial_step'])} | "
+        t = r["threshold"]
+        threshold = "none" if t is None else f"{100 * t:+.2f} {'pts' if '|' in m else '%'}"
+        calls = [r[k] for k in ("grokked_called", "negative_called", "canary_called")]
+        called = " | ".join(f"{hit}/{of}" if t is not None and of else "–" for hit, of in calls)
+        lines.append(f"| {table_cell(m)} | {threshold} | {called} | {f(r['balanced_accuracy'], '.2f', '–')} | "
+                     f"{f(r['auc_span'], '.2f')} | {f(r['median_partial_step'])} | "
                      f"{judgement['verdicts'].get(m, 'raw form')} |")
     return lines
