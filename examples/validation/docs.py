@@ -117,6 +117,33 @@ def rung_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: the forms compared at 64 and 256 probe samples a group (rungs 3-4 probe 256; the 64-sample forms
+#: are recomputed from the first 64 of the same probes)
+PROBE_FORMS = ("distance", "distance_small", "distance_token", "distance_token_small", "distance_memorized",
+               "distance_memorized_small")
+
+
+def probe_size_table(summary: dict[str, Any]) -> str:
+    """At the rungs that probe more than 64 samples a group: each form at 256 and at 64 samples, and
+    with the paper's memorized selection."""
+    probe = {r["name"]: r["cell"]["probe_per_domain"] for r in summary["runs"]}
+    big = [u for u in summary["units"] if u.get("rung") is not None and probe[u["run"]] > analyze.SMALL]
+    full = "/".join(map(str, sorted({probe[u["run"]] for u in big})))
+    rows = analyze.rung_table(big, names=PROBE_FORMS)
+    lines = ["| rung | form | probe samples a group | grokked / negative units | median ρ window | partial given step "
+             "after mem. | AUC (1000) | lead (steps) |", "|---|---|---|---|---|---|---|---|"]
+
+    def f(x: float | None, fmt: str = "+.2f") -> str:
+        return "n/a" if x is None else format(x, fmt)
+
+    for r in rows:
+        form = r["metric"].removesuffix("_small")
+        lines.append(f"| {r['rung']} | {form} | {analyze.SMALL if r['metric'].endswith('_small') else full} | "
+                     f"{r['grokked']} / {r['negative']} | {f(r['median_rho_window'])} | {f(r['median_partial_step'])} | "
+                     f"{f(r['auc_span'], '.2f')} | {f(r['median_lead_steps'], '+.0f')} |")
+    return "\n".join(lines)
+
+
 def cost_table(summary: dict[str, Any]) -> str:
     """Per rung: shape, recipe, finished cells of those planned, CPU-seconds a cell and in all."""
     lines = ["| rung | layers / hidden / experts / top-k | parameters | steps | train fraction | cells finished | "
@@ -144,7 +171,8 @@ def cost_table(summary: dict[str, Any]) -> str:
 def blocks(summary: dict[str, Any]) -> dict[str, str]:
     """Every generated block, by name."""
     out = {"headline": analyze.headline(summary), "ladder-claim": ladder_claim(summary),
-           "ladder-rungs": "\n" + rung_table(summary) + "\n", "ladder-cost": "\n" + cost_table(summary) + "\n"}
+           "ladder-rungs": "\n" + rung_table(summary) + "\n", "ladder-cost": "\n" + cost_table(summary) + "\n",
+           "probe-size": "\n" + probe_size_table(summary) + "\n"}
     if summary.get("ladder_judgement") and PREREGISTERED_LADDER is not None:
         out["ladder-judgement"] = "\n" + "\n".join(preregister.render(
             summary["ladder_judgement"], PREREGISTERED_LADDER, PREREGISTERED_COMMIT)) + "\n"
