@@ -134,7 +134,7 @@ def test_generated_claims_and_tables_match_the_committed_summary() -> None:
     readme, page = (p.read_text() for p in docs.FILES)
     for name in ("headline", "ladder-claim"):
         assert f"<!-- gen:{name} -->" in readme and f"<!-- gen:{name} -->" in page
-    for name in ("ladder-judgement", "ladder-rungs", "ladder-cost", "probe-size"):
+    for name in ("ladder-judgement", "ladder-rungs", "ladder-cost", "probe-size", "specificity", "matrix-aucs"):
         assert f"<!-- gen:{name} -->" in page
     # the claim's numbers, read back from the units themselves (not from the summary's tables)
     claim = generated["ladder-claim"]

@@ -91,6 +91,56 @@ def ladder_claim(summary: dict[str, Any]) -> str:
             f"{per_rung}.")
 
 
+def _falls(units: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The grokked units trained beside canaries, in run order."""
+    return sorted((u for u in units if u["class"] == "grokked" and u.get("fall_span", {}).get("distance", {})
+                   .get("canary") is not None), key=lambda u: u["run"])
+
+
+def specificity_tables(summary: dict[str, Any]) -> str:
+    """The fall of each grokked unit, of its canaries and of its cross-group pairs in the ``SPAN``
+    steps after memorization: medians for the units the rules were fitted on, the judged ones and
+    all, then unit by unit."""
+    units = _falls(summary["units"])
+    seen = set(PREREGISTERED_LADDER["fitted_on"]) if PREREGISTERED_LADDER is not None else set()
+    lines = ["| units | form | grokked units | grokking group | its canaries | its cross-group pairs | "
+             "group fell more than its canaries |", "|---|---|---|---|---|---|---|"]
+    for label, group in (("rules fitted on (rungs 0–1, late cells)", [u for u in units if u["run"] in seen]),
+                         ("judged (rungs 2–4)", [u for u in units if u["run"] not in seen]), ("all", units)):
+        for form, name in (("threshold (paper)", "distance"), ("per-token", "distance_token")):
+            falls = [u["fall_span"][name] for u in group]
+
+            def med(key: str) -> str:
+                vals = [f[key] for f in falls if f.get(key) is not None]
+                return _pct(float(np.median(vals))) if vals else "n/a"
+            more = sum(1 for f in falls if f["group"] is not None and f["group"] < f["canary"])
+            lines.append(f"| {label} | {form} | {len(falls)} | {med('group')} | {med('canary')} | {med('cross')} | "
+                         f"{more} of {len(falls)} |")
+    lines += ["", "| unit (memorized at, held-out then) | rules | threshold: group / canaries / cross | "
+              "per-token: group / canaries / cross |", "|---|---|---|---|"]
+    for u in units:
+        cells = [" / ".join(_pct(u["fall_span"][n].get(k)).replace(" %", "") for k in ("group", "canary", "cross"))
+                 for n in ("distance", "distance_token")]
+        lines.append(f"| {u['run']} ({u['memorized_step']:.0f}, {u['held_at_memorization']:.2f}) | "
+                     f"{'fitted on' if u['run'] in seen else 'judged'} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def matrix_aucs(summary: dict[str, Any]) -> str:
+    """The AUC of the change in ``SPAN`` steps over every cell with canaries, raw and referenced (the
+    referenced forms exist only there, so the raw forms are measured on the same units)."""
+    canary_runs = {r["name"] for r in summary["runs"] if r["cell"].get("canary")}
+    m = analyze.metric_table([u for u in summary["units"] if u["run"] in canary_runs])
+
+    def auc(name: str) -> str:
+        v = m.get(name, {}).get("auc_span")
+        return "n/a" if v is None or v != v else f"{v:.2f}"
+    return (f"over every cell with canaries ({len(canary_runs)} runs) the AUC of the change in {analyze.SPAN} steps "
+            f"is {auc('distance|canary')} (threshold form) and {auc('distance_token|canary')} (per-token) referenced "
+            f"to the canaries, {auc('distance|cross')} and {auc('distance_token|cross')} referenced to the cross-group "
+            f"pairs, against {auc('distance')} and {auc('distance_token')} for the raw forms on the same units")
+
+
 def rung_table(summary: dict[str, Any]) -> str:
     """Per rung: units, ρ in the window, partial given the step, AUC of the raw and referenced forms,
     and on the judged rungs the pre-registered threshold rule's calls."""
@@ -172,7 +222,8 @@ def blocks(summary: dict[str, Any]) -> dict[str, str]:
     """Every generated block, by name."""
     out = {"headline": analyze.headline(summary), "ladder-claim": ladder_claim(summary),
            "ladder-rungs": "\n" + rung_table(summary) + "\n", "ladder-cost": "\n" + cost_table(summary) + "\n",
-           "probe-size": "\n" + probe_size_table(summary) + "\n"}
+           "probe-size": "\n" + probe_size_table(summary) + "\n",
+           "specificity": "\n" + specificity_tables(summary) + "\n", "matrix-aucs": matrix_aucs(summary)}
     if summary.get("ladder_judgement") and PREREGISTERED_LADDER is not None:
         out["ladder-judgement"] = "\n" + "\n".join(preregister.render(
             summary["ladder_judgement"], PREREGISTERED_LADDER, PREREGISTERED_COMMIT)) + "\n"
