@@ -90,8 +90,12 @@ def signal_when_ready(argv: Sequence[str], *, sig: int = signal.SIGTERM, ready: 
     """Run ``python *argv``, wait until it prints the line ``ready``, send it ``sig`` (SIGTERM unless
     told) and wait for it to end; returns its exit code, the seconds it took to end after the signal
     and its stderr. ``env`` adds variables to its environment."""
+    # A runner started in the background (``cmd &`` without job control, nohup) hands its children
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the child would sleep
+    # through the signal this test sends. Start it with SIGINT at its default, as in a terminal.
     proc = subprocess.Popen([sys.executable, *map(str, argv)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=child_env(**env))
+                            text=True, env=child_env(**env),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line.strip() == ready, proc.stderr.read()
