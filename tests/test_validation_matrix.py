@@ -354,3 +354,10 @@ def test_a_retuned_rung_gets_new_cells_and_keeps_the_first_recipes() -> None:
     assert [c.name for c in new][:2] == ["mixtral-div-R1-s0-f50", "deepseek_v3-div-R1-s0-f50"]
     assert [c.name for c in old][:2] == ["mixtral-div-R1-s0", "deepseek_v3-div-R1-s0"]
     assert {c.train_fraction for c in new} == {RECIPES[1]["train_fraction"]} != {c.train_fraction for c in old}
+    # the cells each rung ran before its retune are planned (and summarised) beside the retuned ones
+    from examples.validation.__main__ import plan
+    from examples.validation.ladder import first_recipe_cells
+    assert [c.name for c in first_recipe_cells((4,))] == ["mixtral-div-R4-s0-f50", "deepseek_v3-div-R4-s0-f50"]
+    top = [c.name for c in plan("top")]
+    assert top[-2:] == ["mixtral-div-R4-s0-f50", "deepseek_v3-div-R4-s0-f50"] and "mixtral-div-R4-s0-f60" in top
+    assert [c.name for c in plan("ladder")][-4:] == [c.name for c in old][:4]

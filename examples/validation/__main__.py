@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .families import FAMILIES
-from .ladder import CANARY, FIRST_RECIPES, LOWER, TOP, ladder_cells, top_cells
+from .ladder import CANARY, LOWER, TOP, first_recipe_cells, ladder_cells, top_cells
 from .run import Cell, run_cell
 
 #: where each finished cell's record (what ``summary`` needs besides its series) is committed
@@ -58,17 +58,18 @@ def quick_plan() -> list[Cell]:
 
 
 def plan(name: str) -> list[Cell]:
-    """``matrix``, ``ladder`` (rung 0, the matrix's missing cells, rungs 1-2, then the div cells rung 1
-    ran with its first recipe), ``top`` (pre-registered rule required) or ``quick``."""
+    """``matrix``, ``ladder`` (rung 0, the matrix's missing cells, rung 1, then the div cells rung 1 ran
+    with its first recipe), ``top`` (pre-registered rule required; the judged rungs, then the cells
+    rung 4 ran with its first recipe) or ``quick``."""
     if name == "quick":
         return quick_plan()
     if name == "matrix":
         return full_plan()
     if name == "ladder":
         return (ladder_cells(rungs=(0,)) + missing_cells() + ladder_cells(rungs=tuple(r for r in LOWER if r))
-                + ladder_cells(rungs=tuple(FIRST_RECIPES), recipes=FIRST_RECIPES)[:4])
+                + first_recipe_cells(LOWER))
     if name == "top":
-        return top_cells()
+        return top_cells() + first_recipe_cells(TOP)
     raise SystemExit(f"unknown plan {name!r}: use matrix, ladder, top or quick")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import analyze, preregister
-from .ladder import FIRST_RECIPES, PREREGISTERED_COMMIT, PREREGISTERED_LADDER, RECIPES, RUNGS, TOP
+from .ladder import FIRST_RECIPE_RAN, FIRST_RECIPES, PREREGISTERED_COMMIT, PREREGISTERED_LADDER, RECIPES, RUNGS, TOP
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the files that hold generated blocks
@@ -202,14 +202,13 @@ def cost_table(summary: dict[str, Any]) -> str:
     for rung, shape in RUNGS.items():
         runs = [r for r in ladder if r["cell"]["rung"] == rung]
         secs = sorted(r["seconds"] for r in runs)
-        fractions = [RECIPES[rung]["train_fraction"]]
-        if rung in FIRST_RECIPES:
-            fractions.insert(0, FIRST_RECIPES[rung]["train_fraction"])
-        planned = 6 + (4 if rung in FIRST_RECIPES else 0)   # 2 families x (2 div seeds + rand), first recipe's div
+        recipes = [FIRST_RECIPES[rung], RECIPES[rung]] if rung in FIRST_RECIPES else [RECIPES[rung]]
+        steps, fractions = (", then ".join(dict.fromkeys(str(r[k]) for r in recipes)) for k in ("steps", "train_fraction"))
+        planned = 6 + FIRST_RECIPE_RAN.get(rung, 0)   # 2 families x (2 div seeds + rand), and the first recipe's
         params = ", ".join(dict.fromkeys(millions(p) for p in sorted(r["parameters"] for r in runs))) or "–"
         spent = (f"{secs[0]:.0f}–{secs[-1]:.0f} ({float(np.median(secs)):.0f})" if secs else "–")
         lines.append(f"| {rung} | {shape['layers']} / {shape['hidden']} / {shape['experts']} / {shape['top_k']} | "
-                     f"{params} | {RECIPES[rung]['steps']} | {', then '.join(map(str, fractions))} | "
+                     f"{params} | {steps} | {fractions} | "
                      f"{len(runs)} of {planned} | {spent} | {f'{sum(secs) / 3600:.1f}' if secs else '–'} |")
     total = sum(r["seconds"] for r in ladder)
     lines += ["", f"The {len(ladder)} ladder cells finished so far took {total:,.0f} CPU-seconds "
