@@ -34,13 +34,23 @@ def millions(parameters: float) -> str:
     return f"{m:.0f} M" if m >= 10 else f"{m:.1f} M" if m >= 1 else f"{m:.2f} M"
 
 
+def _finite(x: float | None) -> float | None:
+    """``x``, or None where the summary has no value (None, or NaN for an AUC without units)."""
+    return None if x is None or x != x else x
+
+
+def _frac(pair: list[int]) -> str:
+    """``3/4`` for 3 of 4 units called; ``–`` without a unit."""
+    return f"{pair[0]}/{pair[1]}" if pair[1] else "–"
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:+.1f} %"
 
 
 def _span(values: list[float | None]) -> str:
     """``0.20 to 0.44``, or one number where all are equal."""
-    vals = sorted(v for v in values if v is not None)
+    vals = sorted(v for v in map(_finite, values) if v is not None)
     if not vals:
         return "n/a"
     return f"{vals[0]:.2f}" if f"{vals[0]:.2f}" == f"{vals[-1]:.2f}" else f"{vals[0]:.2f} to {vals[-1]:.2f}"
@@ -62,7 +72,7 @@ def ladder_claim(summary: dict[str, Any]) -> str:
         return ""
     auc_token = {r["rung"]: r["auc_span"] for r in summary["rungs"] if r["metric"] == "distance_token"}
     per_rung = ", ".join(f"{auc_token[r]:.2f} at {millions(sizes[r])}" for r in sorted(sizes)
-                         if auc_token.get(r) is not None)
+                         if _finite(auc_token.get(r)) is not None)
     verdicts = judgement["verdicts"]
     shipped = [m for m, v in verdicts.items() if v == "ships"]
     contrasts = [judgement["metrics"][m]["auc_span"] for m in verdicts]
@@ -133,8 +143,8 @@ def matrix_aucs(summary: dict[str, Any]) -> str:
     m = analyze.metric_table([u for u in summary["units"] if u["run"] in canary_runs])
 
     def auc(name: str) -> str:
-        v = m.get(name, {}).get("auc_span")
-        return "n/a" if v is None or v != v else f"{v:.2f}"
+        v = _finite(m.get(name, {}).get("auc_span"))
+        return "n/a" if v is None else f"{v:.2f}"
     return (f"over every cell with canaries ({len(canary_runs)} runs) the AUC of the change in {analyze.SPAN} steps "
             f"is {auc('distance|canary')} (threshold form) and {auc('distance_token|canary')} (per-token) referenced "
             f"to the canaries, {auc('distance|cross')} and {auc('distance_token|cross')} referenced to the cross-group "
@@ -150,16 +160,16 @@ def rung_table(summary: dict[str, Any]) -> str:
              "threshold rule called: grokked, negative, canary groups |", "|---|---|---|---|---|---|"]
 
     def f(r: dict[str, Any] | None, key: str) -> str:
-        return "n/a" if r is None or r[key] is None else f"{r[key]:+.2f}" if key != "auc_span" else f"{r[key]:.2f}"
+        v = None if r is None else _finite(r[key])
+        return "n/a" if v is None else f"{v:+.2f}" if key != "auc_span" else f"{v:.2f}"
 
     for rung, size in sorted(_rung_sizes(summary).items()):
         d, t = by.get((rung, "distance")), by.get((rung, "distance_token"))
         c, x = by.get((rung, "distance_token|canary")), by.get((rung, "distance_token|cross"))
         calls = (preregister.judge(summary["units"], {**PREREGISTERED_LADDER, "rungs": [rung]})["metrics"]["distance"]
                  if PREREGISTERED_LADDER is not None and rung in PREREGISTERED_LADDER["rungs"] else None)
-        called = (f"{calls['grokked_called'][0]}/{calls['grokked_called'][1]}, "
-                  f"{calls['negative_called'][0]}/{calls['negative_called'][1]}, "
-                  f"{calls['canary_called'][0]}/{calls['canary_called'][1]}" if calls else "(rules fitted here)")
+        called = (", ".join(_frac(calls[k]) for k in ("grokked_called", "negative_called", "canary_called"))
+                  if calls else "(rules fitted here)")
         assert d is not None
         lines.append(f"| {rung} ({millions(size)}) | {d['grokked']} / {d['negative']} | {f(d, 'median_rho_window')} / "
                      f"{f(t, 'median_rho_window')} | {f(d, 'median_partial_step')} / {f(t, 'median_partial_step')} | "
@@ -184,7 +194,7 @@ def probe_size_table(summary: dict[str, Any]) -> str:
              "after mem. | AUC (1000) | lead (steps) |", "|---|---|---|---|---|---|---|---|"]
 
     def f(x: float | None, fmt: str = "+.2f") -> str:
-        return "n/a" if x is None else format(x, fmt)
+        return "n/a" if _finite(x) is None else format(x, fmt)
 
     for r in rows:
         form = r["metric"].removesuffix("_small")
