@@ -627,9 +627,9 @@ def plot_ladder(summary: dict[str, Any], path: Path) -> Path | None:
         if judged:   # the rungs the pre-registered rules never saw
             ax.axvspan(min(judged) / 1.3, max(judged) * 1.3, color="tab:blue", alpha=0.07, lw=0)
     counts = {r["rung"]: (float(np.mean(r["parameters"])), r["grokked"], r["negative"]) for r in rows if r["parameters"]}
+    axes[-1].set_ylim(-0.05, 1.2)   # headroom: the labels sit above AUC 1.0, not on its points
     for x, grokked, negative in counts.values():   # how few units each point rests on
-        axes[-1].annotate(f"n={grokked}/{negative}", (x, 0.97), xycoords=("data", "axes fraction"), fontsize=7,
-                          ha="center", va="top", color="grey")
+        axes[-1].annotate(f"n={grokked}/{negative}", (x, 1.1), fontsize=7, ha="center", va="center", color="grey")
     fig.suptitle("shaded: judged rungs (unseen by the pre-registered rules); n = grokked / negative units of the rung",
                  fontsize=8, color="grey")
     axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
