@@ -134,7 +134,8 @@ def test_generated_claims_and_tables_match_the_committed_summary() -> None:
     readme, page = (p.read_text() for p in docs.FILES)
     for name in ("headline", "ladder-claim"):
         assert f"<!-- gen:{name} -->" in readme and f"<!-- gen:{name} -->" in page
-    for name in ("ladder-judgement", "ladder-rungs", "ladder-cost", "probe-size", "specificity", "matrix-aucs"):
+    for name in ("ladder-judgement", "ladder-rungs", "ladder-cost", "probe-size", "specificity", "matrix-aucs",
+                 "stage-memorizing"):
         assert f"<!-- gen:{name} -->" in page
     # the claim's numbers, read back from the units themselves (not from the summary's tables)
     claim = generated["ladder-claim"]
@@ -148,6 +149,14 @@ def test_generated_claims_and_tables_match_the_committed_summary() -> None:
               and u["metrics"]["distance"]["change_span"] <= docs.PREREGISTERED_LADDER["rules"]["distance"]]
     with_change = [u for u in judged if u["metrics"]["distance"].get("change_span") is not None]
     assert f"called {len(called)} of their {len(with_change)} never-generalizing units" in claim
+    # the stage caveat, re-counted probe by probe (every 100 steps) from each grokked unit's stage changes
+    def stage_at(transitions: list, step: float) -> str:
+        return [stage for at, stage in transitions if at <= step][-1]
+    grokked = [u for u in summary["units"] if u["class"] == "grokked" and u.get("held_50") is not None]
+    late = sum(1 for u in grokked if any(
+        stage_at(u["stages_replayed"]["transitions"], s) == "memorizing"
+        for s in np.arange(u["held_50"], u["last_step"] + 1, 100)))
+    assert f"passed 0.5 in {late} of the {len(grokked)} grokked units" in generated["stage-memorizing"]
 
 
 def test_generated_blocks_are_rewritten_in_place_and_unknown_ones_refused(tmp_path) -> None:

@@ -227,12 +227,28 @@ def cost_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _stages_from(transitions: list[list[Any]], start: float) -> set[str]:
+    """The stages in force at some step from ``start`` on, given the ``[step, stage]`` changes."""
+    before = [stage for step, stage in transitions if step <= start][-1:]
+    return set(before) | {stage for step, stage in transitions if step > start}
+
+
+def stage_memorizing(summary: dict[str, Any]) -> str:
+    """How often the default stage tracker, replayed, said ``memorizing`` in a grokked unit after its
+    held-out accuracy had passed 0.5: where a reader would take the stage to mean "not generalizing"."""
+    grokked = [u for u in summary["units"] if u["class"] == "grokked" and u.get("held_50") is not None]
+    late = [u for u in grokked if "memorizing" in _stages_from(u["stages_replayed"]["transitions"], u["held_50"])]
+    return (f"Replayed over the matrix, the default tracker said `memorizing` at or after the probe where held-out "
+            f"accuracy passed 0.5 in {len(late)} of the {len(grokked)} grokked units")
+
+
 def blocks(summary: dict[str, Any]) -> dict[str, str]:
     """Every generated block, by name."""
     out = {"headline": analyze.headline(summary), "ladder-claim": ladder_claim(summary),
            "ladder-rungs": "\n" + rung_table(summary) + "\n", "ladder-cost": "\n" + cost_table(summary) + "\n",
            "probe-size": "\n" + probe_size_table(summary) + "\n",
-           "specificity": "\n" + specificity_tables(summary) + "\n", "matrix-aucs": matrix_aucs(summary)}
+           "specificity": "\n" + specificity_tables(summary) + "\n", "matrix-aucs": matrix_aucs(summary),
+           "stage-memorizing": stage_memorizing(summary)}
     if summary.get("ladder_judgement") and PREREGISTERED_LADDER is not None:
         out["ladder-judgement"] = "\n" + "\n".join(preregister.render(
             summary["ladder_judgement"], PREREGISTERED_LADDER, PREREGISTERED_COMMIT)) + "\n"
