@@ -240,7 +240,8 @@ def _lead(steps: np.ndarray, metric: np.ndarray, held: np.ndarray) -> float | No
     return None if h is None or m is None else h - m
 
 
-def _nan_none(v: Any) -> Any:
+def nan_to_none(v: Any) -> Any:
+    """``v``, or None where it is NaN (a measure without units)."""
     return None if isinstance(v, float) and math.isnan(v) else v
 
 
@@ -312,7 +313,7 @@ def unit_measures(series: dict[str, list[float]], task: str, domain: str | None 
     series["spike"] = loss_spikes(series["train_loss"], series["train_acc"], mem, series["step"])
     pairs = contrast_names(series, canary)
     present = [name for name in VARIANTS if name in series]
-    unit["metrics"] = {name: {"rho_whole": _nan_none(spearman(np.array(series[name]), held))} for name in present}
+    unit["metrics"] = {name: {"rho_whole": nan_to_none(spearman(np.array(series[name]), held))} for name in present}
     unit["learned"] = float(held.max() - held[0]) >= LEARNED
     at = 0 if mem is None else int(np.nonzero(steps >= mem)[0][0])   # contrasts start at memorization
     refs = {}
@@ -320,7 +321,7 @@ def unit_measures(series: dict[str, list[float]], task: str, domain: str | None 
         from_canary = ref_key.startswith("canary:")
         ref = np.array(canary[ref_key.split(":", 1)[1]] if from_canary else series[ref_key])  # type: ignore[index]
         refs[name] = (variant, from_canary, ref, contrast(np.array(series[variant]), ref, at))
-        unit["metrics"][name] = {"rho_whole": _nan_none(spearman(refs[name][3], held))}
+        unit["metrics"][name] = {"rho_whole": nan_to_none(spearman(refs[name][3], held))}
     if mem is None:
         return unit
     after = steps >= mem
@@ -337,18 +338,18 @@ def unit_measures(series: dict[str, list[float]], task: str, domain: str | None 
     lead = unit["class"] == "grokked"
     for name in present:
         x = np.array(series[name])
-        unit["metrics"][name].update({k: _nan_none(v) for k, v in
+        unit["metrics"][name].update({k: nan_to_none(v) for k, v in
                                       _measure(x, held, steps, loss, after, span, window, lead, False).items()})
         low = np.nanargmin(np.where(after, x, np.nan)) if np.isfinite(x[after]).any() else None
         unit["metrics"][name]["min_in_spike"] = None if low is None else bool(spike[low])
     fall: dict[str, dict[str, Any]] = {}
     for name, (variant, from_canary, ref, c) in refs.items():
-        unit["metrics"][name].update({k: _nan_none(v) for k, v in
+        unit["metrics"][name].update({k: nan_to_none(v) for k, v in
                                       _measure(c, held, steps, loss, after, span, window, lead, True).items()})
         # the fall of the unit, its canaries and its cross-group pairs over the same steps
         entry = fall.setdefault(variant, {"group": unit["metrics"][variant]["change_span"]})
         ref_span = ref[span][np.isfinite(ref[span])]
-        entry["canary" if from_canary else "cross"] = _nan_none(
+        entry["canary" if from_canary else "cross"] = nan_to_none(
             _relative(ref_span[0], ref_span[-1]) if len(ref_span) else math.nan)
     unit["fall_span"] = fall
     return unit

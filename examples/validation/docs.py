@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from . import analyze, preregister
-from .ladder import FIRST_RECIPE_RAN, FIRST_RECIPES, PREREGISTERED_COMMIT, PREREGISTERED_LADDER, RECIPES, RUNGS, TOP
+from .ladder import (FIRST_RECIPE_RAN, FIRST_RECIPES, PREREGISTERED_COMMIT, PREREGISTERED_LADDER, RECIPES, RUNGS, TOP,
+                     ladder_cells)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: the files that hold generated blocks
@@ -34,9 +35,10 @@ def millions(parameters: float) -> str:
     return f"{m:.0f} M" if m >= 10 else f"{m:.1f} M" if m >= 1 else f"{m:.2f} M"
 
 
-def _finite(x: float | None) -> float | None:
-    """``x``, or None where the summary has no value (None, or NaN for an AUC without units)."""
-    return None if x is None or x != x else x
+def _num(x: float | None, spec: str = "+.2f") -> str:
+    """``x`` formatted by ``spec``, or ``n/a`` where the summary has no value (None, or NaN for an AUC
+    without units)."""
+    return "n/a" if analyze.nan_to_none(x) is None else format(x, spec)
 
 
 def _frac(pair: list[int]) -> str:
@@ -45,12 +47,12 @@ def _frac(pair: list[int]) -> str:
 
 
 def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:+.1f} %"
+    return "n/a" if x is None else _num(100 * x, "+.1f") + " %"
 
 
 def _span(values: list[float | None]) -> str:
     """``0.20 to 0.44``, or one number where all are equal."""
-    vals = sorted(v for v in map(_finite, values) if v is not None)
+    vals = sorted(v for v in map(analyze.nan_to_none, values) if v is not None)
     if not vals:
         return "n/a"
     return f"{vals[0]:.2f}" if f"{vals[0]:.2f}" == f"{vals[-1]:.2f}" else f"{vals[0]:.2f} to {vals[-1]:.2f}"
@@ -72,7 +74,7 @@ def ladder_claim(summary: dict[str, Any]) -> str:
         return ""
     auc_token = {r["rung"]: r["auc_span"] for r in summary["rungs"] if r["metric"] == "distance_token"}
     per_rung = ", ".join(f"{auc_token[r]:.2f} at {millions(sizes[r])}" for r in sorted(sizes)
-                         if _finite(auc_token.get(r)) is not None)
+                         if analyze.nan_to_none(auc_token.get(r)) is not None)
     verdicts = judgement["verdicts"]
     shipped = [m for m, v in verdicts.items() if v == "ships"]
     contrasts = [judgement["metrics"][m]["auc_span"] for m in verdicts]
@@ -143,8 +145,7 @@ def matrix_aucs(summary: dict[str, Any]) -> str:
     m = analyze.metric_table([u for u in summary["units"] if u["run"] in canary_runs])
 
     def auc(name: str) -> str:
-        v = _finite(m.get(name, {}).get("auc_span"))
-        return "n/a" if v is None else f"{v:.2f}"
+        return _num(m.get(name, {}).get("auc_span"), ".2f")
     return (f"over every cell with canaries ({len(canary_runs)} runs) the AUC of the change in {analyze.SPAN} steps "
             f"is {auc('distance|canary')} (threshold form) and {auc('distance_token|canary')} (per-token) referenced "
             f"to the canaries, {auc('distance|cross')} and {auc('distance_token|cross')} referenced to the cross-group "
@@ -160,8 +161,7 @@ def rung_table(summary: dict[str, Any]) -> str:
              "threshold rule called: grokked, negative, canary groups |", "|---|---|---|---|---|---|"]
 
     def f(r: dict[str, Any] | None, key: str) -> str:
-        v = None if r is None else _finite(r[key])
-        return "n/a" if v is None else f"{v:+.2f}" if key != "auc_span" else f"{v:.2f}"
+        return _num(None if r is None else r[key], ".2f" if key == "auc_span" else "+.2f")
 
     for rung, size in sorted(_rung_sizes(summary).items()):
         d, t = by.get((rung, "distance")), by.get((rung, "distance_token"))
@@ -193,14 +193,11 @@ def probe_size_table(summary: dict[str, Any]) -> str:
     lines = ["| rung | form | probe samples a group | grokked / negative units | median ρ window | partial given step "
              "after mem. | AUC (1000) | lead (steps) |", "|---|---|---|---|---|---|---|---|"]
 
-    def f(x: float | None, fmt: str = "+.2f") -> str:
-        return "n/a" if _finite(x) is None else format(x, fmt)
-
     for r in rows:
         form = r["metric"].removesuffix("_small")
         lines.append(f"| {r['rung']} | {form} | {analyze.SMALL if r['metric'].endswith('_small') else full} | "
-                     f"{r['grokked']} / {r['negative']} | {f(r['median_rho_window'])} | {f(r['median_partial_step'])} | "
-                     f"{f(r['auc_span'], '.2f')} | {f(r['median_lead_steps'], '+.0f')} |")
+                     f"{r['grokked']} / {r['negative']} | {_num(r['median_rho_window'])} | {_num(r['median_partial_step'])} | "
+                     f"{_num(r['auc_span'], '.2f')} | {_num(r['median_lead_steps'], '+.0f')} |")
     return "\n".join(lines)
 
 
@@ -214,7 +211,7 @@ def cost_table(summary: dict[str, Any]) -> str:
         secs = sorted(r["seconds"] for r in runs)
         recipes = [FIRST_RECIPES[rung], RECIPES[rung]] if rung in FIRST_RECIPES else [RECIPES[rung]]
         steps, fractions = (", then ".join(dict.fromkeys(str(r[k]) for r in recipes)) for k in ("steps", "train_fraction"))
-        planned = 6 + FIRST_RECIPE_RAN.get(rung, 0)   # 2 families x (2 div seeds + rand), and the first recipe's
+        planned = len(ladder_cells((rung,))) + FIRST_RECIPE_RAN.get(rung, 0)   # and the first recipe's cells
         params = ", ".join(dict.fromkeys(millions(p) for p in sorted(r["parameters"] for r in runs))) or "–"
         spent = (f"{secs[0]:.0f}–{secs[-1]:.0f} ({float(np.median(secs)):.0f})" if secs else "–")
         lines.append(f"| {rung} | {shape['layers']} / {shape['hidden']} / {shape['experts']} / {shape['top_k']} | "
