@@ -7,7 +7,7 @@ sentences) and ``numbers`` (arithmetic and number sequences). Tokenization is by
 bytes are ids 0-255, plus PAD / BOS / EOS), so nothing is downloaded.
 
 A :class:`grokmon.GrokkingMonitor` probes 16 *training* samples per domain every ``--every``
-optimizer steps with per-group metrics on, tracks each domain's stage (memorizing, then unknown once
+optimizer steps with per-group metrics on, tracks each domain's stage (loss_falling, then unknown once
 its probe loss has converged: grokmon does not claim generalization it cannot see), and watches one
 alert rule: a plateau of the overall pathway distance. Probe metrics go to JSONL and, through
 ``accelerator.log``, to every tracker of the accelerator (W&B, offline unless ``WANDB_MODE`` says
@@ -21,10 +21,10 @@ that fired.
     accelerate launch examples/accelerate_text_moe.py               # several processes / GPUs: same code
 
 In the default 400 steps every domain's probe loss is still falling, so all three stay
-``memorizing``, and the plateau alert fires once the overall distance stops falling (step 360 for
+``loss_falling``, and the plateau alert fires once the overall distance stops falling (step 360 for
 seed 0; runs are deterministic for a given seed and ``--threads``).
 With ``--steps 1500 --every 25`` the domains memorize one after the other, as the paper's
-"asynchronous, local" picture describes: each domain goes ``memorizing -> unknown`` at its own step
+"asynchronous, local" picture describes: each domain goes ``loss_falling -> unknown`` at its own step
 (code first, numbers, the hardest, last). This corpus has no held-out task, so nothing here says
 whether a domain generalizes; docs/validation.md measures that question on tasks where it is known.
 
@@ -55,7 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch  # noqa: E402
 
 from grokmon import GrokkingMonitor, MonitorConfig, MetricConfig, PlateauRule, ProbeSet  # noqa: E402
-from grokmon.alerts import STAGE_CODES  # noqa: E402
+from grokmon.keys import stage_name  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parent / "data" / "corpus.jsonl"
 DOMAINS = ("code", "prose", "numbers")
@@ -300,9 +300,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return summary
 
 
-STAGE_NAMES = {float(code): name for name, code in STAGE_CODES.items()}
-
-
 def summarize(monitor: GrokkingMonitor, events: list[Any], seconds: float, accelerator: Any) -> dict[str, Any]:
     """Print the last probe's per-domain table and the alerts; return them."""
     step, last = monitor.history[-1] if monitor.history else (None, {})
@@ -311,7 +308,7 @@ def summarize(monitor: GrokkingMonitor, events: list[Any], seconds: float, accel
         stage = last.get(f"grokmon/group/{g}/stage")
         rows[g] = {"pathway_distance": last.get(f"grokmon/group/{g}/pathway_distance", math.nan),
                    "probe_loss": last.get(f"grokmon/group/{g}/probe_loss", math.nan),
-                   "stage": STAGE_NAMES.get(stage, "-")}
+                   "stage": "-" if stage is None else stage_name(stage)}
     fired = [e for e in events if e.kind != "stage"]
     summary = {"seconds": round(seconds, 1), "last_probe_step": step, "groups": rows,
                "probes": [s for s, _ in monitor.history],
@@ -324,7 +321,7 @@ def summarize(monitor: GrokkingMonitor, events: list[Any], seconds: float, accel
             print(f"  {g:<8} {r['pathway_distance']:>16.4f} {r['probe_loss']:>10.3f}  {r['stage']}")
         overall = last.get("grokmon/pathway_distance", math.nan)
         print(f"  {'all':<8} {overall:>16.4f} {last.get('grokmon/probe_loss', math.nan):>10.3f}  "
-              f"{STAGE_NAMES.get(last.get('grokmon/stage'), '-')}")
+              f"{'-' if last.get('grokmon/stage') is None else stage_name(last['grokmon/stage'])}")
         for e in events:
             if e.kind == "stage":
                 print(f"stage change: {e.text}")

@@ -53,7 +53,7 @@ class MonitorConfig(CheckedKeywords):
     resume reopens the folder saved in the checkpoint's monitor state. A path: exactly that folder."""
 
     stages: bool = True
-    """Track the per-group grokking stage (memorizing / grokking / saturated). To change its patience,
+    """Track the per-group grokking stage (by default: probe loss falling, or unknown; docs/alerts.md). To change its patience,
     thresholds or alert level, pass a configured tracker as ``GrokkingMonitor(stage_tracker=...)``."""
 
     batch_size: int = 32

@@ -4,7 +4,7 @@ The curves are made up (seeded numpy); everything else is grokmon's own machiner
 ``GrokkingMonitor._deliver``: a ``GroupStageTracker`` and a ``PlateauRule`` judge each probe, their
 0/1 and stage codes join the metrics, the metrics are ``grokmon/``-prefixed and written by a real
 ``JsonlSink``, and the events go through ``JsonlSink.alert``. So the file has the exact line format
-a training run writes, with memorizing -> unknown stage changes at different steps per group.
+a training run writes, with loss_falling -> unknown stage changes at different steps per group.
 """
 
 from __future__ import annotations

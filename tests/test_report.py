@@ -70,11 +70,11 @@ def test_report_has_every_part_of_the_run(record, tmp_path):
         assert sorted(e.attrs["data-group"] for e in with_class(els, "group-line", inside=chart)) == sorted(GROUPS)
     bars = with_class(els, "stage-bar", inside="chart-headline")
     assert {b.attrs["data-group"] for b in bars} == {"overall", *GROUPS}
-    assert {b.attrs["data-stage"] for b in bars} == {"memorizing", "unknown"}
+    assert {b.attrs["data-stage"] for b in bars} == {"loss_falling", "unknown"}
     # the current stage of each group in the summary badges
     badges = {b.attrs["data-group"]: "".join(b.text) for b in with_class(els, "stage-badge")}
     assert set(badges) == {"overall", *GROUPS}
-    assert "prose: memorizing since step 100" in badges["prose"]   # step 0: no fall seen yet
+    assert "prose: loss_falling since step 100" in badges["prose"]   # step 0: no fall seen yet
 
     # held-out curve and run facts
     svg_text = " ".join(t for e in inside(els, "chart-headline") for t in e.text)
@@ -142,20 +142,20 @@ def test_transitions_from_stage_codes_and_from_alerts():
     records = [
         {"step": 0, "metrics": {"grokmon/stage": 0.0, "grokmon/group/a/stage": 0.0}},
         {"step": 10, "metrics": {"grokmon/stage": 0.0, "grokmon/group/a/stage": 3.0}},
-        {"step": 10, "alert": {"kind": "stage", "level": "INFO", "title": "t", "text": "group a: memorizing -> unknown",
-                               "extra": {"group": "a", "previous": "memorizing", "stage": "unknown"}}},
+        {"step": 10, "alert": {"kind": "stage", "level": "INFO", "title": "t", "text": "group a: loss_falling -> unknown",
+                               "extra": {"group": "a", "previous": "loss_falling", "stage": "unknown"}}},
         {"step": 20, "metrics": {"grokmon/stage": 1.0, "grokmon/group/a/stage": 3.0}},
         # a stage alert of a group whose codes the record lacks (e.g. logged by another tracker)
         {"step": 20, "alert": {"kind": "stage", "text": "b changed", "step": 20,
-                               "extra": {"group": "b", "previous": "memorizing", "stage": "saturated"}}},
+                               "extra": {"group": "b", "previous": "loss_falling", "stage": "saturated"}}},
         {"step": 20, "alert": {"kind": "plateau", "level": "WARN", "title": "p", "text": "flat", "step": 20}},
         {"config": {"every": 10, "probe_fingerprint": "abc"}},
     ]
     run = load_run(records)
     got = [(t.step, t.group, t.previous, t.stage, t.text) for t in run.transitions]
-    assert got == [(10, "a", "memorizing", "unknown", "group a: memorizing -> unknown"),
-                   (20, "overall", "memorizing", "grokking", ""),
-                   (20, "b", "memorizing", "saturated", "b changed")]
+    assert got == [(10, "a", "loss_falling", "unknown", "group a: loss_falling -> unknown"),
+                   (20, "overall", "loss_falling", "grokking", ""),
+                   (20, "b", "loss_falling", "saturated", "b changed")]
     assert [a["kind"] for a in run.alerts] == ["plateau"]
     assert run.current_stages() == {"overall": ("grokking", 20), "a": ("unknown", 10)}
     assert run.config == {"every": 10, "probe_fingerprint": "abc"}
@@ -313,13 +313,13 @@ def test_group_charts_carry_stage_bands_changes_and_labelled_alerts(record, tmp_
 def test_legend_lists_only_what_occurs(record, tmp_path):
     els = parse(_page(write_report(record, tmp_path / "out")))
     legend = inside(els, "legend")
-    assert {e.attrs["data-stage"] for e in legend if "legend-stage" in e.classes} == {"memorizing", "unknown"}
+    assert {e.attrs["data-stage"] for e in legend if "legend-stage" in e.classes} == {"loss_falling", "unknown"}
     assert {e.attrs["data-level"] for e in legend if "legend-alert" in e.classes} == {"WARN"}
     assert "claims" not in "".join(by_id(els, "legend").text)   # no grokking / saturated in this record
     history = [(s, {"grokmon/pathway_distance": 0.5, "grokmon/stage": float(c)}) for s, c in ((0, 0), (100, 1))]
     els = parse(_page(write_report(history, tmp_path / "two")))
     legend = inside(els, "legend")
-    assert {e.attrs["data-stage"] for e in legend if "legend-stage" in e.classes} == {"memorizing", "grokking"}
+    assert {e.attrs["data-stage"] for e in legend if "legend-stage" in e.classes} == {"loss_falling", "grokking"}
     assert not [e for e in legend if "legend-alert" in e.classes] and "claims" in "".join(by_id(els, "legend").text)
 
 
@@ -332,7 +332,7 @@ def test_axes_fit_the_data_and_a_late_stage_change_is_visible():
     x0, x1, _ = _x_range(run)
     assert (x0, x1) == (-3.0, 303.0)                      # no x to 400 when the data end at 300
     spans = _intervals(run.stages["overall"], x1, x0)
-    assert [(s, stage, n) for _, _, stage, s, n in spans] == [(0, "memorizing", 0), (300, "unknown", 0)]
+    assert [(s, stage, n) for _, _, stage, s, n in spans] == [(0, "loss_falling", 0), (300, "unknown", 0)]
     start, width, _, _, _ = spans[-1]
     assert start == 250 and width == 53                    # from halfway to the probe before it
     many = [(s, 3.0 if s == 3000 else 0.0) for s in range(0, 3001, 10)]
@@ -356,7 +356,7 @@ def test_a_flapping_stage_is_drawn_in_a_bounded_number_of_stretches(tmp_path):
     assert len(spans) <= MAX_STRETCHES
     changes = sum(stage(i) != stage(i - 1) for i in range(1, 4000))       # 2999
     assert sum(n for *_, n in spans) == changes                              # every change counted once
-    assert spans[0][2:4] == ("memorizing", 0) and spans[0][0] == 0.0         # the steady start stays memorizing
+    assert spans[0][2:4] == ("loss_falling", 0) and spans[0][0] == 0.0         # the steady start stays loss_falling
     assert spans[0][0] + spans[0][1] >= 10000.0 - 40000 / MAX_STRETCHES
     assert sum(w for _, w, *_ in spans) == pytest.approx(40000.0)           # slices tile the span, no overlap
     page = write_report(history, tmp_path / "flap")

@@ -259,15 +259,15 @@ def test_wandb_sink_group_charts_summary_and_stage_table(wandb_run):
     # the stage timeline: one row per stretch of a group in one stage
     timeline = rec.table("grokmon/stage_timeline")
     assert timeline["columns"] == ["group", "stage", "stage_code", "start_step", "end_step", "probes"]
-    assert timeline["data"] == [["overall", "memorizing", 0, 0, 4, 3], ["a", "unknown", 3, 0, 0, 1],
-                                ["b", "memorizing", 0, 0, 0, 1], ["a", "memorizing", 0, 2, 2, 1],
+    assert timeline["data"] == [["overall", "loss_falling", 0, 0, 4, 3], ["a", "unknown", 3, 0, 0, 1],
+                                ["b", "loss_falling", 0, 0, 0, 1], ["a", "loss_falling", 0, 2, 2, 1],
                                 ["b", "unknown", 3, 2, 4, 2], ["a", "unknown", 3, 4, 4, 1]]
     # the summary: stages now, transitions, alert firings
-    assert rec.summary["grokmon/stages"] == {"overall": "memorizing", "a": "unknown", "b": "unknown"}
+    assert rec.summary["grokmon/stages"] == {"overall": "loss_falling", "a": "unknown", "b": "unknown"}
     assert rec.summary["grokmon/stage_transitions"] == [
-        {"step": 2, "group": "a", "previous": "unknown", "stage": "memorizing"},
-        {"step": 2, "group": "b", "previous": "memorizing", "stage": "unknown"},
-        {"step": 4, "group": "a", "previous": "memorizing", "stage": "unknown"}]
+        {"step": 2, "group": "a", "previous": "unknown", "stage": "loss_falling"},
+        {"step": 2, "group": "b", "previous": "loss_falling", "stage": "unknown"},
+        {"step": 4, "group": "a", "previous": "loss_falling", "stage": "unknown"}]
     alerts = rec.summary["grokmon/alerts"]
     assert alerts["count"] == 2 and alerts["last"]["text"] == "flat again" and alerts["last"]["step"] == 6
     assert alerts["by_rule"] == {"plateau_pd": {"count": 2, "first_step": 4, "last_step": 6, "level": "WARN"}}
@@ -294,9 +294,9 @@ def test_wandb_sink_charts_with_own_steps_never_go_below_the_run(wandb_run):
     closing = rec.history[2]
     assert closing["user/loss"] == 1 and "grokmon/by_group/pathway_distance_table" in closing  # merged into 20
     assert [row[:2] for row in rec.table("grokmon/stage_timeline")["data"]] == [
-        ["overall", "memorizing"], ["a", "memorizing"], ["b", "memorizing"], ["a", "unknown"]]
+        ["overall", "loss_falling"], ["a", "loss_falling"], ["b", "loss_falling"], ["a", "unknown"]]
     assert rec.summary["grokmon/stage_transitions"] == [
-        {"step": 10, "group": "a", "previous": "memorizing", "stage": "unknown"}]
+        {"step": 10, "group": "a", "previous": "loss_falling", "stage": "unknown"}]
 
 
 def test_wandb_sink_extras_off_and_close_after_finish(wandb_run):
@@ -331,7 +331,7 @@ def test_wandb_sink_sections_uninformative_keys_and_alert_level(wandb_run):
     sink.log(exact, step=1)
     sink.log({**exact, "grokmon/pathway_distance_stderr": 0.02, "grokmon/pathway_consistency": 0.3,
               "grokmon/pathway_consistency_undefined": 0.0, "grokmon/group/a/pathway_consistency": 0.2}, step=2)
-    sink.alert(_StageEvent("grokmon: stage of a", "a: memorizing -> grokking", "INFO", 2, rule="stage"))
+    sink.alert(_StageEvent("grokmon: stage of a", "a: loss_falling -> grokking", "INFO", 2, rule="stage"))
     sink.alert(_Event("grokmon: plateau", "flat", "WARN", 2, rule="plateau"))
     sink.close()
     run.finish()
@@ -556,7 +556,7 @@ def test_wandb_summary_and_the_report_tell_the_same_story(wandb_run, make_monito
     assert summary["by_rule"][rule.name]["count"] == len(fired)
     assert summary["by_rule"][rule.name]["first_step"] == fired[0]["step"]
     assert summary["by_rule"][rule.name]["last_step"] == fired[-1]["step"]
-    from grokmon.report.data import stage_name
+    from grokmon.keys import stage_name
     assert rec.summary["grokmon/stages"] == {g: stage_name(points[-1][1]) for g, points in report.stages.items()}
     assert [(t["step"], t["group"], t["previous"], t["stage"]) for t in rec.summary["grokmon/stage_transitions"]] == [
         (t.step, t.group, t.previous, t.stage) for t in report.transitions if t.previous]

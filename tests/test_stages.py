@@ -1,4 +1,4 @@
-"""GroupStageTracker: memorizing -> grokking -> saturated per group, from probe loss and pathway distance."""
+"""GroupStageTracker: loss_falling -> grokking -> saturated per group, from probe loss and pathway distance."""
 
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def group_stream(loss_last_improve: int, dist_fall_end: int, n: int, patience: i
             dist.append(0.5 + 0.01 * i)
         else:
             dist.append(0.5 + 0.01 * conv - 0.02 * (min(i, dist_fall_end) - conv))
-    expected = ["unknown" if i == 0 else "memorizing" if i < conv else "grokking" if i < dist_fall_end + patience
-                else "saturated" for i in range(n)]  # no fall seen at the first probe: not yet memorizing
+    expected = ["unknown" if i == 0 else "loss_falling" if i < conv else "grokking" if i < dist_fall_end + patience
+                else "saturated" for i in range(n)]  # no fall seen at the first probe: not yet falling
     return loss, dist, expected
 
 
@@ -85,7 +85,7 @@ def test_stage_metrics_codes_follow_stages():
         t.update(i, {"group/a/probe_loss": la[i], "group/a/pathway_distance": da[i]})
         assert t.stage_metrics() == {"group/a/stage": float(STAGE_CODES[ea[i]])}
     assert t.overall_stage is None
-    assert STAGE_CODES == {"memorizing": 0, "grokking": 1, "saturated": 2, "unknown": 3}
+    assert STAGE_CODES == {"loss_falling": 0, "grokking": 1, "saturated": 2, "unknown": 3}
 
 
 def test_saturated_group_goes_back_to_grokking_when_distance_falls_again():
@@ -94,7 +94,7 @@ def test_saturated_group_goes_back_to_grokking_when_distance_falls_again():
     dist = dist[:20] + [dist[19] - 0.05] + [dist[19] - 0.05] * (n - 21)  # a second fall at probe 20
     t = GroupStageTracker(claims="distance", patience=P, min_delta=0.0)
     _, events = feed(t, {"g": (loss, dist)}, n)
-    assert [(e.probe, e.extra["stage"]) for e in events] == [(1, "memorizing"), (6, "grokking"), (13, "saturated"),
+    assert [(e.probe, e.extra["stage"]) for e in events] == [(1, "loss_falling"), (6, "grokking"), (13, "saturated"),
                                                              (20, "grokking"), (23, "saturated")]
 
 
@@ -105,11 +105,11 @@ def test_min_drop_keeps_a_group_grokking_until_the_distance_has_fallen():
     flat = GroupStageTracker(claims="distance", patience=P, min_delta=0.0)
     _, ev = feed(flat, {"g": (loss, dist)}, n)
     # without min_drop a flat distance is a plateau: "saturated" at 10, back to grokking at 15
-    assert [(e.probe, e.extra["stage"]) for e in ev] == [(1, "memorizing"), (7, "grokking"), (10, "saturated"),
+    assert [(e.probe, e.extra["stage"]) for e in ev] == [(1, "loss_falling"), (7, "grokking"), (10, "saturated"),
                                                          (15, "grokking"), (18, "saturated")]
     strict = GroupStageTracker(claims="distance", patience=P, min_delta=0.0, min_drop=0.1)
     _, ev = feed(strict, {"g": (loss, dist)}, n)
-    assert [(e.probe, e.extra["stage"]) for e in ev] == [(1, "memorizing"), (7, "grokking"), (18, "saturated")]
+    assert [(e.probe, e.extra["stage"]) for e in ev] == [(1, "loss_falling"), (7, "grokking"), (18, "saturated")]
 
 
 def test_distance_before_convergence_does_not_count():
@@ -119,7 +119,7 @@ def test_distance_before_convergence_does_not_count():
     loss = [3.0 - 0.3 * min(i, 6) for i in range(n)]  # converged at 9
     dist = [0.9 - 0.05 * min(i, 8) for i in range(n)]  # last fall at 8, before convergence
     _, ev = feed(GroupStageTracker(claims="distance", patience=P, min_delta=0.0), {"g": (loss, dist)}, n)
-    assert [(e.probe, e.extra["stage"]) for e in ev] == [(1, "memorizing"), (9, "grokking"), (12, "saturated")]
+    assert [(e.probe, e.extra["stage"]) for e in ev] == [(1, "loss_falling"), (9, "grokking"), (12, "saturated")]
 
 
 def test_consistency_keys_do_not_influence_the_stage():
@@ -153,7 +153,7 @@ def test_groups_are_discovered_from_keys_when_they_appear():
     assert t.stages() == {"a": "unknown"}   # one probe: no fall seen yet
     t.update(1, {"group/a/probe_loss": 0.5, "group/b/c/probe_loss": 2.0, "group/x/pathway_distance": 0.3,
                  "layer/0/probe_loss": 0.1})
-    assert t.stages() == {"a": "memorizing", "b/c": "unknown"}  # distance alone does not start a group
+    assert t.stages() == {"a": "loss_falling", "b/c": "unknown"}  # distance alone does not start a group
     assert t.overall_stage is None
 
 
@@ -230,22 +230,22 @@ def test_load_rejects_other_states():
 
 
 def test_by_default_a_converged_group_is_unknown_whatever_its_distance_does():
-    """The default claims nothing about generalization: memorizing, then unknown, never grokking/saturated."""
+    """The default claims nothing about generalization: loss_falling, then unknown, never grokking/saturated."""
     n = 40
     for fall_end in (10, 25, 39):   # the distance falls briefly, long, or until the end
         loss, dist, expected = group_stream(3, fall_end, n)
         stages, events = feed(GroupStageTracker(patience=P, min_delta=0.0), {"g": (loss, dist)}, n)
-        want = ["memorizing" if e == "memorizing" else "unknown" for e in expected]
+        want = ["loss_falling" if e == "loss_falling" else "unknown" for e in expected]
         assert [s["g"] for s in stages] == want
-        assert [(e.extra["previous"], e.extra["stage"]) for e in events] == [("unknown", "memorizing"),
-                                                                            ("memorizing", "unknown")]
+        assert [(e.extra["previous"], e.extra["stage"]) for e in events] == [("unknown", "loss_falling"),
+                                                                            ("loss_falling", "unknown")]
         assert events[1].title == "grokmon: group g probe loss converged (generalization unknown)"
         assert events[1].value == 3.0
 
 
 @pytest.mark.parametrize("claims", ["none", "distance"])
-def test_memorizing_only_while_the_probe_loss_falls(claims):
-    """Issue 24: a probe loss that rises from the start never says memorizing (it used to, then 'converged')."""
+def test_loss_falling_only_while_the_probe_loss_falls(claims):
+    """Issue 24: a probe loss that rises from the start never says loss_falling (it said memorizing, then 'converged')."""
     rising = [5.2 + 0.3 * i for i in range(12)]     # 5.2, 5.5, ..., 8.5: never converged, never grokking
     t = GroupStageTracker(claims=claims)
     for i, loss in enumerate(rising):
@@ -259,7 +259,7 @@ def test_memorizing_only_while_the_probe_loss_falls(claims):
         seen.append(t.stages()["g"])
         if i == 3:
             assert events[0].title == "grokmon: group g probe loss not falling (stage unknown)"
-    assert seen == ["unknown", "memorizing", "memorizing", "unknown", "unknown", "memorizing", "memorizing"]
+    assert seen == ["unknown", "loss_falling", "loss_falling", "unknown", "unknown", "loss_falling", "loss_falling"]
 
 
 def test_claims_must_be_known():

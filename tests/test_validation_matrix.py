@@ -135,7 +135,7 @@ def test_generated_claims_and_tables_match_the_committed_summary() -> None:
     for name in ("headline", "ladder-claim"):
         assert f"<!-- gen:{name} -->" in readme and f"<!-- gen:{name} -->" in page
     for name in ("ladder-judgement", "ladder-rungs", "ladder-cost", "probe-size", "specificity", "matrix-aucs",
-                 "stage-memorizing"):
+                 "stage-loss-falling"):
         assert f"<!-- gen:{name} -->" in page
     # the claim's numbers, read back from the units themselves (not from the summary's tables)
     claim = generated["ladder-claim"]
@@ -154,9 +154,9 @@ def test_generated_claims_and_tables_match_the_committed_summary() -> None:
         return [stage for at, stage in transitions if at <= step][-1]
     grokked = [u for u in summary["units"] if u["class"] == "grokked" and u.get("held_50") is not None]
     late = sum(1 for u in grokked if any(
-        stage_at(u["stages_replayed"]["transitions"], s) == "memorizing"
+        stage_at(u["stages_replayed"]["transitions"], s) == "loss_falling"
         for s in np.arange(u["held_50"], u["last_step"] + 1, 100)))
-    assert f"passed 0.5 in {late} of the {len(grokked)} grokked units" in generated["stage-memorizing"]
+    assert f"passed 0.5 in {late} of the {len(grokked)} grokked units" in generated["stage-loss-falling"]
 
 
 def test_generated_blocks_are_rewritten_in_place_and_unknown_ones_refused(tmp_path) -> None:

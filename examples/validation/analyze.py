@@ -40,6 +40,7 @@ from grokmon.metrics import MemorizationTracker, MetricConfig, compute_metrics
 from grokmon.metrics.distance import cross_group_distance, pathway_distance
 from grokmon.pathways import Pathways, pathway_sequences
 from grokmon.curve_stats import partial_spearman, spearman
+from grokmon.keys import stage_name
 
 from . import preregister
 from .ladder import PREREGISTERED_COMMIT, PREREGISTERED_LADDER, TOP
@@ -367,8 +368,7 @@ def stage_timeline(rows: list[dict[str, Any]], domain: str, tracker: GroupStageT
             stage = tracker.stages().get(domain)
         else:
             code = metrics.get(key)
-            stage = None if code is None else ("memorizing", "grokking", "saturated", "unknown")[int(code)] \
-                if code == code else None
+            stage = None if code is None or code != code else stage_name(code)
         if stage != previous:
             transitions.append([row["step"], stage])
             previous = stage

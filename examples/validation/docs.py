@@ -230,12 +230,13 @@ def _stages_from(transitions: list[list[Any]], start: float) -> set[str]:
     return set(before) | {stage for step, stage in transitions if step > start}
 
 
-def stage_memorizing(summary: dict[str, Any]) -> str:
-    """How often the default stage tracker, replayed, said ``memorizing`` in a grokked unit after its
-    held-out accuracy had passed 0.5: where a reader would take the stage to mean "not generalizing"."""
+def stage_loss_falling(summary: dict[str, Any]) -> str:
+    """How often the default stage tracker, replayed, said ``loss_falling`` in a grokked unit after its
+    held-out accuracy had passed 0.5: why that stage is not named "memorizing" (a reader would take it
+    to mean "not generalizing")."""
     grokked = [u for u in summary["units"] if u["class"] == "grokked" and u.get("held_50") is not None]
-    late = [u for u in grokked if "memorizing" in _stages_from(u["stages_replayed"]["transitions"], u["held_50"])]
-    return (f"Replayed over the matrix, the default tracker said `memorizing` at or after the probe where held-out "
+    late = [u for u in grokked if "loss_falling" in _stages_from(u["stages_replayed"]["transitions"], u["held_50"])]
+    return (f"Replayed over the matrix, the default tracker said `loss_falling` at or after the probe where held-out "
             f"accuracy passed 0.5 in {len(late)} of the {len(grokked)} grokked units")
 
 
@@ -245,7 +246,7 @@ def blocks(summary: dict[str, Any]) -> dict[str, str]:
            "ladder-rungs": "\n" + rung_table(summary) + "\n", "ladder-cost": "\n" + cost_table(summary) + "\n",
            "probe-size": "\n" + probe_size_table(summary) + "\n",
            "specificity": "\n" + specificity_tables(summary) + "\n", "matrix-aucs": matrix_aucs(summary),
-           "stage-memorizing": stage_memorizing(summary)}
+           "stage-loss-falling": stage_loss_falling(summary)}
     if summary.get("ladder_judgement") and PREREGISTERED_LADDER is not None:
         out["ladder-judgement"] = "\n" + "\n".join(preregister.render(
             summary["ladder_judgement"], PREREGISTERED_LADDER, PREREGISTERED_COMMIT)) + "\n"

@@ -3,10 +3,13 @@
 For every group (and the whole probe set) :class:`GroupStageTracker` reads the probe loss and,
 when asked to, the pathway distance:
 
-* ``memorizing`` (code 0): the probe loss is falling — it has fallen below an earlier probe's
+* ``loss_falling`` (code 0): the probe loss is falling — it has fallen below an earlier probe's
   value (by more than ``min_delta``) within the last ``patience`` probes and is not above its
   lowest value since. A loss that has not fallen yet (the first probe, or a loss that rises from
-  the start) or that rises again is not memorizing: the stage is ``unknown`` then;
+  the start) or that rises again is not falling: the stage is ``unknown`` then. The name says
+  what is measured and nothing more: a group's loss keeps falling while it generalizes (on the
+  validation matrix, after held-out accuracy had passed 0.5 in about half of the grokked
+  groups), so this is not a "still memorizing, not generalizing" stage;
 * ``unknown`` (code 3, the default once the loss has converged): the group's probe loss has stopped
   falling (in the paper's terms, it is memorized), and whether it generalizes **cannot be told**
   from the pathway signals. The probe loss averages every next-token position, some of which no
@@ -32,16 +35,16 @@ Example:
     >>> for i, l in enumerate([3.0, 2.0, 1.0, 0.5, 0.5, 0.5]):
     ...     for e in t.update(100 * i, {"group/a/probe_loss": l, "group/a/pathway_distance": 0.5}):
     ...         print(i, e.extra["previous"], "->", e.extra["stage"])
-    1 unknown -> memorizing
-    5 memorizing -> unknown
+    1 unknown -> loss_falling
+    5 loss_falling -> unknown
     >>> t = GroupStageTracker(patience=2, min_delta=0.0, claims="distance")   # the unvalidated rule
     >>> loss = [3.0, 2.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]   # converged: 2 probes after 0.5
     >>> dist = [0.5, 0.55, 0.6, 0.6, 0.6, 0.6, 0.5, 0.4, 0.4, 0.4]  # rises, then falls after
     >>> for i, (l, d) in enumerate(zip(loss, dist)):
     ...     for e in t.update(100 * i, {"group/a/probe_loss": l, "group/a/pathway_distance": d}):
     ...         print(i, e.extra["previous"], "->", e.extra["stage"])
-    1 unknown -> memorizing
-    5 memorizing -> grokking
+    1 unknown -> loss_falling
+    5 loss_falling -> grokking
     9 grokking -> saturated
 """
 
@@ -54,10 +57,10 @@ from datetime import timedelta
 from typing import Any
 
 from ..errors import ConfigError
+from ..keys import STAGES
 from ._series import PlateauCounter, SmoothKind, Smoother, ThresholdMode, check_int, check_number
 from .events import AlertEvent, check_level, check_wait, make_title, strip_prefix, to_float
 
-STAGES: tuple[str, ...] = ("memorizing", "grokking", "saturated", "unknown")
 CLAIMS: tuple[str, ...] = ("none", "distance")
 STAGE_CODES: dict[str, int] = {s: i for i, s in enumerate(STAGES)}
 
@@ -111,8 +114,8 @@ class _Track:
 
 
 class GroupStageTracker:
-    """Classifies each group (and the whole probe set) as memorizing / unknown (or, with
-    ``claims="distance"``, memorizing / grokking / saturated).
+    """Classifies each group (and the whole probe set) as loss_falling / unknown (or, with
+    ``claims="distance"``, loss_falling / grokking / saturated).
 
     Groups are discovered from the metric keys: every key matching ``loss_key_template`` (with
     ``{g}`` the group name) starts a group. ``loss_key`` / ``distance_key`` drive the overall stage;
@@ -140,7 +143,7 @@ class GroupStageTracker:
         ('unknown', {'code': 'unknown'}, {'stage': 3.0, 'group/code/stage': 3.0})
         >>> _ = t.update(100, {"probe_loss": 1.5, "group/code/probe_loss": 2.0})
         >>> t.overall_stage, t.stages()
-        ('memorizing', {'code': 'memorizing'})
+        ('loss_falling', {'code': 'loss_falling'})
     """
 
     def __init__(
@@ -236,7 +239,7 @@ class GroupStageTracker:
         return None if self._overall is None else self._overall.stage
 
     def stage_metrics(self) -> dict[str, float]:
-        """``stage`` and ``group/<g>/stage`` -> 0.0 memorizing, 1.0 grokking, 2.0 saturated, 3.0 unknown."""
+        """``stage`` and ``group/<g>/stage`` -> 0.0 loss_falling, 1.0 grokking, 2.0 saturated, 3.0 unknown."""
         out: dict[str, float] = {}
         if self._overall is not None:
             out[self.stage_key] = float(STAGE_CODES[self._overall.stage])
@@ -304,7 +307,7 @@ class GroupStageTracker:
 
     def _classify(self, t: _Track) -> str:
         if not t.converged:
-            return "memorizing" if t.fell and not t.rising else "unknown"
+            return "loss_falling" if t.fell and not t.rising else "unknown"
         if self.claims == "none":
             return "unknown"
         if t.dist.best is None or t.dist.num_bad < self.distance_patience:
@@ -317,6 +320,8 @@ class GroupStageTracker:
 
 
 def _headline(stage: str, converged: bool) -> str:
+    if stage == "loss_falling":
+        return "probe loss falling"
     if stage != "unknown":
         return stage
     return "probe loss converged (generalization unknown)" if converged else "probe loss not falling (stage unknown)"

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..keys import unprefixed
-from .data import OVERALL, Points, RunData, stage_name
+from ..keys import stage_name, unprefixed
+from .data import OVERALL, Points, RunData
 
 __all__ = ["STAGE_COLORS", "LEVEL_COLORS", "HEADLINE", "band_group", "occurring_stages", "alert_label", "plain_text",
            "pick_evenly", "strip_rows", "group_note", "strip_note", "headline_figure", "headline_chart", "group_chart",
            "expert_load_chart", "save_png", "external_curves"]
 
-STAGE_COLORS: dict[str, str] = {"memorizing": "#f4a261", "grokking": "#2a9d8f", "saturated": "#264653",
+STAGE_COLORS: dict[str, str] = {"loss_falling": "#f4a261", "grokking": "#2a9d8f", "saturated": "#264653",
                                 "unknown": "#aab2bd"}
 LEVEL_COLORS: dict[str, str] = {"INFO": "#3a86ff", "WARN": "#e76f00", "ERROR": "#c1121f"}
 HEADLINE: dict[str, str] = {

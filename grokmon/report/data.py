@@ -33,11 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..alerts.stages import STAGES
 from ..errors import ConfigError
-from ..keys import PREFIX
+from ..keys import PREFIX, stage_name
 
-__all__ = ["Curve", "RunData", "Transition", "load_run", "OVERALL", "stage_name"]
+__all__ = ["Curve", "RunData", "Transition", "load_run", "OVERALL"]
 
 OVERALL = "overall"  # the label of the whole probe set's stage (group None in stage events)
 _GROUP = re.compile(r"^group/(?P<group>[^/]+)/(?P<metric>.+)$")
@@ -97,12 +96,6 @@ class Curve(Sequence):
         order = sorted(range(len(steps)), key=steps.__getitem__)
         self._steps = array("q", (steps[i] for i in order))
         self._values = array("d", (self._values[i] for i in order))
-
-
-def stage_name(code: float) -> str:
-    """``0..3`` -> ``memorizing / grokking / saturated / unknown`` (an unknown code reads ``unknown``)."""
-    i = int(round(code))
-    return STAGES[i] if 0 <= i < len(STAGES) else "unknown"
 
 
 @dataclass(frozen=True)

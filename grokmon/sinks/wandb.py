@@ -74,14 +74,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SinkError
-from ..keys import DIAG_SECTION, GROUP_SECTION, METRIC_GLOB, PREFIX
+from ..keys import DIAG_SECTION, GROUP_SECTION, METRIC_GLOB, PREFIX, STAGES, stage_name
 from .base import ALERT_LEVELS, AlertInfo, Sink, to_float
 
 __all__ = ["WandbSink"]
 
 _MAX_TITLE = 64
 _MAX_TRANSITIONS = 100
-_STAGES = ("memorizing", "grokking", "saturated", "unknown")  # GroupStageTracker's codes 0..3
 _GROUP = re.compile(r"^group/(?P<group>[^/]+)/(?P<metric>.+)$")
 ALL_SAMPLES = "all samples"
 HEADLINE = frozenset({"pathway_distance", "pathway_distance_raw", "pathway_consistency", "pathway_cosine",
@@ -250,8 +249,7 @@ class WandbSink(Sink):
         return changed
 
     def _stage(self, group: str, code: float, step: int) -> bool:
-        i = int(round(code))
-        stage = _STAGES[i] if 0 <= i < len(_STAGES) else "unknown"
+        stage = stage_name(code)
         current = self._open.get(group)
         if current is not None and current[1] == stage:
             current[3] = step
@@ -295,7 +293,7 @@ class WandbSink(Sink):
             out[f"{self.prefix}by_group/{metric}"] = wandb.plot.line_series(
                 xs, ys, keys=names, title=f"{metric} by group", xname=self.step_key or "step")
         if self.stage_table and self._stretches:
-            rows = [[g, s, _STAGES.index(s), start, end, n] for g, s, start, end, n in self._stretches]
+            rows = [[g, s, STAGES.index(s), start, end, n] for g, s, start, end, n in self._stretches]
             out[f"{self.prefix}stage_timeline"] = wandb.Table(
                 columns=["group", "stage", "stage_code", "start_step", "end_step", "probes"], data=rows)
         return out
