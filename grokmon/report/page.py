@@ -89,19 +89,22 @@ def _e(x: object) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _stage_pill(stage: str, cls: str = "pill") -> str:
+def _stage_style(stage: str) -> str:
+    """The inline colours of a stage's pill or badge: its fill, and dark text on the light fills."""
     color = STAGE_COLORS.get(stage, STAGE_COLORS["unknown"])
     text_color = "#1d2433" if stage in ("loss_falling", "unknown") else "#fff"
-    return f'<span class="{cls} stage-{_e(stage)}" style="background:{color};color:{text_color}">{_e(stage)}</span>'
+    return f"background:{color};color:{text_color}"
+
+
+def _stage_pill(stage: str, cls: str = "pill") -> str:
+    return f'<span class="{cls} stage-{_e(stage)}" style="{_stage_style(stage)}">{_e(stage)}</span>'
 
 
 def _header(run: RunData, title: str, facts_line: str) -> str:
     badges = []
     for group, (stage, since) in run.current_stages().items():
-        color = STAGE_COLORS.get(stage, STAGE_COLORS["unknown"])
-        text_color = "#1d2433" if stage in ("loss_falling", "unknown") else "#fff"
         badges.append(f'<span class="stage-badge stage-{_e(stage)}" data-group="{_e(group)}" '
-                      f'style="background:{color};color:{text_color}" title="{_e(_STAGE_MEANING.get(stage, ""))}">'
+                      f'style="{_stage_style(stage)}" title="{_e(_STAGE_MEANING.get(stage, ""))}">'
                       f"<b>{_e(group)}</b>: {_e(stage)} since step {since}</span>")
     stages = occurring_stages(run)  # the legend lists only what the record holds
     legend = "".join(f'<span class="legend-stage" data-stage="{_e(s)}" title="{_e(_STAGE_MEANING[s])}">'
