@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> None:
     task = make_task("div", 47, 0, canary=CANARY)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    print(f"rung  family        parameters  ms/step: fastest  median of {args.repeats}  median / rung {min(args.rungs)}'s")
+    rungs = sorted(set(args.rungs))   # the smallest rung first: it is the baseline of the ratios
+    if not rungs:
+        parser.error(f"--rungs needs at least one of {sorted(RUNGS)}")
+    print(f"rung  family        parameters  ms/step: fastest  median of {args.repeats}  median / rung {rungs[0]}'s")
     baseline: dict[str, float] = {}
-    for r in args.rungs:
+    for r in rungs:
         shape = RUNGS[r]
         for family in FAMILIES:
             model = make_model(family, shape["layers"], vocab_size(47, True), 0, experts=shape["experts"],
